@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1
+# Red: a VisoMaster GPU workstation. The image is what `deploy.py` declares, applied by
+# pyinfra inside the build; the container's start re-applies it with the runtime env.
+#
+# CUDA 12.4.1 + cuDNN runtime on Ubuntu 22.04: VisoMaster pins torch 2.4.1+cu124 and
+# onnxruntime-gpu 1.20 (CUDA 12, cuDNN 9), and Ubuntu 22.04 ships the Python 3.10 it needs.
+ARG BASE_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
+FROM ${BASE_IMAGE}
+ARG BASE_IMAGE
+
+# The app venv's Python; a Debian 12 base (tests) builds with 3.11.
+ARG PYTHON_VERSION=3.10
+ENV DEBIAN_FRONTEND=noninteractive \
+    LANG=C.UTF-8 \
+    LC_ALL=C.UTF-8 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    RED_PYTHON_VERSION=${PYTHON_VERSION}
+
+LABEL org.opencontainers.image.title="Red" \
+      org.opencontainers.image.description="VisoMaster GPU workstation: SSH, JupyterLab, a VNC desktop in the browser, under supervisor" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
+
+# Bootstrap: an interpreter and the locked pyinfra, nothing else.
+COPY files/build/usr/sbin/policy-rc.d /usr/sbin/policy-rc.d
+COPY files/build/opt/red/bin/red-with-extra-ca /opt/red/bin/red-with-extra-ca
+COPY requirements/tool.lock /opt/red/deploy/requirements/tool.lock
+RUN --mount=type=secret,id=extra_ca \
+    apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates python3 python3-venv \
+ && python3 -m venv /opt/red/tool \
+ && /opt/red/bin/red-with-extra-ca \
+      /opt/red/tool/bin/pip install --no-cache-dir -r /opt/red/deploy/requirements/tool.lock \
+ && rm -rf /var/lib/apt/lists/*
+
+# The deploy itself: its install half, which reads no runtime settings and bakes no secret.
+COPY . /opt/red/deploy
+WORKDIR /opt/red/deploy
+RUN --mount=type=secret,id=extra_ca \
+    /opt/red/bin/red-with-extra-ca \
+      /opt/red/tool/bin/pyinfra @local deploy.py -y --data red_phase=install \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /root/.cache /tmp/* /logs/*
+
+EXPOSE 22 6080 8888
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+    CMD ["/opt/red/bin/red-healthcheck"]
+ENTRYPOINT ["/opt/red/bin/red-entrypoint"]

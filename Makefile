@@ -1,0 +1,86 @@
+# Red's commands. `make image` builds, `make test` sets up a fresh Debian 12 machine and runs
+# every test tier. Settings below can be given on the command line: make image IMAGE=...
+IMAGE ?= localhost/red:latest
+BASE_IMAGE ?= nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
+PYTHON_VERSION ?= 3.10
+# A directory of extra *.crt files to trust during the build (intercepting proxies).
+EXTRA_CA_DIR ?=
+# The local Debian 12 base for machines that cannot pull the CUDA base.
+RED_BASE ?= localhost/red-base:bookworm
+TEST_IMAGE ?= localhost/red:test
+VENV ?= .venv
+
+# docker when an engine answers (a client alone is not enough), else podman with the flags
+# these machines need (chroot isolation, runc, host network, explicit rlimits).
+ENGINE := $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
+ifeq ($(ENGINE),podman)
+BUILD_FLAGS = --isolation chroot --network host --format docker
+RUN_FLAGS = --runtime runc --network host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
+else
+BUILD_FLAGS =
+RUN_FLAGS = -p 22:22 -p 6080:6080 -p 8888:8888
+endif
+# Env passed through to `make run` when set in the caller's environment.
+RUN_ENV = SSH_PUBLIC_KEY PUBLIC_KEY VNC_PW VNC_PASSWORD VNC_RESOLUTION DISPLAY_SIZEW \
+	DISPLAY_SIZEH JUPYTER_TOKEN OPEN_BUTTON_TOKEN SSH_PORT JUPYTER_PORT NOVNC_PORT VNC_PORT \
+	PROVISIONING_SCRIPT
+CA_BUNDLE = .build/extra-ca.pem
+TEST_DEBS = podman buildah runc debootstrap uidmap fuse-overlayfs chromium shellcheck \
+	openssh-client python3-venv git curl ca-certificates
+
+.PHONY: base image run test deps lint unit image-tests bench lock
+
+base:
+	@if podman image exists $(RED_BASE); then echo "$(RED_BASE) exists (podman rmi it to rebuild)"; \
+	else set -e; root=$$(mktemp -d); \
+		debootstrap --variant=minbase bookworm "$$root"; \
+		tar -C "$$root" -c . | podman import - $(RED_BASE); rm -rf "$$root"; fi
+
+image:
+	@mkdir -p .build && rm -f $(CA_BUNDLE)
+	@if [ -n "$(EXTRA_CA_DIR)" ]; then cat $(EXTRA_CA_DIR)/*.crt > $(CA_BUNDLE); fi
+	$(ENGINE) build $(BUILD_FLAGS) \
+		--build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg PYTHON_VERSION=$(PYTHON_VERSION) \
+		$(if $(EXTRA_CA_DIR),--secret id=extra_ca$(,)src=$(CA_BUNDLE)) \
+		-t $(IMAGE) .
+
+run:
+	$(ENGINE) run --rm -it --shm-size 2g $(RUN_FLAGS) \
+		$(foreach name,$(RUN_ENV),$(if $($(name)),-e $(name))) $(IMAGE)
+
+# What a fresh Debian 12 machine lacks: system packages, then the venv from the lock file.
+deps:
+	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -q && \
+		apt-get install -y -q --no-install-recommends $$missing; fi
+	@if ! cmp -s requirements/dev.lock $(VENV)/.red-dev.lock; then set -e; \
+		python3 -m venv $(VENV); $(VENV)/bin/pip install -q -r requirements/dev.lock; \
+		cp requirements/dev.lock $(VENV)/.red-dev.lock; fi
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	shellcheck $$(grep -rlE '^#!/(usr/bin/env |bin/)(ba)?sh' files .ci bench tests)
+
+unit: deps
+	$(VENV)/bin/python -m pytest tests/unit
+
+# The test image: the real Dockerfile on the local Debian 12 base, trusting this machine's
+# extra CAs when it has any.
+image-tests: deps base
+	$(MAKE) image IMAGE=$(TEST_IMAGE) BASE_IMAGE=$(RED_BASE) PYTHON_VERSION=3.11 \
+		EXTRA_CA_DIR=$(or $(EXTRA_CA_DIR),$(if $(wildcard /usr/local/share/ca-certificates/*.crt),/usr/local/share/ca-certificates))
+	RED_TEST_IMAGE=$(TEST_IMAGE) $(VENV)/bin/python -m pytest tests/image
+
+test: lint unit image-tests
+
+bench: deps base
+	RED_TEST_IMAGE=$(TEST_IMAGE) RED_BASE=$(RED_BASE) $(VENV)/bin/python bench/bench.py
+
+# Regenerate the lock files after changing pins in pyproject.toml or requirements/*.in.
+lock:
+	$(VENV)/bin/pip install -q uv
+	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.10 -o requirements/tool.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --universal --python-version 3.10 -o requirements/dev.lock
+	$(VENV)/bin/uv pip compile requirements/jupyter.in --universal --python-version 3.10 -o requirements/jupyter.lock
+
+, := ,

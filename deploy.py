@@ -1,0 +1,37 @@
+"""
+Red: one deploy for the image build, the container's boot and live Vast boxes.
+
+    pyinfra @local deploy.py -y --data red_phase=install   # docker build: bakes no secrets
+    pyinfra @local deploy.py -y                            # boot: applies the environment
+    pyinfra inventories/vast.py deploy.py --dry --diff     # live boxes
+"""
+
+from operations import settings
+from operations.base import setup_base
+from operations.desktop import setup_desktop
+from operations.jupyter import setup_jupyter
+from operations.python import setup_python
+from operations.ssh import setup_ssh
+from operations.supervisor import setup_supervisor
+
+phase = settings.get("red_phase")
+if phase not in ("install", "configure", "all"):
+    raise ValueError(f"red_phase={phase!r}: expected install, configure or all")
+install = phase in ("install", "all")
+configure = phase in ("configure", "all")
+# Building an image resolves no runtime settings: programs get the defaults, secrets and
+# host keys are left for the first start.
+runtime = settings.runtime() if configure else settings.defaults()
+
+setup_base(install=install)
+if install:
+    setup_python()
+programs = [
+    *setup_ssh(runtime, install=install, configure=configure,
+               building_image=phase == "install"),
+    *setup_desktop(runtime, install=install, configure=configure),
+    *setup_jupyter(runtime, install=install, configure=configure),
+]
+# Last: supervisor applies the program configs the concerns above wrote, restarting only
+# what changed.
+setup_supervisor(programs, install=install)

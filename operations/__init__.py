@@ -1,0 +1,1 @@
+"""Red's deploy, one module per concern; ``deploy.py`` orders them."""

@@ -1,0 +1,235 @@
+"""
+Building blocks shared by the concern modules: operations pyinfra lacks (or whose stock
+version always reports a change), and the supervisor program template.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import FactBase, FileUploadCommand, QuoteString, StringCommand, operation
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import File, FileContents, Sha256File
+from pyinfra.facts.server import AuthorizedKeys, Command
+from pyinfra.operations import apt, files
+
+from operations import settings
+
+ROOT = settings.ROOT
+_apt_lists_fresh = False
+
+
+def template(concern: str, dest: str) -> str:
+    """The template for ``dest``, laid out by destination under ``templates/<concern>``."""
+    return str(ROOT / "templates" / concern / dest.lstrip("/")) + ".j2"
+
+
+def static_file(concern: str, dest: str) -> str:
+    """The shipped file for ``dest``, laid out by destination under ``files/<concern>``."""
+    return str(ROOT / "files" / concern / dest.lstrip("/"))
+
+
+def apt_install(packages: list[str], name: str):
+    """
+    Install Debian packages without recommends, refreshing apt's lists only when something is
+    missing: the image ships without lists, and a boot must not wait on the mirror.
+    """
+    global _apt_lists_fresh  # noqa: PLW0603 - one refresh per run, shared by every concern
+    installed = host.get_fact(DebPackages) or {}
+    missing = [package for package in packages if package not in installed]
+    if missing and not _apt_lists_fresh:
+        apt.update(name="Update apt's package lists")
+        _apt_lists_fresh = True
+    return apt.packages(name=name, packages=packages, no_recommends=True)
+
+
+def forget_apt_lists() -> None:
+    """A new apt source was added: the next install must refresh the lists."""
+    global _apt_lists_fresh  # noqa: PLW0603
+    _apt_lists_fresh = False
+
+
+class SupervisordRunning(FactBase):
+    """Returns True when a supervisord answers on its control socket."""
+
+    def command(self, socket: str) -> str:
+        return f"supervisorctl -s unix://{socket} pid >/dev/null 2>&1 && echo yes || echo no"
+
+    def process(self, output) -> bool:
+        return "".join(output).strip() == "yes"
+
+
+@operation()
+def secret(path: str, value: str | None = None, length: int = 24):
+    """
+    Keep a secret in a root-only (0600) file, never showing it in output or diffs.
+
+    + path: the secret's file
+    + value: the secret to store; ``None`` keeps the stored one, or generates one once
+    + length: characters of a generated secret
+    """
+    info = host.get_fact(File, path=path)
+    fix_mode = StringCommand("chmod", "600", QuoteString(path))
+    if value is None:
+        if info and info["size"] > 0:
+            if info["mode"] != 600:
+                yield fix_mode
+            else:
+                host.noop(f"{path} already holds a secret")
+            return
+        # 48 random bytes give ~60 alphanumerics, more than any length asked for here.
+        yield StringCommand(
+            "umask 077 && head -c 48 /dev/urandom | base64 | tr -dc A-Za-z0-9 | head -c",
+            str(int(length)),
+            ">",
+            QuoteString(f"{path}.new"),
+            "&& mv -f",
+            QuoteString(f"{path}.new"),
+            QuoteString(path),
+        )
+        return
+    wanted = hashlib.sha256(value.encode()).hexdigest()
+    if info and host.get_fact(Sha256File, path=path) == wanted:
+        if info["mode"] != 600:
+            yield fix_mode
+        else:
+            host.noop(f"{path} already holds this secret")
+        return
+    staging = f"{path}.new"
+    yield FileUploadCommand(BytesIO(value.encode()), staging)
+    yield StringCommand(
+        "chmod 600", QuoteString(staging), "&& mv -f", QuoteString(staging), QuoteString(path)
+    )
+
+
+@operation()
+def venv(path: str, python: str):
+    """
+    Create a venv for a given interpreter; a venv built on another Python is moved aside.
+
+    + path: the venv's directory
+    + python: the interpreter, e.g. ``python3.10``
+    """
+    probe = f"{path}/bin/python -c 'import sys; print(sys.executable, *sys.version_info[:2])'"
+    current = host.get_fact(Command, f"{probe} 2>/dev/null || true")
+    expected_version = host.get_fact(
+        Command, f"{python} -c 'import sys; print(*sys.version_info[:2])' 2>/dev/null || true"
+    )
+    if current and expected_version and current.split(" ", 1)[1] == expected_version:
+        host.noop(f"{path} is a venv of {python}")
+        return
+    if host.get_fact(File, path=f"{path}/pyvenv.cfg"):
+        # Another Python built it: keep it for the user, build the right one beside it.
+        yield StringCommand(
+            "mv",
+            QuoteString(path),
+            StringCommand(QuoteString(f"{path}.moved-aside-"), "$(date +%Y%m%d-%H%M%S)"),
+        )
+    yield StringCommand(python, "-m", "venv", QuoteString(path))
+
+
+@operation()
+def pip_requirements(venv: str, requirements: str, stamp_name: str):
+    """
+    pip-install a requirements text into a venv only when it changed since the last install.
+
+    The stamp lives inside the venv: a venv rebuilt for another Python starts without one.
+
+    + venv: the venv's directory
+    + requirements: the requirements file's text (a lock file, or a few pins)
+    + stamp_name: names the stamp file in the venv that records what was installed
+    """
+    expected = hashlib.sha256(requirements.encode()).hexdigest()
+    stamp = f"{venv}/.red-{stamp_name}.stamp"
+    current = host.get_fact(FileContents, path=stamp)
+    if current and current[0].strip() == expected:
+        host.noop(f"{venv} already has {stamp_name} installed")
+        return
+    target = f"{venv}/red-{stamp_name}.txt"
+    yield FileUploadCommand(BytesIO(requirements.encode()), target)
+    yield StringCommand(
+        QuoteString(f"{venv}/bin/pip"),
+        "install --no-cache-dir --disable-pip-version-check -q -r",
+        QuoteString(target),
+        "&& echo",
+        QuoteString(expected),
+        ">",
+        QuoteString(stamp),
+    )
+
+
+_KEY_TYPES = ("ssh-", "ecdsa-", "sk-")
+
+
+def _key_blob(line: str) -> str:
+    """Identify a key by its type and base64, not by its comment or options prefix."""
+    tokens = line.split()
+    for index, token in enumerate(tokens[:-1]):
+        if token.startswith(_KEY_TYPES):
+            return f"{token} {tokens[index + 1]}"
+    return line.strip()
+
+
+@operation()
+def authorized_keys(keys: list[str], path: str = "/root/.ssh/authorized_keys"):
+    """
+    Add public keys to an authorized_keys file; keys already there (and comments) are kept.
+
+    + keys: full public key lines, already validated
+    + path: the authorized_keys file
+    """
+    present = {_key_blob(line) for line in host.get_fact(AuthorizedKeys, user="root", path=path)}
+    missing = [key for key in keys if _key_blob(key) not in present]
+    if not missing:
+        host.noop(f"{path} has every key")
+        return
+    staging = f"{path}.red-new"
+    yield FileUploadCommand(BytesIO(("\n".join(missing) + "\n").encode()), staging)
+    quoted = QuoteString(path)
+    yield StringCommand(
+        "umask 077 && touch", quoted,
+        # A last line without a newline would fuse with the first appended key.
+        "&& { [ ! -s", quoted, "] || [ -z \"$(tail -c1", quoted, ")\" ] || echo >>", quoted, "; }",
+        "&& cat", QuoteString(staging), ">>", quoted,
+        "&& rm -f", QuoteString(staging), "&& chmod 600", quoted,
+    )
+
+
+@dataclass
+class Program:
+    """A supervisor program: what the program template needs, and what restarts it."""
+
+    name: str
+    command: str
+    priority: int
+    environment: dict[str, str] = field(default_factory=dict)
+    autostart: bool = True
+    # Seconds a start must survive to count as RUNNING.
+    startsecs: int = 2
+    # Ops whose change needs this program restarted (its secrets, its config files).
+    restart_on: list = field(default_factory=list)
+    conf_op: object = None
+
+
+def supervisor_program(program: Program) -> Program:
+    """Upload ``/etc/supervisor/conf.d/<name>.conf`` for a program; returns it with its op."""
+    dest = f"/etc/supervisor/conf.d/{program.name}.conf"
+    program.conf_op = files.template(
+        name=f"Upload {dest}",
+        src=template("supervisor", "/etc/supervisor/conf.d/program.conf"),
+        dest=dest,
+        mode="644",
+        program=program,
+        logs_dir=settings.get("base_logs_dir"),
+        log_maxbytes=settings.get("supervisor_log_maxbytes"),
+        log_backups=settings.get("supervisor_log_backups"),
+    )
+    return program
+
+
+def shipped_text(path: str) -> str:
+    return Path(ROOT / path).read_text(encoding="utf-8")

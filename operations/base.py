@@ -1,0 +1,48 @@
+"""
+The base system: packages every concern relies on, the locale, and the seed's directories.
+"""
+
+from pyinfra.api import deploy
+from pyinfra.operations import files
+
+from operations import settings
+from operations._common import apt_install, template
+
+BASE_PACKAGES = [
+    "ca-certificates",
+    "curl",
+    "git",
+    "iproute2",
+    "less",
+    "procps",
+    "python3",
+    "python3-venv",
+]
+
+
+@deploy("Set up the base system")
+def setup_base(install: bool = True):
+    """
+    Install the base packages, set a UTF-8 locale and create the seed's directories.
+
+    + install: run the install half (packages); directories are always ensured
+    """
+    if install:
+        apt_install(BASE_PACKAGES, name="Install base packages")
+        files.template(
+            name="Upload /etc/default/locale",
+            src=template("base", "/etc/default/locale"),
+            dest="/etc/default/locale",
+            mode="644",
+            locale=settings.get("base_locale"),
+        )
+    # Every service runs as root and writes its own log here; users read them.
+    for key in ("base_logs_dir", "base_notebooks_dir", "base_workspace_dir"):
+        path = settings.get(key)
+        files.directory(name=f"Create {path}", path=path, mode="755")
+    files.directory(name="Create /opt/red/bin", path="/opt/red/bin", mode="755")
+    files.directory(
+        name=f"Create {settings.get('secrets_dir')} (root-only)",
+        path=settings.get("secrets_dir"),
+        mode="700",
+    )

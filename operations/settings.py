@@ -1,0 +1,360 @@
+"""
+Settings: where every value the deploy uses comes from, and what happens to a bad one.
+
+Defaults live in ``group_data/all.py``. This module maps each setting to the environment
+variables users already know (the seed's, Vast's, RunPod's names), validates the values and
+records one line per decision: a bad value never stops a boot, it gets a fallback and a line
+in ``/logs/startup.log`` naming the variable. Secrets are never written into that line.
+
+Precedence: ``--data key=value`` > environment > ``group_data/all.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import re
+import runpy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pyinfra import host, logger
+from pyinfra.api import FactBase
+from pyinfra.connectors.local import LocalConnector
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS = {
+    key: value
+    for key, value in runpy.run_path(str(ROOT / "group_data" / "all.py")).items()
+    if not key.startswith("_")
+}
+
+# Bounds for VNC_RESOLUTION: below 640x480 the desktop is unusable, above 8K Xvnc's
+# framebuffer alone would take hundreds of MB.
+RESOLUTION_MIN = (640, 480)
+RESOLUTION_MAX = (7680, 4320)
+# VNC's DES authentication reads 8 characters; fewer than 6 is too weak to accept.
+VNC_PASSWORD_MIN, VNC_PASSWORD_MAX = 6, 8
+
+PORT_ENV = {
+    "sshd_port": "SSH_PORT",
+    "jupyter_port": "JUPYTER_PORT",
+    "novnc_port": "NOVNC_PORT",
+    "vnc_port": "VNC_PORT",
+}
+SSH_KEY_ENV = ("SSH_PUBLIC_KEY", "PUBLIC_KEY")
+VNC_PASSWORD_ENV = ("VNC_PW", "VNC_PASSWORD")
+JUPYTER_TOKEN_ENV = ("JUPYTER_TOKEN",)
+# Vast's one secret for its web "open" buttons: the natural shared fallback.
+SHARED_SECRET_ENV = "OPEN_BUTTON_TOKEN"  # noqa: S105 - a variable name, not a secret
+PYTHON_VERSION_ENV = "RED_PYTHON_VERSION"
+
+_SSH_KEY_RE = re.compile(
+    r"^(?:(?:ssh-(?:ed25519|rsa|dss)|ecdsa-sha2-nistp(?:256|384|521)"
+    r"|sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/]+={0,3})"
+    r"(?: [\x21-\x7e][\x20-\x7e]*)?$"
+)
+_TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")
+
+
+@dataclass
+class RuntimeSettings:
+    """What the configure half of the deploy needs: resolved from --data, env and defaults."""
+
+    sshd_port: int
+    jupyter_port: int
+    novnc_port: int
+    vnc_port: int
+    vnc_width: int
+    vnc_height: int
+    # None: keep (or generate) the secret in the secrets dir.
+    vnc_password: str | None
+    jupyter_token: str | None
+    ssh_authorized_keys: list[str]
+    decisions: list[str] = field(default_factory=list)
+
+    @property
+    def vnc_resolution(self) -> str:
+        return f"{self.vnc_width}x{self.vnc_height}"
+
+
+def get(key: str):
+    """A setting from --data or group data, falling back to group_data/all.py's default."""
+    value = host.data.get(key)
+    return DEFAULTS.get(key) if value is None else value
+
+
+def _from_cli(key: str) -> bool:
+    return key in (host.inventory.get_override_data() or {})
+
+
+class ContainerEnvironment(FactBase):
+    """
+    Returns the environment of the box's PID 1: what Vast or ``docker run -e`` gave the
+    container. Read base64-encoded so values with newlines (several SSH keys) survive.
+    """
+
+    def command(self) -> str:
+        return "base64 -w0 /proc/1/environ 2>/dev/null || true"
+
+    def process(self, output) -> dict[str, str]:
+        raw = base64.b64decode("".join(output).strip() or b"")
+        env = {}
+        for entry in raw.split(b"\0"):
+            name, sep, value = entry.partition(b"=")
+            if sep:
+                env[name.decode(errors="replace")] = value.decode(errors="replace")
+        return env
+
+
+def runtime_environment() -> dict[str, str]:
+    """The env the runtime settings come from: ours for @local, the container's otherwise."""
+    if host.connector_cls is LocalConnector:
+        return dict(os.environ)
+    return host.get_fact(ContainerEnvironment) or {}
+
+
+def python_version() -> str:
+    """The app venv's Python (a build setting): --data, then RED_PYTHON_VERSION, then default."""
+    env_value = os.environ.get(PYTHON_VERSION_ENV) if host.connector_cls is LocalConnector else None
+    if not _from_cli("python_version") and env_value:
+        value = env_value
+    else:
+        value = str(get("python_version"))
+    if not re.fullmatch(r"3\.\d{1,2}", value):
+        raise ValueError(
+            f"python_version={value!r} is not a Python version like 3.10 "
+            f"(set it with --data python_version=3.10 or {PYTHON_VERSION_ENV}=3.10)"
+        )
+    return value
+
+
+class _Resolver:
+    def __init__(self, env: Mapping[str, str], data: Callable[[str], Any], cli: set[str]):
+        self.env = env
+        # Settings from --data or group data, and which of them came from --data.
+        self.data = data
+        self.cli = cli
+        self.decisions: list[str] = []
+
+    def note(self, line: str) -> None:
+        self.decisions.append(line)
+
+    def first_env(self, names) -> tuple[str | None, str | None]:
+        for name in names:
+            value = self.env.get(name)
+            if value is not None and value != "":
+                return name, value
+        return None, None
+
+    def port(self, key: str, taken: set[int]) -> int:
+        default = int(DEFAULTS[key])
+        if key in self.cli:
+            source, raw = f"--data {key}", str(self.data(key))
+        else:
+            source, raw = PORT_ENV[key], self.env.get(PORT_ENV[key])
+            if raw is None or raw == "":
+                source, raw = key, str(self.data(key))
+        value = _parse_port(raw)
+        if value is None:
+            self.note(f"{source}={_show(raw)} is not a port (1-65535): using {default}")
+            value = default
+        if value in taken:
+            self.note(f"{source}={value} is already used by another service: using {default}")
+            value = default
+        taken.add(value)
+        return value
+
+    def resolution(self) -> tuple[int, int]:
+        default = _parse_resolution(str(DEFAULTS["vnc_resolution"]))
+        if "vnc_resolution" in self.cli:
+            source, raw = "--data vnc_resolution", str(self.data("vnc_resolution"))
+        elif self.env.get("VNC_RESOLUTION"):
+            source, raw = "VNC_RESOLUTION", self.env["VNC_RESOLUTION"]
+        elif self.env.get("DISPLAY_SIZEW") or self.env.get("DISPLAY_SIZEH"):
+            source = "DISPLAY_SIZEW/DISPLAY_SIZEH"
+            raw = f"{self.env.get('DISPLAY_SIZEW', '')}x{self.env.get('DISPLAY_SIZEH', '')}"
+        else:
+            source, raw = "vnc_resolution", str(self.data("vnc_resolution"))
+        parsed = _parse_resolution(raw)
+        if parsed is None:
+            low, high = "x".join(map(str, RESOLUTION_MIN)), "x".join(map(str, RESOLUTION_MAX))
+            self.note(
+                f"{source}={_show(raw)} is not WIDTHxHEIGHT within {low}..{high}: "
+                f"using {default[0]}x{default[1]}"
+            )
+            return default
+        return parsed
+
+    def secret(self, key: str, env_names, *, stored_in: str, check) -> str | None:
+        """A secret from --data, its env names or OPEN_BUTTON_TOKEN; None means generate."""
+        if key in self.cli:
+            source, value = f"--data {key}", str(self.data(key))
+        else:
+            source, value = self.first_env((*env_names, SHARED_SECRET_ENV))
+        names = "/".join(env_names)
+        if value is None:
+            self.note(
+                f"{names} unset: using the generated secret kept in {stored_in} "
+                "(root-only; read it there)"
+            )
+            return None
+        problem = check(value)
+        if problem is None:
+            return value
+        if problem.startswith("warning:"):
+            self.note(f"{source}: {problem.removeprefix('warning:').strip()}")
+            return value
+        self.note(f"{source} {problem}: using the generated secret kept in {stored_in}")
+        return None
+
+    def authorized_keys(self) -> list[str]:
+        keys: list[str] = []
+        if "ssh_authorized_keys" in self.cli:
+            sources = [("--data ssh_authorized_keys", self.data("ssh_authorized_keys"))]
+        else:
+            sources = [(name, self.env.get(name)) for name in SSH_KEY_ENV]
+        for name, value in sources:
+            if not value:
+                continue
+            # Env values often carry several keys joined by literal "\n"s.
+            text = "\n".join(value) if isinstance(value, list) else str(value)
+            for number, raw_line in enumerate(text.replace("\\n", "\n").splitlines(), 1):
+                line = raw_line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                if _SSH_KEY_RE.match(line):
+                    if line not in keys:
+                        keys.append(line)
+                else:
+                    self.note(f"{name}: line {number} is not an SSH public key: skipped")
+        if not keys:
+            self.note(
+                f"{'/'.join(SSH_KEY_ENV)} unset: no key added; "
+                "keys already in /root/.ssh/authorized_keys are kept"
+            )
+        return keys
+
+
+def _show(raw) -> str:
+    """A bad non-secret value, shown safely on one line and kept short."""
+    text = repr(str(raw))
+    return text if len(text) <= 42 else text[:39] + "...'"
+
+
+def _parse_port(raw) -> int | None:
+    text = str(raw).strip()
+    if not text.isdigit() or not text.isascii():
+        return None
+    value = int(text)
+    return value if 1 <= value <= 65535 else None
+
+
+def _parse_resolution(raw: str) -> tuple[int, int] | None:
+    match = re.fullmatch(r"([0-9]{3,5})x([0-9]{3,5})", raw.strip())
+    if not match:
+        return None
+    width, height = int(match[1]), int(match[2])
+    if not (RESOLUTION_MIN[0] <= width <= RESOLUTION_MAX[0]):
+        return None
+    if not (RESOLUTION_MIN[1] <= height <= RESOLUTION_MAX[1]):
+        return None
+    return width, height
+
+
+def _check_vnc_password(value: str) -> str | None:
+    if not _TOKEN_RE.match(value):
+        return "has spaces, control or non-ASCII characters"
+    if len(value) < VNC_PASSWORD_MIN:
+        return f"is shorter than {VNC_PASSWORD_MIN} characters"
+    if len(value) > VNC_PASSWORD_MAX:
+        return (
+            f"warning: VNC authentication uses only the first {VNC_PASSWORD_MAX} "
+            f"of its {len(value)} characters"
+        )
+    return None
+
+
+def _check_token(value: str) -> str | None:
+    if not _TOKEN_RE.match(value):
+        return "has spaces, control or non-ASCII characters"
+    if len(value) < 8:
+        return "is shorter than 8 characters"
+    return None
+
+
+def secret_path(name: str) -> str:
+    return f"{get('secrets_dir')}/{name}"
+
+
+def runtime() -> RuntimeSettings:
+    """
+    Resolve the runtime settings for the current host and record each decision.
+
+    On ``@local`` (the container's own boot) decisions go to ``<logs>/startup.log``; on other
+    connectors they are printed as pyinfra warnings.
+    """
+    settings = _resolve(runtime_environment())
+    _record(settings.decisions)
+    return settings
+
+
+def defaults() -> RuntimeSettings:
+    """The runtime settings without any environment: what an image is built with."""
+    return _resolve({})
+
+
+def _resolve(
+    env: Mapping[str, str],
+    data: Callable[[str], Any] | None = None,
+    cli: set[str] | None = None,
+) -> RuntimeSettings:
+    """Resolve runtime settings from an env, data (default: the host's) and --data keys."""
+    if data is None:
+        data = get
+        cli = set(host.inventory.get_override_data() or {})
+    resolver = _Resolver(env, data, cli or set())
+    taken: set[int] = set()
+    ports = {key: resolver.port(key, taken) for key in PORT_ENV}
+    width, height = resolver.resolution()
+    return RuntimeSettings(
+        **ports,
+        vnc_width=width,
+        vnc_height=height,
+        vnc_password=resolver.secret(
+            "vnc_password",
+            VNC_PASSWORD_ENV,
+            stored_in=secret_path("vnc_password"),
+            check=_check_vnc_password,
+        ),
+        jupyter_token=resolver.secret(
+            "jupyter_token",
+            JUPYTER_TOKEN_ENV,
+            stored_in=secret_path("jupyter_token"),
+            check=_check_token,
+        ),
+        ssh_authorized_keys=resolver.authorized_keys(),
+        decisions=resolver.decisions,
+    )
+
+
+def _record(decisions: list[str]) -> None:
+    if host.connector_cls is not LocalConnector:
+        for line in decisions:
+            logger.warning(f"{host.name}: {line}")
+        return
+    log_path = Path(get("base_logs_dir")) / "startup.log"
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a", encoding="utf-8") as log:
+            for line in decisions:
+                log.write(f"{stamp} settings: {line}\n")
+    except OSError as error:
+        logging.getLogger("red").warning(f"cannot write {log_path} ({error}); decisions follow")
+        for line in decisions:
+            logger.warning(line)

@@ -1,0 +1,80 @@
+"""
+SSH: OpenSSH's server, key-only, root by key; host keys made per container at first start,
+never baked into an image; authorized_keys filled from the env, keys already there kept.
+"""
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.files import File
+from pyinfra.operations import files, server
+
+from operations import settings
+from operations._common import (
+    Program,
+    apt_install,
+    authorized_keys,
+    static_file,
+    supervisor_program,
+    template,
+)
+
+HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
+
+
+def _host_key_paths():
+    for key_type in HOST_KEY_TYPES:
+        yield f"/etc/ssh/ssh_host_{key_type}_key"
+        yield f"/etc/ssh/ssh_host_{key_type}_key.pub"
+
+
+@deploy("Set up SSH")
+def setup_ssh(runtime: settings.RuntimeSettings, install: bool = True, configure: bool = True,
+              building_image: bool = False) -> list[Program]:
+    """
+    Install and harden sshd, make host keys and add the users' public keys.
+
+    + runtime: the resolved runtime settings (port, keys)
+    + install: run the install half (package, hardening, wrapper)
+    + configure: run the configure half (host keys, authorized_keys)
+    + building_image: drop the host keys the package made, so no two containers share them
+    """
+    restart_on = []
+    if install:
+        apt_install(["openssh-server"], name="Install OpenSSH server")
+        if building_image:
+            for path in _host_key_paths():
+                files.file(name=f"Remove {path} from the image", path=path, present=False)
+        restart_on.append(
+            files.template(
+                name="Upload /etc/ssh/sshd_config.d/red.conf",
+                src=template("ssh", "/etc/ssh/sshd_config.d/red.conf"),
+                dest="/etc/ssh/sshd_config.d/red.conf",
+                mode="644",
+            )
+        )
+        files.put(
+            name="Upload /opt/red/bin/red-sshd",
+            src=static_file("ssh", "/opt/red/bin/red-sshd"),
+            dest="/opt/red/bin/red-sshd",
+            mode="755",
+        )
+    if configure:
+        missing = [
+            path for path in _host_key_paths() if not host.get_fact(File, path=path)
+        ]
+        if missing:
+            restart_on.append(
+                server.shell(name="Generate this box's SSH host keys", commands=["ssh-keygen -A"])
+            )
+        files.directory(name="Create /root/.ssh", path="/root/.ssh", mode="700")
+        authorized_keys(
+            name="Add public keys from SSH_PUBLIC_KEY/PUBLIC_KEY to /root/.ssh/authorized_keys",
+            keys=runtime.ssh_authorized_keys,
+        )
+    program = Program(
+        name="sshd",
+        command=f"/opt/red/bin/red-sshd {runtime.sshd_port}",
+        priority=10,
+        restart_on=restart_on,
+    )
+    return [supervisor_program(program)]

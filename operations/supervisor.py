@@ -1,0 +1,67 @@
+"""
+supervisor: the distro's supervisord runs every service, logs each to /logs/<program>.log and
+is controlled through a root-only unix socket. A converge restarts only what changed.
+"""
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files, server
+from pyinfra.operations.util import any_changed
+
+from operations import settings
+from operations._common import (
+    Program,
+    SupervisordRunning,
+    apt_install,
+    static_file,
+    template,
+)
+
+
+@deploy("Set up supervisor")
+def setup_supervisor(programs: list[Program], install: bool = True):
+    """
+    Install supervisor and its main config; when supervisord already runs, apply changed
+    program configs and restart programs whose inputs changed, leaving the rest alone.
+
+    + programs: every program the other concerns described, with their config ops
+    + install: run the install half (package, main config, health check)
+    """
+    socket = settings.get("supervisor_socket")
+    if install:
+        apt_install(["supervisor"], name="Install supervisor")
+        files.template(
+            name="Upload /etc/supervisor/supervisord.conf",
+            src=template("supervisor", "/etc/supervisor/supervisord.conf"),
+            dest="/etc/supervisor/supervisord.conf",
+            mode="644",
+            socket=socket,
+            logs_dir=settings.get("base_logs_dir"),
+            log_maxbytes=settings.get("supervisor_log_maxbytes"),
+            log_backups=settings.get("supervisor_log_backups"),
+        )
+        for script in ("red-entrypoint", "red-healthcheck"):
+            files.put(
+                name=f"Upload /opt/red/bin/{script}",
+                src=static_file("supervisor", f"/opt/red/bin/{script}"),
+                dest=f"/opt/red/bin/{script}",
+                mode="755",
+            )
+    # At boot supervisord starts after the converge and reads everything fresh.
+    if not host.get_fact(SupervisordRunning, socket=socket):
+        return
+    for program in programs:
+        server.shell(
+            name=f"Apply the changed supervisor program {program.name}",
+            commands=["supervisorctl reread >/dev/null", f"supervisorctl update {program.name}"],
+            _if=program.conf_op.did_change,
+        )
+        if program.restart_on:
+            server.shell(
+                name=f"Restart {program.name} for its changed inputs",
+                commands=[f"supervisorctl restart {program.name}"],
+                _if=[
+                    any_changed(*program.restart_on),
+                    lambda program=program: not program.conf_op.did_change(),
+                ],
+            )

@@ -1,0 +1,398 @@
+"""Tests for files/visomaster/opt/red/bin/red-app-models (loopback HTTP only, no root).
+
+A fixture app repository gets a models_data.py shaped like upstream VisoMaster's (f-strings over
+module constants, a TensorRT list inside try, several lists) and a download_models.py that,
+like upstream's, skips files whose SHA-256 is right, downloads the rest into place and exits 0
+even when a download failed. A loopback http.server thread serves the model files and can be
+told to answer a path with good bytes, corrupt bytes, a 404 or a truncated body, per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOL = ROOT / "files" / "visomaster" / "opt" / "red" / "bin" / "red-app-models"
+
+DOWNLOADER = '''\
+import hashlib
+import os
+import urllib.request
+
+from app.processors import models_data
+
+
+def ok(path, digest):
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest() == digest
+
+
+for name in dir(models_data):
+    value = getattr(models_data, name)
+    if not isinstance(value, (list, tuple)):
+        continue
+    for m in value:
+        if not isinstance(m, dict) or "url" not in m:
+            continue
+        if ok(m["local_path"], m["hash"]):
+            print("skipping", m["model_name"])
+            continue
+        os.makedirs(os.path.dirname(m["local_path"]), exist_ok=True)
+        print("downloading", m["model_name"], "from", m["url"])
+        try:
+            with urllib.request.urlopen(m["url"], timeout=5) as resp, \\
+                    open(m["local_path"], "wb") as out:
+                while True:
+                    block = resp.read(1024)
+                    if not block:
+                        break
+                    out.write(block)
+        except Exception as exc:  # like upstream: report and go on, exit 0
+            print("Failed to download", m["model_name"], exc)
+'''
+
+
+def blob(name: str, size: int = 5000) -> bytes:
+    seed = hashlib.sha256(name.encode()).digest()
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Assets:
+    """Loopback server: `plan[path]` is a list of behaviours, one per request (last repeats)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.plan: dict[str, list[str]] = {}
+        self.hits: dict[str, int] = {}
+        assets = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path
+                n = assets.hits.get(path, 0)
+                assets.hits[path] = n + 1
+                plan = assets.plan.get(path, ["good"])
+                how = plan[min(n, len(plan) - 1)]
+                data = assets.files.get(path)
+                if how == "404" or data is None:
+                    self.send_error(404)
+                    return
+                if how == "corrupt":
+                    data = bytes(b ^ 0xFF for b in data)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                if how == "truncate":
+                    self.send_header("Content-Length", str(len(data) + 4096))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def assets() -> Iterator[Assets]:
+    a = Assets()
+    yield a
+    a.close()
+
+
+def make_repo(root: Path, assets: Assets, models: dict[str, str],
+              extra_entries: str = "") -> Path:
+    """models: name -> behaviour plan ('good', 'corrupt-once', ...). Returns the repo."""
+    repo = root / "VisoMaster"
+    (repo / "app" / "processors").mkdir(parents=True)
+    entries = []
+    for name in models:
+        data = blob(name)
+        assets.files[f"/assets/v1.0.0/{name}.onnx"] = data
+        sub = "liveportrait_onnx/" if name.startswith("lp_") else ""
+        entries.append(textwrap.dedent(f'''\
+            {{
+                "model_name": "{name}",
+                "local_path": f"{{models_dir}}/{sub}{name}.onnx",
+                "hash": "{sha(data)}",
+                "url": f"{{assets_repo}}/v1.0.0/{name}.onnx"
+            }},'''))
+    main = [e for n, e in zip(models, entries, strict=True) if not n.startswith("lp_")]
+    lp = [e for n, e in zip(models, entries, strict=True) if n.startswith("lp_")]
+    src = textwrap.dedent('''\
+        models_dir = './model_assets'
+        assets_repo = "{base}" + "/assets"
+
+        try:
+            import tensorrt as trt
+            models_trt_list = [
+                {{'model_name': 'X', 'local_path': f'{{models_dir}}/x.' + trt.__version__,
+                  'hash': '{zero}'}},
+            ]
+        except ModuleNotFoundError:
+            models_trt_list = []
+
+        arcface_mapping_model_dict = {{'Inswapper128': 'Inswapper128ArcFace'}}
+
+        models_list = [
+        {main}
+        {extra}
+        ]
+
+        liveportrait_models = (
+        {lp}
+        )
+        ''').format(base=assets.base, zero="0" * 64, main="\n".join(main),
+                    lp="\n".join(lp), extra=extra_entries)
+    (repo / "app" / "processors" / "models_data.py").write_text(src)
+    (repo / "download_models.py").write_text(DOWNLOADER)
+    return repo
+
+
+def run_tool(repo: Path, state: Path, *extra: str,
+             timeout: float = 120) -> tuple[int, dict, str]:
+    cmd = [sys.executable, str(TOOL), "--repo", str(repo), "--models-data",
+           "app/processors/models_data.py", "--state", str(state), "--python", sys.executable,
+           *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, (proc.stdout, proc.stderr)
+    out = json.loads(lines[0])
+    on_disk = json.loads(state.read_text())
+    for key in ("verified", "checked", "failed", "time"):
+        assert out[key] == on_disk[key]
+    return proc.returncode, on_disk, proc.stderr
+
+
+def assert_not_verified(rc: int, st: dict, err: str) -> None:
+    assert rc == 3
+    assert st["verified"] is False
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("red-app-models: NOT VERIFIED: ") and st["reason"] in last
+
+
+def test_tool_is_an_executable_python3_script() -> None:
+    assert TOOL.stat().st_mode & 0o111
+    assert TOOL.read_text().splitlines()[0] == "#!/usr/bin/env python3"
+
+
+def test_good_file_is_downloaded_verified_and_not_refetched(assets: Assets,
+                                                            tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, assets, {"good": "good", "lp_motion": "good"})
+    state = tmp_path / "var" / "lib" / "red" / "models-state.json"
+    rc, st, _ = run_tool(repo, state)
+    assert rc == 0, st
+    assert st["verified"] is True and st["checked"] == 2 and st["failed"] == []
+    assert st["downloads_run"] == 1 and st["download_runs"][0]["exit_code"] == 0
+    assert (repo / "model_assets" / "liveportrait_onnx" / "lp_motion.onnx").read_bytes() == \
+        blob("lp_motion")
+    assert st["time"].endswith("Z")
+    hits = dict(assets.hits)
+    rc, st, _ = run_tool(repo, state)  # already verified: the downloader is not run
+    assert rc == 0 and st["downloads_run"] == 0 and assets.hits == hits
+    rc, st, _ = run_tool(repo, state, "--rehash")
+    assert rc == 0 and st["downloads_run"] == 0 and st["checked"] == 2
+
+
+def test_corrupt_download_is_retried_until_verified(assets: Assets, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, assets, {"flaky": "x", "good": "x"})
+    assets.plan["/assets/v1.0.0/flaky.onnx"] = ["corrupt", "good"]
+    rc, st, _ = run_tool(repo, tmp_path / "state.json")
+    assert rc == 0, st
+    assert st["verified"] and st["downloads_run"] == 2
+    assert assets.hits["/assets/v1.0.0/flaky.onnx"] == 2
+    assert assets.hits["/assets/v1.0.0/good.onnx"] == 1  # skipped once it verified
+
+
+def test_always_corrupt_is_reported(assets: Assets, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, assets, {"bad": "x"})
+    assets.plan["/assets/v1.0.0/bad.onnx"] = ["corrupt"]
+    rc, st, err = run_tool(repo, tmp_path / "state.json", "--attempts", "2")
+    assert_not_verified(rc, st, err)
+    [f] = st["failed"]
+    assert f["file"] == "model_assets/bad.onnx" and f["reason"] == "sha256 mismatch"
+    assert f["expected"] == sha(blob("bad")) and f["actual"] != f["expected"]
+    assert st["downloads_run"] == 2 and assets.hits["/assets/v1.0.0/bad.onnx"] == 2
+
+
+def test_404_is_reported_missing(assets: Assets, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, assets, {"good": "x", "gone": "x"})
+    assets.plan["/assets/v1.0.0/gone.onnx"] = ["404"]
+    rc, st, err = run_tool(repo, tmp_path / "state.json")
+    assert_not_verified(rc, st, err)
+    assert st["checked"] == 2 and st["ok"] == 1
+    assert st["failed"] == [{"file": "model_assets/gone.onnx", "reason": "missing",
+                             "path": str(repo / "model_assets" / "gone.onnx"), "model": "gone",
+                             "expected": sha(blob("gone")), "actual": None, "size": None}]
+    assert st["downloads_run"] == 3 and assets.hits["/assets/v1.0.0/gone.onnx"] == 3
+    assert "model_assets/gone.onnx (missing)" in err.strip().splitlines()[-1]
+
+
+def test_interrupted_transfer_is_retried_until_verified(assets: Assets, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, assets, {"big": "x"})
+    assets.plan["/assets/v1.0.0/big.onnx"] = ["truncate", "truncate", "good"]
+    rc, st, _ = run_tool(repo, tmp_path / "state.json")
+    assert rc == 0 and st["verified"] and st["downloads_run"] == 3
+    assert (repo / "model_assets" / "big.onnx").read_bytes() == blob("big")
+
+
+def test_interrupted_transfer_every_time_is_reported(assets: Assets, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, assets, {"big": "x"})
+    assets.plan["/assets/v1.0.0/big.onnx"] = ["truncate"]
+    rc, st, err = run_tool(repo, tmp_path / "state.json", "--attempts", "2")
+    assert_not_verified(rc, st, err)
+    [f] = st["failed"]
+    assert f["reason"] in ("sha256 mismatch", "missing")
+    assert f["file"] == "model_assets/big.onnx"
+    assert st["downloads_run"] == 2
+
+
+def test_mixed_cases_in_one_run(assets: Assets, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, assets, {"good": "x", "corrupt1": "x", "trunc1": "x",
+                                        "lp_gone": "x"})
+    assets.plan["/assets/v1.0.0/corrupt1.onnx"] = ["corrupt", "good"]
+    assets.plan["/assets/v1.0.0/trunc1.onnx"] = ["truncate", "good"]
+    assets.plan["/assets/v1.0.0/lp_gone.onnx"] = ["404"]
+    state = tmp_path / "state.json"
+    rc, st, err = run_tool(repo, state)
+    assert_not_verified(rc, st, err)
+    assert [f["file"] for f in st["failed"]] == ["model_assets/liveportrait_onnx/lp_gone.onnx"]
+    assert st["checked"] == 4 and st["ok"] == 3
+    # the server gets fixed: the next run converges and re-downloads only what is missing
+    assets.plan["/assets/v1.0.0/lp_gone.onnx"] = ["good"]
+    before = dict(assets.hits)
+    rc, st, _ = run_tool(repo, state)
+    assert rc == 0 and st["verified"] and st["downloads_run"] == 1
+    changed = {p for p in assets.hits if assets.hits[p] != before.get(p)}
+    assert changed == {"/assets/v1.0.0/lp_gone.onnx"}
+
+
+def test_file_corrupted_after_verification_is_noticed(assets: Assets, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, assets, {"good": "x"})
+    state = tmp_path / "state.json"
+    assert run_tool(repo, state)[0] == 0
+    target = repo / "model_assets" / "good.onnx"
+    target.write_bytes(b"garbage")  # size and mtime change: the cache is not trusted
+    rc, st, _ = run_tool(repo, state, "--attempts", "0")
+    assert rc == 3 and st["failed"][0]["reason"] == "sha256 mismatch"
+    rc, st, _ = run_tool(repo, state)
+    assert rc == 0 and target.read_bytes() == blob("good")
+
+
+def test_model_list_is_read_without_importing(assets: Assets, tmp_path: Path) -> None:
+    """Fusion-style paths, no-url and unevaluable entries; importing would fail (numpy)."""
+    repo = tmp_path / "Fusion"
+    (repo / "app" / "processors").mkdir(parents=True)
+    good = blob("fusion")
+    src = textwrap.dedent(f'''\
+        import os
+        from pathlib import Path
+        import numpy as np
+        import torch
+
+        models_dir = Path(__file__).resolve().parent.parent.parent / "model_assets"
+        os.makedirs(models_dir, exist_ok=True)
+        ARCFACE_DST = np.array([[1.0, 2.0]], dtype=np.float32)
+        other_dir = os.path.join(str(models_dir), "other")
+        models_list = [
+            {{
+                "model_name": "Fusion",
+                "local_path": f"{{models_dir}}/fusion.onnx",
+                "url": "http://127.0.0.1:1/never-needed",
+                "hash": "{sha(good).upper()}",
+            }},
+            {{"model_name": "NoUrl", "local_path": f"{{models_dir}}/nourl.onnx",
+              "hash": "{"1" * 64}"}},
+            {{"model_name": "Dynamic", "local_path": torch.path(), "hash": "{"2" * 64}",
+              "url": "x"}},
+            {{"model_name": "Other", "local_path": other_dir + "/o.bin",
+              "hash": "{sha(b"o")}", "url": "x"}},
+        ]
+        ''')
+    (repo / "app" / "processors" / "models_data.py").write_text(src)
+    (repo / "model_assets" / "other").mkdir(parents=True)
+    (repo / "model_assets" / "fusion.onnx").write_bytes(good)
+    (repo / "model_assets" / "other" / "o.bin").write_bytes(b"o")
+    rc, st, err = run_tool(repo, tmp_path / "state.json", "--download-cmd", "false")
+    assert rc == 0, err
+    assert st["checked"] == 2 and st["downloads_run"] == 0
+    reasons = {s["model"]: s["reason"] for s in st["skipped"]}
+    assert reasons["NoUrl"].startswith("no url")
+    assert reasons["Dynamic"].startswith("cannot evaluate")
+
+
+@pytest.mark.parametrize("content", ["models_list = [\n", "x = 1\n"])
+def test_unreadable_or_empty_model_list_is_not_verified(tmp_path: Path, content: str) -> None:
+    repo = tmp_path / "VisoMaster"
+    (repo / "app" / "processors").mkdir(parents=True)
+    (repo / "app" / "processors" / "models_data.py").write_text(content)
+    rc, st, err = run_tool(repo, tmp_path / "state.json", "--download-cmd", "false")
+    assert_not_verified(rc, st, err)
+    assert st["error"] and st["downloads_run"] == 0
+
+
+def test_download_command_is_an_argv_not_a_shell(assets: Assets, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, assets, {"good": "x"})
+    marker = tmp_path / "pwned"
+    cmd = f"{sys.executable} download_models.py '$(touch {marker})' ; touch {marker}"
+    rc, st, _ = run_tool(repo, tmp_path / "state.json", "--download-cmd", cmd)
+    assert rc == 0 and st["verified"]
+    assert not marker.exists()
+    assert st["download_cmd"][-3:] == [";", "touch", str(marker)]
+
+
+def test_missing_downloader_and_timeout_are_reported(assets: Assets, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, assets, {"good": "x"})
+    rc, st, err = run_tool(repo, tmp_path / "a.json", "--download-cmd", "/nonexistent/dl")
+    assert_not_verified(rc, st, err)
+    assert "cannot run the downloader" in st["reason"] and st["downloads_run"] == 1
+    slow = f"{sys.executable} -c 'import time; time.sleep(60)'"
+    rc, st, err = run_tool(repo, tmp_path / "b.json", "--download-cmd", slow, "--timeout",
+                           "0.5", "--attempts", "1", timeout=30)
+    assert_not_verified(rc, st, err)
+    assert "killed after" in st["download_runs"][0]["output_tail"][-1]
+    assert st["failed"][0]["reason"] == "missing"
+
+
+def test_state_file_unwritable_still_reports(assets: Assets, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, assets, {"good": "x"})
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    proc = subprocess.run([sys.executable, str(TOOL), "--repo", str(repo), "--state",
+                           str(blocker / "state.json"), "--python", sys.executable],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["verified"] is True
+    assert "cannot write state file" in proc.stderr

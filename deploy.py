@@ -34,4 +34,4 @@ programs = [
 ]
 # Last: supervisor applies the program configs the concerns above wrote, restarting only
 # what changed.
-setup_supervisor(programs, install=install)
+setup_supervisor(programs, install=install, configure=configure)

@@ -50,6 +50,8 @@ novnc_port = 6080
 secrets_dir = "/etc/red/secrets"
 
 # -- supervisor
+# Start supervisord when it is not running (the entrypoint passes false: it starts it itself).
+supervisor_start = True
 supervisor_socket = "/var/run/supervisor.sock"
 # Size-based rotation of every /logs/<program>.log.
 supervisor_log_maxbytes = "10MB"

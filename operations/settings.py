@@ -328,13 +328,13 @@ def _resolve(
         vnc_password=resolver.secret(
             "vnc_password",
             VNC_PASSWORD_ENV,
-            stored_in=secret_path("vnc_password"),
+            stored_in=f"{data('secrets_dir')}/vnc_password",
             check=_check_vnc_password,
         ),
         jupyter_token=resolver.secret(
             "jupyter_token",
             JUPYTER_TOKEN_ENV,
-            stored_in=secret_path("jupyter_token"),
+            stored_in=f"{data('secrets_dir')}/jupyter_token",
             check=_check_token,
         ),
         ssh_authorized_keys=resolver.authorized_keys(),

@@ -19,13 +19,15 @@ from operations._common import (
 
 
 @deploy("Set up supervisor")
-def setup_supervisor(programs: list[Program], install: bool = True):
+def setup_supervisor(programs: list[Program], install: bool = True, configure: bool = True):
     """
     Install supervisor and its main config; when supervisord already runs, apply changed
-    program configs and restart programs whose inputs changed, leaving the rest alone.
+    program configs and restart programs whose inputs changed, leaving the rest alone; when
+    it does not, start it (unless the caller starts it itself, as the entrypoint does).
 
     + programs: every program the other concerns described, with their config ops
     + install: run the install half (package, main config, health check)
+    + configure: run the configure half (start supervisord, apply changes)
     """
     socket = settings.get("supervisor_socket")
     if install:
@@ -47,8 +49,16 @@ def setup_supervisor(programs: list[Program], install: bool = True):
                 dest=f"/opt/red/bin/{script}",
                 mode="755",
             )
-    # At boot supervisord starts after the converge and reads everything fresh.
+    if not configure:
+        return
     if not host.get_fact(SupervisordRunning, socket=socket):
+        # The entrypoint starts supervisord itself (in the foreground, as PID 1) after the
+        # converge; a live box or an on-start script needs it started here.
+        if settings.get("supervisor_start"):
+            server.shell(
+                name="Start supervisord",
+                commands=["supervisord -c /etc/supervisor/supervisord.conf"],
+            )
         return
     for program in programs:
         server.shell(

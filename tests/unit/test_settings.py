@@ -86,7 +86,7 @@ def test_open_button_token_is_the_shared_fallback():
 
 
 def test_shell_metacharacters_in_a_token_are_data():
-    token = "$(touch /tmp/pwned)`id`;'\""
+    token = "$(touch${IFS}/tmp/pwned)`id`;'\""
     assert resolve({"JUPYTER_TOKEN": token}).jupyter_token == token
 
 

@@ -548,7 +548,7 @@ def test_host_key_policy_trusts_new_instance_and_refuses_changed_key(inv, tmp_pa
         # forget the host keys pyinfra memoizes per file.
         kwargs["_pyinfra_ssh_config_file"] = str(tmp_path / "no-ssh-config")
         # The loopback server takes a password; no agent or key files of the developer.
-        kwargs.update(password="any", allow_agent=False, look_for_keys=False)  # noqa: S106
+        kwargs.update(password="any", allow_agent=False, look_for_keys=False)
         client_module.get_host_keys.cache.clear()
         client = client_module.SSHClient()
         try:

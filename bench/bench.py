@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""
+Red's benchmark: cold build time, image size, boot-to-ready, no-op re-converge and kill -9
+recovery per service. Prints a Markdown table; it asserts nothing (tests do that).
+
+    make bench                       # the test image on the local Debian 12 base
+    bench/bench.py --skip-build      # reuse RED_TEST_IMAGE as it is
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.boxes import (  # noqa: E402 - the repo root must be on sys.path first
+    PROGRAMS,
+    image,
+    jupyter_status,
+    podman,
+    remove,
+    start_box,
+    wait_ready,
+)
+
+PORTS = {"ssh": 26022, "jupyter": 26888, "novnc": 26080, "vnc": 26901}
+ENV = {
+    "SSH_PORT": str(PORTS["ssh"]),
+    "JUPYTER_PORT": str(PORTS["jupyter"]),
+    "NOVNC_PORT": str(PORTS["novnc"]),
+    "VNC_PORT": str(PORTS["vnc"]),
+    "VNC_PW": "bench-pw",
+    "JUPYTER_TOKEN": "bench-token-0123456789",
+}
+NAME = "red-bench"
+
+
+def cold_build() -> float:
+    start = time.monotonic()
+    subprocess.run(
+        ["make", "image", f"IMAGE={image()}", "BASE_IMAGE=" + os.environ.get(
+            "RED_BASE", "localhost/red-base:bookworm"), "PYTHON_VERSION=3.11",
+         "EXTRA_CA_DIR=" + os.environ.get("EXTRA_CA_DIR", ""),
+         "BUILD_FLAGS=--isolation chroot --network host --format docker --no-cache"],
+        cwd=ROOT, check=True, capture_output=True,
+    )
+    return time.monotonic() - start
+
+
+def boot_to_ready() -> float:
+    """Container start until every port answers and Jupyter returns 200."""
+    start = time.monotonic()
+    box = start_box(NAME, ENV, PORTS)
+    wait_ready(box, ENV["JUPYTER_TOKEN"], timeout=180)
+    return time.monotonic() - start
+
+
+def noop_converge(box) -> float:
+    start = time.monotonic()
+    report = box.converge_json()
+    elapsed = time.monotonic() - start
+    changed = report["results"]["totals"]["success"]
+    if changed:
+        print(f"warning: the re-converge changed {changed} operations", file=sys.stderr)
+    return elapsed
+
+
+def kill_recovery(box, program: str) -> float:
+    """kill -9 of the program's process until supervisor reports it RUNNING again."""
+    old = box.program_pids()[program]
+    start = time.monotonic()
+    box.exec("kill", "-9", str(old))
+    while True:
+        pid = box.program_pids().get(program)
+        if pid and pid != old:
+            if program == "jupyter":  # RUNNING is not serving: wait for the API too
+                while jupyter_status(PORTS["jupyter"], ENV["JUPYTER_TOKEN"]) != 200:
+                    time.sleep(0.05)
+            return time.monotonic() - start
+        if time.monotonic() - start > 120:
+            return float("nan")
+        time.sleep(0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--skip-build", action="store_true", help="reuse the image as it is")
+    parser.add_argument("--runs", type=int, default=3, help="repetitions for medians")
+    args = parser.parse_args()
+
+    rows = []
+    if not args.skip_build:
+        rows.append(("cold build (no cache, Debian 12 base)", f"{cold_build():.0f} s"))
+    size = int(podman("image", "inspect", "--format", "{{.Size}}", image()).stdout)
+    rows.append(("image size", f"{size / 1e9:.2f} GB"))
+
+    boots = []
+    for _ in range(args.runs):
+        boots.append(boot_to_ready())
+        remove(NAME)
+    rows.append((f"boot to ready (median of {args.runs})", f"{statistics.median(boots):.1f} s"))
+
+    box = start_box(NAME, ENV, PORTS)
+    try:
+        wait_ready(box, ENV["JUPYTER_TOKEN"], timeout=180)
+        converges = [noop_converge(box) for _ in range(args.runs)]
+        rows.append((f"no-op re-converge in the container (median of {args.runs})",
+                     f"{statistics.median(converges):.2f} s"))
+        for program in PROGRAMS:
+            recovery = kill_recovery(box, program)
+            wait_ready(box, ENV["JUPYTER_TOKEN"], timeout=180)
+            rows.append((f"kill -9 {program} → RUNNING again"
+                         + (" and API 200" if program == "jupyter" else ""),
+                         f"{recovery:.2f} s"))
+    finally:
+        remove(NAME)
+
+    width = max(len(name) for name, _ in rows)
+    print(f"| {'measure'.ljust(width)} | value |")
+    print(f"|{'-' * (width + 2)}|-------|")
+    for name, value in rows:
+        print(f"| {name.ljust(width)} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

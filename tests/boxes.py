@@ -1,0 +1,122 @@
+"""
+Containers of the image under test, started the way this machine needs (podman, runc, host
+network), and the checks that tell when one is ready. Shared by the image tests and the
+benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+RUN_FLAGS = [
+    "--runtime", "runc", "--network", "host",
+    "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+]
+PROGRAMS = ("sshd", "xvnc", "desktop", "novnc", "jupyter")
+TOKEN_FILE = "/etc/red/secrets/jupyter_token"
+VNC_PASSWORD_FILE = "/etc/red/secrets/vnc_password"
+
+
+def image() -> str:
+    name = os.environ.get("RED_TEST_IMAGE")
+    if not name:
+        raise RuntimeError("RED_TEST_IMAGE is not set: run the image tests through `make test`")
+    return name
+
+
+def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, check=check,
+                          timeout=timeout)
+
+
+@dataclass
+class Box:
+    """A running container of the image, with the ports it was given."""
+
+    name: str
+    env: dict[str, str]
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def exec(self, *command: str, check: bool = True, timeout: float = 120):
+        return podman("exec", self.name, *command, check=check, timeout=timeout)
+
+    def sh(self, script: str, check: bool = True, timeout: float = 120) -> str:
+        return self.exec("bash", "-c", script, check=check, timeout=timeout).stdout
+
+    def converge_json(self) -> dict:
+        """Re-run the deploy inside the box as the entrypoint does; pyinfra's JSON report."""
+        result = self.exec(
+            "bash", "-c",
+            "cd /opt/red/deploy && /opt/red/tool/bin/pyinfra @local deploy.py -y --json",
+            check=False, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout)
+
+    def program_pids(self) -> dict[str, int]:
+        pids = {}
+        for line in self.exec("supervisorctl", "status", check=False).stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 4 and parts[1] == "RUNNING":
+                pids[parts[0]] = int(parts[3].rstrip(","))
+        return pids
+
+
+def start_box(name: str, env: dict[str, str], ports: dict[str, int]) -> Box:
+    podman("rm", "-f", name, check=False)
+    args = ["run", "-d", "--name", name, "--shm-size", "512m", *RUN_FLAGS]
+    for key, value in env.items():
+        args += ["-e", f"{key}={value}"]
+    podman(*args, image())
+    return Box(name, env, ports)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def jupyter_status(port: int, token: str | None, path: str = "/api/status") -> int:
+    url = f"http://127.0.0.1:{port}{path}"
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"token {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
+
+
+def wait_ready(box: Box, token: str | None = None, timeout: float = 120) -> float:
+    """
+    Wait until every program runs, every port answers and Jupyter returns 200 with the token
+    (None: the token the box generated). Returns the seconds it took.
+    """
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if token is None:
+            token = box.sh(f"cat {TOKEN_FILE} 2>/dev/null", check=False).strip() or None
+        running = set(box.program_pids()) >= set(PROGRAMS)
+        ports = all(port_open(port) for port in box.ports.values())
+        if running and ports and jupyter_status(box.ports["jupyter"], token) == 200:
+            return time.monotonic() - start
+        time.sleep(0.2)
+    logs = box.sh("tail -n 20 /logs/*.log", check=False)
+    raise AssertionError(f"{box.name} not ready after {timeout} s:\n{logs}")
+
+
+def remove(*names: str) -> None:
+    for name in names:
+        podman("rm", "-f", "-t", "2", name, check=False)

@@ -1,0 +1,58 @@
+"""Supervisor, logs and what listens where: testinfra inside the running container."""
+
+import pytest
+
+from tests.boxes import PROGRAMS
+from tests.image.conftest import MAIN_PORTS
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_program_running_and_logging(host, program):
+    status = host.check_output(f"supervisorctl status {program}")
+    assert " RUNNING " in status, status
+    log = host.file(f"/logs/{program}.log")
+    assert log.exists and log.size > 0, f"/logs/{program}.log is missing or empty"
+
+
+def test_supervisorctl_works_for_root_over_a_root_only_socket(host):
+    socket = host.file("/var/run/supervisor.sock")
+    assert socket.is_socket and socket.user == "root" and socket.mode == 0o700
+    assert not host.socket("tcp://0.0.0.0:9001").is_listening
+    assert host.run("supervisorctl status").rc == 0
+
+
+def test_health_check_reports_healthy(host):
+    assert host.check_output("/opt/red/bin/red-healthcheck") == "healthy"
+
+
+def test_only_ssh_novnc_and_jupyter_listen_off_loopback(host):
+    listeners = host.check_output("ss -Hltn | awk '{print $4}'").split()
+    public = {address.rsplit(":", 1)[1] for address in listeners
+              if not address.startswith(("127.", "[::1]"))}
+    ours = {str(port) for port in MAIN_PORTS.values()}
+    assert public & ours == {str(MAIN_PORTS[name]) for name in ("ssh", "novnc", "jupyter")}
+    assert host.socket(f"tcp://127.0.0.1:{MAIN_PORTS['vnc']}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{MAIN_PORTS['vnc']}").is_listening
+
+
+def test_seed_directories_exist_with_sane_permissions(host):
+    for path in ("/logs", "/notebooks", "/workspace"):
+        directory = host.file(path)
+        assert directory.is_directory and directory.mode == 0o755
+    secrets = host.file("/etc/red/secrets")
+    assert secrets.is_directory and secrets.mode == 0o700
+
+
+def test_locale_is_utf8(host):
+    assert "UTF-8" in host.file("/etc/default/locale").content_string
+    encoding = host.check_output("python3 -c 'import sys; print(sys.getfilesystemencoding())'")
+    assert encoding == "utf-8"
+
+
+def test_app_venv_has_the_configured_python(host):
+    # The test image is built on Debian 12 with PYTHON_VERSION=3.11 (production: 3.10).
+    version = host.check_output("/opt/red/venv/bin/python -c 'import sys; print(sys.version[:4])'")
+    assert version == "3.11"
+    assert host.run("/opt/red/venv/bin/python -c 'import ipykernel'").rc == 0
+    # JupyterLab stays out of the app's venv.
+    assert host.run("/opt/red/venv/bin/python -c 'import jupyterlab'").rc != 0

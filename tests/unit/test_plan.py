@@ -1,0 +1,93 @@
+"""
+Plan-level tests: the real deploy against pyinfra's @fake connector, each fake host answering
+the distro fact like a real release. The commands the deploy would run are read from pyinfra's
+debug log; nothing touches this machine.
+"""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+INVENTORY = "tests/fixtures/fake_inventory.py"
+
+
+def plan(group: str, *data: str) -> tuple[int, list[str]]:
+    """Run the deploy on a fake host; return the exit code and the commands it ran."""
+    args = [sys.executable, "-m", "pyinfra", INVENTORY, "deploy.py", "-y", "--debug",
+            "--limit", group]
+    for item in data:
+        args += ["--data", item]
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    output = result.stdout + result.stderr
+    marker = "simulating command on "
+    commands = [line.split(marker, 1)[1].split(": ", 1)[1]
+                for line in output.splitlines() if marker in line]
+    return result.returncode, commands, output
+
+
+def installs(commands: list[str]) -> list[str]:
+    return [command for command in commands if " install --no-install-recommends " in command]
+
+
+def test_ubuntu_2204_installs_python_310_from_apt():
+    code, commands, output = plan("ubuntu_2204", "red_phase=install")
+    assert code == 0, output
+    assert any(command.endswith("install --no-install-recommends python3.10 python3.10-venv")
+               for command in installs(commands))
+    assert "python3.10 -m venv /opt/red/venv" in commands
+    assert not any("apt-add-repository" in command for command in commands)
+
+
+def test_debian_12_uses_the_overridden_version():
+    code, commands, output = plan("debian_12", "red_phase=install")
+    assert code == 0, output
+    assert any(command.endswith("python3.11 python3.11-venv") for command in installs(commands))
+    assert "python3.11 -m venv /opt/red/venv" in commands
+    assert not any("python3.10" in command for command in commands)
+
+
+def test_newer_ubuntu_gets_python_310_from_deadsnakes():
+    code, commands, output = plan("ubuntu_2404", "red_phase=install")
+    assert code == 0, output
+    ppa = commands.index("apt-add-repository -y ppa:deadsnakes/ppa")
+    python = next(i for i, c in enumerate(commands) if c.endswith("python3.10 python3.10-venv"))
+    # The lists are refreshed between adding the PPA and installing from it.
+    assert any(c == "apt-get update" for c in commands[ppa:python])
+
+
+def test_distro_without_the_version_stops_naming_the_setting():
+    code, commands, output = plan("debian_12_default", "red_phase=install")
+    assert code != 0
+    assert "python_version=3.10 cannot be installed: Debian 12 ships Python 3.11" in output
+    assert not installs(commands)
+
+
+def test_image_build_bakes_no_secret_and_no_host_key():
+    # openssh-server's package made host keys: the build removes them.
+    code, commands, output = plan("debian_12_with_host_keys", "red_phase=install")
+    assert code == 0, output
+    assert "rm -f /etc/ssh/ssh_host_ed25519_key" in commands
+    assert not any("ssh-keygen" in c or "/dev/urandom" in c for c in commands)
+
+
+@pytest.mark.parametrize("group", ["ubuntu_2204", "debian_12"])
+def test_first_start_makes_host_keys_and_secrets_without_showing_them(group):
+    secret = "Zq7-unique-vnc"
+    code, commands, output = plan(group, "red_phase=configure", f"vnc_password={secret}")
+    assert code == 0, output
+    assert "ssh-keygen -A" in commands
+    # No VNC password was given as data for Jupyter: its token is generated on the box.
+    assert any("/dev/urandom" in c and "/etc/red/secrets/jupyter_token" in c for c in commands)
+    assert "simulating put_file on @fake" in output and "vnc_password.new" in output
+    assert secret not in output
+    assert not installs(commands)
+
+
+def test_configure_phase_installs_nothing():
+    code, commands, output = plan("ubuntu_2204", "red_phase=configure")
+    assert code == 0, output
+    assert not installs(commands)
+    assert not any("pip install" in c or "apt-get update" in c for c in commands)

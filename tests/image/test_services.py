@@ -1,5 +1,7 @@
 """Supervisor, logs and what listens where: testinfra inside the running container."""
 
+from pathlib import Path
+
 import pytest
 
 from tests.boxes import PROGRAMS
@@ -56,3 +58,16 @@ def test_app_venv_has_the_configured_python(host):
     assert host.run("/opt/red/venv/bin/python -c 'import ipykernel'").rc == 0
     # JupyterLab stays out of the app's venv.
     assert host.run("/opt/red/venv/bin/python -c 'import jupyterlab'").rc != 0
+
+
+def test_build_time_ca_certificates_stay_out_of_the_image(host):
+    # `make test` builds with this machine's extra CAs (an intercepting proxy): they are a
+    # build secret, so neither the trust store nor the image's env may carry them.
+    bundle = "".join(host.file("/etc/ssl/certs/ca-certificates.crt").content_string.split())
+    extra = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
+    for certificate in extra:
+        body = "".join(certificate.read_text().split("-----")[2].split())
+        assert body[:120] not in bundle, f"{certificate.name} was baked into the image"
+    env = host.check_output("cat /proc/1/environ | tr '\\0' '\\n'")
+    assert "PIP_CERT" not in env and "SSL_CERT_FILE" not in env
+    assert not host.file("/run/secrets/extra_ca").exists

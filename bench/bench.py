@@ -25,6 +25,7 @@ from tests.boxes import (  # noqa: E402 - the repo root must be on sys.path firs
     image,
     jupyter_status,
     podman,
+    port_open,
     remove,
     start_box,
     wait_ready,
@@ -72,21 +73,38 @@ def noop_converge(box) -> float:
     return elapsed
 
 
-def kill_recovery(box, program: str) -> float:
-    """kill -9 of the program's process until supervisor reports it RUNNING again."""
+# What "serving again" means per program: its port answers (Jupyter: its API returns 200).
+SERVICE_PORT = {"sshd": "ssh", "xvnc": "vnc", "novnc": "novnc", "jupyter": "jupyter"}
+
+
+def kill_recovery(box, program: str) -> tuple[float, float]:
+    """
+    kill -9 of a program's process: seconds until it serves again (its port answers; the
+    desktop: a new process), and until supervisor reports it RUNNING (after its startsecs).
+    """
     old = box.program_pids()[program]
     start = time.monotonic()
     box.exec("kill", "-9", str(old))
-    while True:
+    serving = None
+    while time.monotonic() - start < 120:
+        elapsed = time.monotonic() - start
+        if serving is None and _serving(box, program, old):
+            serving = elapsed
         pid = box.program_pids().get(program)
-        if pid and pid != old:
-            if program == "jupyter":  # RUNNING is not serving: wait for the API too
-                while jupyter_status(PORTS["jupyter"], ENV["JUPYTER_TOKEN"]) != 200:
-                    time.sleep(0.05)
-            return time.monotonic() - start
-        if time.monotonic() - start > 120:
-            return float("nan")
+        if serving is not None and pid and pid != old:
+            return serving, elapsed
         time.sleep(0.05)
+    return float("nan"), float("nan")
+
+
+def _serving(box, program: str, old_pid: int) -> bool:
+    port = SERVICE_PORT.get(program)
+    if port == "jupyter":
+        return jupyter_status(PORTS["jupyter"], ENV["JUPYTER_TOKEN"]) == 200
+    if port:
+        return port_open(PORTS[port])
+    pid = box.sh(f"supervisorctl pid {program}", check=False).strip()
+    return pid.isdigit() and int(pid) not in (0, old_pid)
 
 
 def main() -> None:
@@ -114,11 +132,10 @@ def main() -> None:
         rows.append((f"no-op re-converge in the container (median of {args.runs})",
                      f"{statistics.median(converges):.2f} s"))
         for program in PROGRAMS:
-            recovery = kill_recovery(box, program)
+            serving, running = kill_recovery(box, program)
             wait_ready(box, ENV["JUPYTER_TOKEN"], timeout=180)
-            rows.append((f"kill -9 {program} → RUNNING again"
-                         + (" and API 200" if program == "jupyter" else ""),
-                         f"{recovery:.2f} s"))
+            rows.append((f"kill -9 {program}: serving again / RUNNING again",
+                         f"{serving:.2f} s / {running:.2f} s"))
     finally:
         remove(NAME)
 

@@ -7,14 +7,16 @@ import pytest
 from tests.boxes import PROGRAMS, podman, remove, start_box, wait_ready
 
 SECRET_AND_KEY_FILES = "/etc/red/secrets/* /etc/ssh/ssh_host_*_key"
+LONG_VNC_PASSWORD = "longer-than-8ch"
 
 
 def fingerprints(box) -> str:
     return box.sh(f"sha256sum {SECRET_AND_KEY_FILES}")
 
 
-def test_second_converge_changes_nothing(box):
-    report = box.converge_json()
+@pytest.mark.parametrize("which", ["box", "generated_box"])
+def test_second_converge_changes_nothing(request, which):
+    report = request.getfixturevalue(which).converge_json()
     totals = report["results"]["totals"]
     assert totals["success"] == 0, report["results"]
     assert totals["error"] == 0
@@ -29,16 +31,42 @@ def test_restart_keeps_generated_secrets_and_host_keys(generated_box):
     assert fingerprints(generated_box) == before
 
 
-def test_two_containers_get_different_host_keys(box):
+@pytest.fixture(scope="module")
+def other_box():
+    """A second container of the image, with a VNC password longer than VNC reads."""
     other = start_box("red-test-other", {
         "SSH_PORT": "22222", "JUPYTER_PORT": "18777", "NOVNC_PORT": "16280", "VNC_PORT": "16901",
+        "VNC_PASSWORD": LONG_VNC_PASSWORD,
     }, {"ssh": 22222, "jupyter": 18777, "novnc": 16280, "vnc": 16901})
     try:
         wait_ready(other)
-        command = "cat /etc/ssh/ssh_host_ed25519_key.pub"
-        assert other.sh(command).split()[1] != box.sh(command).split()[1]
+        yield other
     finally:
         remove(other.name)
+
+
+def test_two_containers_get_different_host_keys(box, other_box):
+    command = "cat /etc/ssh/ssh_host_ed25519_key.pub"
+    assert other_box.sh(command).split()[1] != box.sh(command).split()[1]
+
+
+def test_long_vnc_password_is_kept_with_a_warning(other_box):
+    log = other_box.sh("cat /logs/startup.log")
+    assert "VNC_PASSWORD: VNC authentication uses only the first 8 of its 15 characters" in log
+    assert LONG_VNC_PASSWORD not in log
+    assert other_box.sh("cat /etc/red/secrets/vnc_password") == LONG_VNC_PASSWORD
+
+
+def test_keys_already_in_authorized_keys_are_kept(box, ssh_key):
+    user_line = "# the user's own key, added by hand\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIUser me@home"
+    box.sh(f"printf '{user_line}' >> /root/.ssh/authorized_keys")
+    report = box.converge_json()
+    assert report["results"]["totals"]["error"] == 0
+    keys = box.sh("cat /root/.ssh/authorized_keys")
+    assert "AAAAC3NzaC1lZDI1NTE5AAAAIUser me@home" in keys
+    assert "# the user's own key" in keys
+    # The env's key is there once, not added again on each converge.
+    assert keys.count(ssh_key.with_suffix(".pub").read_text().split()[1]) == 1
 
 
 def wait_respawned(box, program: str, old_pid: int, timeout: float = 60) -> float:

@@ -58,13 +58,13 @@ def test_long_vnc_password_is_kept_with_a_warning(other_box):
 
 
 def test_keys_already_in_authorized_keys_are_kept(box, ssh_key):
-    user_line = "# the user's own key, added by hand\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIUser me@home"
-    box.sh(f"printf '{user_line}' >> /root/.ssh/authorized_keys")
+    user_lines = "# added by hand\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIUser me@home"
+    box.sh(f"printf '{user_lines}' >> /root/.ssh/authorized_keys")
     report = box.converge_json()
     assert report["results"]["totals"]["error"] == 0
     keys = box.sh("cat /root/.ssh/authorized_keys")
     assert "AAAAC3NzaC1lZDI1NTE5AAAAIUser me@home" in keys
-    assert "# the user's own key" in keys
+    assert "# added by hand" in keys
     # The env's key is there once, not added again on each converge.
     assert keys.count(ssh_key.with_suffix(".pub").read_text().split()[1]) == 1
 

@@ -10,9 +10,12 @@ from operations import settings
 from operations.base import setup_base
 from operations.desktop import setup_desktop
 from operations.jupyter import setup_jupyter
+from operations.notebooks import setup_notebooks
+from operations.provisioning import setup_provisioning
 from operations.python import setup_python
 from operations.ssh import setup_ssh
 from operations.supervisor import setup_supervisor
+from operations.visomaster import setup_visomaster
 
 phase = settings.get("red_phase")
 if phase not in ("install", "configure", "all"):
@@ -31,7 +34,11 @@ programs = [
                building_image=phase == "install"),
     *setup_desktop(runtime, install=install, configure=configure),
     *setup_jupyter(runtime, install=install, configure=configure),
+    *setup_visomaster(install=install, configure=configure),
 ]
+setup_provisioning(runtime, install=install, configure=configure)
+if install:
+    setup_notebooks()
 # Last: supervisor applies the program configs the concerns above wrote, restarting only
 # what changed.
 setup_supervisor(programs, install=install, configure=configure)

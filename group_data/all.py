@@ -56,3 +56,57 @@ supervisor_socket = "/var/run/supervisor.sock"
 # Size-based rotation of every /logs/<program>.log.
 supervisor_log_maxbytes = "10MB"
 supervisor_log_backups = 3
+
+# -- visomaster: the app, checked out and set up at configure time (boot or live box)
+# The app's git repository (the VisoMaster-Fusion fork also works: set its requirements file).
+visomaster_repo_url = "https://github.com/visomaster/VisoMaster.git"
+# Tag, branch or commit to check out; v0.1.6 (537cff8) is upstream's latest release.
+visomaster_ref = "v0.1.6"
+# The checkout, in the workspace volume so it outlives the container; it must stay writable.
+visomaster_dir = "/workspace/VisoMaster"
+# Converge the checkout to repo_url at ref on each converge; false leaves the directory alone.
+visomaster_checkout = True
+# Clone/fetch attempts after the first one fails (network errors only).
+visomaster_checkout_retries = 3
+# Seconds before the first retry; each further retry waits twice as long.
+visomaster_checkout_backoff = 2
+# The requirements file in the checkout, pip-installed into python_app_venv.
+visomaster_requirements = "requirements_cu124.txt"
+# Given on pip's command line: pip ignores an index option written on a requirement line.
+visomaster_extra_index_urls = ["https://pypi.nvidia.com"]
+# pip-install the requirements whenever the file, the ref or the interpreter changed.
+visomaster_install_requirements = True
+# Fetch the models with the app's own downloader and verify each file's SHA-256.
+visomaster_download_models = True
+# Downloader runs before the models are reported as not verified.
+visomaster_models_attempts = 3
+# The models' verification state (JSON), for the diagnostic notebook.
+visomaster_models_state = "/var/lib/red/models-state.json"
+# Start the app on the VNC desktop at boot; otherwise its desktop icon or menu entry does.
+visomaster_autostart = False
+# A smaller /dev/shm (MB) gets a warning with the `docker run --shm-size` fix.
+visomaster_min_shm_mb = 1024
+
+# -- provisioning: the seed's boot-time flow (red-onstart) and converge runs (red-provision)
+# URL of a script to download and run at boot (the seed's PROVISIONING_SCRIPT); "" = none,
+# then the seed's local scripts run instead.
+provisioning_script = ""
+# Seconds the downloaded (or local) script may run; then its process group is stopped.
+provisioning_script_timeout = 3600
+# Download: seconds to connect, seconds for a whole attempt, retries after the first attempt,
+# and the first pause between attempts (doubled each time: 2, 4, 8 s).
+provisioning_download_connect_timeout = 10
+provisioning_download_timeout = 120
+provisioning_download_retries = 3
+provisioning_download_backoff = 2
+# A second converge waits this long for the one in progress, then exits 75 changing nothing.
+provisioning_lock_timeout = 900
+# Seconds the entrypoint's boot-time flow waits for supervisord to answer before it runs.
+provisioning_supervisor_wait = 120
+# Markers (in-progress, completed, failed, onstart.json), the lock and the downloaded script.
+provisioning_state_dir = "/var/lib/red/provisioning"
+# Where logs go when base_logs_dir cannot be written (a read-only mount): said on stderr.
+provisioning_fallback_logs_dir = "/var/log/red"
+
+# -- notebooks: what Red shipped last time, per notebook (a user's edits are never overwritten)
+notebooks_state_dir = "/var/lib/red/notebooks"

@@ -6,12 +6,20 @@ version always reports a change), and the supervisor program template.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import FactBase, FileUploadCommand, QuoteString, StringCommand, operation
+from pyinfra.api import (
+    FactBase,
+    FileUploadCommand,
+    OperationValueError,
+    QuoteString,
+    StringCommand,
+    operation,
+)
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File, FileContents, Sha256File
 from pyinfra.facts.server import AuthorizedKeys, Command
@@ -20,7 +28,9 @@ from pyinfra.operations import apt, files
 from operations import settings
 
 ROOT = settings.ROOT
-_apt_lists_fresh = False
+# Hosts whose apt lists this run already refreshes: per host, since pyinfra runs the deploy
+# code once per host in one process (a fleet).
+_apt_lists_fresh: set[str] = set()
 
 
 def template(concern: str, dest: str) -> str:
@@ -38,19 +48,93 @@ def apt_install(packages: list[str], name: str):
     Install Debian packages without recommends, refreshing apt's lists only when something is
     missing: the image ships without lists, and a boot must not wait on the mirror.
     """
-    global _apt_lists_fresh  # noqa: PLW0603 - one refresh per run, shared by every concern
     installed = host.get_fact(DebPackages) or {}
     missing = [package for package in packages if package not in installed]
-    if missing and not _apt_lists_fresh:
+    if missing and host.name not in _apt_lists_fresh:
         apt.update(name="Update apt's package lists")
-        _apt_lists_fresh = True
+        _apt_lists_fresh.add(host.name)
     return apt.packages(name=name, packages=packages, no_recommends=True)
 
 
 def forget_apt_lists() -> None:
-    """A new apt source was added: the next install must refresh the lists."""
-    global _apt_lists_fresh  # noqa: PLW0603
-    _apt_lists_fresh = False
+    """A new apt source was added: the next install on this host must refresh the lists."""
+    _apt_lists_fresh.discard(host.name)
+
+
+class PortListeners(FactBase):
+    """
+    Returns who listens on a TCP port: a list of ``{"name", "pid", "supervised"}``, empty
+    when nobody does. ``supervised`` is True for a process under a supervisord (ours); a
+    listener whose process is invisible here (the host, or another container on a shared
+    network) has name "?" and pid None.
+    """
+
+    default = list
+
+    def command(self, port: int) -> str:
+        return (
+            f"ss -Hltnp 'sport = :{int(port)}' 2>/dev/null || true; echo ---; "
+            "ps -eo pid=,ppid=,comm= 2>/dev/null || true"
+        )
+
+    def process(self, output) -> list[dict]:
+        lines = list(output)
+        split = lines.index("---") if "---" in lines else len(lines)
+        parents = {}
+        for line in lines[split + 1:]:
+            fields = line.split(None, 2)
+            if len(fields) == 3 and fields[0].isdigit() and fields[1].isdigit():
+                parents[int(fields[0])] = (int(fields[1]), fields[2].strip())
+
+        def supervised(pid: int) -> bool:
+            seen = set()
+            while pid in parents and pid not in seen:
+                seen.add(pid)
+                parent, name = parents[pid]
+                if name == "supervisord":
+                    return True
+                pid = parent
+            return False
+
+        listeners = []
+        for line in lines[:split]:
+            if not line.strip():
+                continue
+            users = re.findall(r'\("([^"]*)",pid=(\d+)', line)
+            if not users:
+                listeners.append({"name": "?", "pid": None, "supervised": False})
+            for name, pid in users:
+                listeners.append(
+                    {"name": name, "pid": int(pid), "supervised": supervised(int(pid))}
+                )
+        return listeners
+
+
+def autostart_unless_port_taken(program: str, port: int, env_name: str, check: bool) -> bool:
+    """
+    Whether a program listening on ``port`` may start: not when something other than our
+    supervisord's programs holds the port (Vast's own sshd or Jupyter in its ssh/jupyter
+    launch modes). Then the program keeps its config with autostart=false, and one line in
+    /logs/startup.log says what was skipped.
+
+    + check: look at the port (the configure half); False keeps autostart (image build)
+    """
+    if not check:
+        return True
+    listeners = host.get_fact(PortListeners, port=port) or []
+    foreign = [item for item in listeners if not item["supervised"]]
+    if not foreign:
+        return True
+    holders = ", ".join(dict.fromkeys(
+        f"{item['name']} (pid {item['pid']})" if item["pid"] else "a process outside this box"
+        for item in foreign
+    ))
+    settings.record(
+        [f"{program}: port {port} is held by {holders}: not starting a second one "
+         f"(autostart=false; set {env_name} to a free port to run ours)"],
+        topic="ports",
+    )
+    return False
 
 
 class SupervisordRunning(FactBase):
@@ -132,33 +216,87 @@ def venv(path: str, python: str):
     yield StringCommand(python, "-m", "venv", QuoteString(path))
 
 
-@operation()
-def pip_requirements(venv: str, requirements: str, stamp_name: str):
+def failure_note(what: str, log: str) -> StringCommand:
     """
-    pip-install a requirements text into a venv only when it changed since the last install.
+    ``|| { ... }`` for a command whose output goes to ``log``: when it fails, the tail of the log
+    goes to stderr, one line naming the failure and the log to ``<logs>/startup.log``, and the
+    command's exit code is kept.
+    """
+    startup_log = f"{settings.get('base_logs_dir')}/startup.log"
+    return StringCommand(
+        "|| { rc=$?; tail -n 20", QuoteString(log), ">&2;",
+        "printf '%s %s (exit %s): %s; details in %s\\n'", '"$(date -u +%Y-%m-%dT%H:%M:%SZ)"',
+        QuoteString(what), '"$rc"', '"$(tail -n 1', QuoteString(log), '2>/dev/null)"',
+        QuoteString(log), ">>", QuoteString(startup_log), "2>/dev/null;", "exit $rc; }",
+    )
+
+
+@operation()
+def pip_requirements(
+    venv: str,
+    stamp_name: str,
+    *,
+    requirements: str | None = None,
+    requirements_file: str | None = None,
+    pip_args: list[str] | None = None,
+    stamp_key: str = "",
+    log: str | None = None,
+):
+    """
+    pip-install requirements into a venv only when they changed since the last install.
 
     The stamp lives inside the venv: a venv rebuilt for another Python starts without one.
 
     + venv: the venv's directory
-    + requirements: the requirements file's text (a lock file, or a few pins)
     + stamp_name: names the stamp file in the venv that records what was installed
+    + requirements: the requirements text to upload and install (a lock file, or a few pins)
+    + requirements_file: or a requirements file already on the host (e.g. in a checkout), hashed
+      there; nothing is installed while it does not exist
+    + pip_args: more arguments for pip (e.g. ``--extra-index-url=URL``); part of the stamp
+    + stamp_key: anything else that makes an install different (e.g. a ref); part of the stamp
+    + log: append pip's output to this file; on failure its tail goes to stderr and one line to
+      the startup log (without it pip runs quietly)
     """
-    expected = hashlib.sha256(requirements.encode()).hexdigest()
+    if (requirements is None) == (requirements_file is None):
+        raise OperationValueError("give either requirements or requirements_file")
+    extras = [*(pip_args or []), stamp_key] if pip_args or stamp_key else []
+    if requirements is not None:
+        content = hashlib.sha256(requirements.encode()).hexdigest()
+        target = f"{venv}/red-{stamp_name}.txt"
+    else:
+        content = host.get_fact(Sha256File, path=requirements_file)
+        if not content:
+            host.noop(f"{requirements_file} does not exist: nothing to install")
+            return
+        target = requirements_file
+    expected = (
+        hashlib.sha256("\n".join([content, *extras]).encode()).hexdigest() if extras else content
+    )
     stamp = f"{venv}/.red-{stamp_name}.stamp"
     current = host.get_fact(FileContents, path=stamp)
     if current and current[0].strip() == expected:
         host.noop(f"{venv} already has {stamp_name} installed")
         return
-    target = f"{venv}/red-{stamp_name}.txt"
-    yield FileUploadCommand(BytesIO(requirements.encode()), target)
-    yield StringCommand(
+    if requirements is not None:
+        yield FileUploadCommand(BytesIO(requirements.encode()), target)
+    pip = StringCommand(
         QuoteString(f"{venv}/bin/pip"),
-        "install --no-cache-dir --disable-pip-version-check -q -r",
+        "install --no-cache-dir --disable-pip-version-check",
+        "-q" if log is None else "--progress-bar off",
+        "-r",
         QuoteString(target),
-        "&& echo",
-        QuoteString(expected),
-        ">",
-        QuoteString(stamp),
+        *(QuoteString(arg) for arg in pip_args or []),
+    )
+    record = StringCommand("echo", QuoteString(expected), ">", QuoteString(stamp))
+    if log is None:
+        yield StringCommand(pip, "&&", record)
+        return
+    # Relative paths in a requirements file (wheels, -e .) are pip's working directory's.
+    yield StringCommand(
+        "(", "echo", QuoteString(f"== pip install -r {target}"), "$(date -u);",
+        "cd", QuoteString(str(Path(target).parent)), "&&", pip, ")",
+        ">>", QuoteString(log), "2>&1 &&", record,
+        failure_note(f"pip: installing {target} into {venv} FAILED", log),
     )
 
 
@@ -210,6 +348,10 @@ class Program:
     autostart: bool = True
     # Seconds a start must survive to count as RUNNING.
     startsecs: int = 2
+    # Services come back whatever ends them; an app the user closes ("unexpected") stays closed.
+    autorestart: str = "true"
+    # Failed starts before supervisor gives up (FATAL): services never give up.
+    startretries: int = 1000000
     # Ops whose change needs this program restarted (its secrets, its config files).
     restart_on: list = field(default_factory=list)
     conf_op: object = None

@@ -9,6 +9,7 @@ from pyinfra.operations import files
 from operations import settings
 from operations._common import (
     Program,
+    autostart_unless_port_taken,
     pip_requirements,
     secret,
     shipped_text,
@@ -69,6 +70,10 @@ def setup_jupyter(runtime: settings.RuntimeSettings, install: bool = True,
             f"{settings.get('jupyter_root_dir')} {token_path}"
         ),
         priority=50,
+        # Vast's jupyter mode runs its own Jupyter on JUPYTER_PORT: ours must not fight it.
+        autostart=autostart_unless_port_taken(
+            "jupyter", runtime.jupyter_port, "JUPYTER_PORT", configure
+        ),
         # Jupyter needs a few seconds to import before it counts as started.
         startsecs=5,
         restart_on=restart_on,

@@ -16,11 +16,12 @@ import logging
 import os
 import re
 import runpy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pyinfra import host, logger
 from pyinfra.api import FactBase
@@ -53,6 +54,38 @@ JUPYTER_TOKEN_ENV = ("JUPYTER_TOKEN",)
 SHARED_SECRET_ENV = "OPEN_BUTTON_TOKEN"  # noqa: S105 - a variable name, not a secret
 PYTHON_VERSION_ENV = "RED_PYTHON_VERSION"
 
+# -- provisioning (read by /opt/red/bin/red-provision, outside pyinfra: env > group data)
+PROVISIONING_SCRIPT_ENV = "PROVISIONING_SCRIPT"
+# Each number's env name and inclusive bounds.
+PROVISIONING_NUMBER_ENV = {
+    "provisioning_script_timeout": ("PROVISIONING_TIMEOUT", 1, 86400),
+    "provisioning_download_connect_timeout": ("PROVISIONING_CONNECT_TIMEOUT", 1, 300),
+    "provisioning_download_timeout": ("PROVISIONING_DOWNLOAD_TIMEOUT", 1, 3600),
+    "provisioning_download_retries": ("PROVISIONING_DOWNLOAD_RETRIES", 0, 10),
+    "provisioning_download_backoff": ("PROVISIONING_DOWNLOAD_BACKOFF", 0, 300),
+    "provisioning_lock_timeout": ("PROVISIONING_LOCK_TIMEOUT", 0, 86400),
+}
+# The seed's local scripts, in the seed's order: without a URL the first that exists runs.
+PROVISIONING_FALLBACK_SCRIPTS = (
+    "/vast_ai_provisioning_script.sh",
+    "/src/provisioning_script.sh",
+    "/VisoMaster/src/provisioning_script.sh",
+)
+
+# -- login shells: what /etc/profile.d/red.sh exports besides the resolved settings. Vast's
+# non-secret variables, as the box's env has them; never a token, password or API key.
+SESSION_ENV_PASSTHROUGH = (
+    PROVISIONING_SCRIPT_ENV,
+    "DATA_DIRECTORY",
+    "CONTAINER_ID",
+    "VAST_CONTAINERLABEL",
+    "PUBLIC_IPADDR",
+    "GPU_COUNT",
+    "OPEN_BUTTON_PORT",
+)
+SESSION_ENV_PREFIXES = ("VAST_TCP_PORT_", "VAST_UDP_PORT_")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
 _SSH_KEY_RE = re.compile(
     r"^(?:(?:ssh-(?:ed25519|rsa|dss)|ecdsa-sha2-nistp(?:256|384|521)"
     r"|sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/]+={0,3})"
@@ -80,6 +113,25 @@ class RuntimeSettings:
     @property
     def vnc_resolution(self) -> str:
         return f"{self.vnc_width}x{self.vnc_height}"
+
+
+@dataclass
+class ProvisioningSettings:
+    """What the boot-time flow and the converge runs need; resolved from env and defaults."""
+
+    # "" when PROVISIONING_SCRIPT is unset (or unusable: then url_problem says why).
+    script_url: str
+    url_problem: str | None
+    script_timeout: int
+    connect_timeout: int
+    download_timeout: int
+    download_retries: int
+    download_backoff: int
+    lock_timeout: int
+    supervisor_wait: int
+    state_dir: str
+    fallback_scripts: tuple[str, ...] = PROVISIONING_FALLBACK_SCRIPTS
+    decisions: list[str] = field(default_factory=list)
 
 
 def get(key: str):
@@ -291,6 +343,103 @@ def secret_path(name: str) -> str:
     return f"{get('secrets_dir')}/{name}"
 
 
+def show_url(url: str) -> str:
+    """A URL fit for a log line: a password in it and its query string are hidden."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return _show(url)
+    hostname = parts.hostname or ""
+    netloc = f"[{hostname}]" if ":" in hostname else hostname
+    if port is not None:
+        netloc += f":{port}"
+    if parts.username:
+        netloc = f"{parts.username}{':***' if parts.password else ''}@{netloc}"
+    shown = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return shown + ("?<query hidden>" if parts.query else "")
+
+
+def _check_url(raw: str) -> str | None:
+    if any(ord(char) <= 32 or ord(char) == 127 for char in raw):
+        return "has spaces or control characters"
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return "is not an http(s) URL"
+    return None
+
+
+def provisioning(env: Mapping[str, str],
+                 data: Callable[[str], Any] | None = None) -> ProvisioningSettings:
+    """
+    Resolve the provisioning settings: env names above > ``data`` (default: group data).
+    A bad number falls back to its default; a bad URL is refused (nothing is downloaded).
+    The decisions are returned, not recorded: the caller logs them.
+    """
+    data = data or DEFAULTS.get
+    decisions: list[str] = []
+    numbers = {}
+    for key, (name, low, high) in PROVISIONING_NUMBER_ENV.items():
+        default = int(DEFAULTS[key])
+        source, raw = name, env.get(name)
+        if raw is None or raw == "":
+            source, raw = key, data(key)
+        text = str(raw).strip()
+        value = int(text) if text.isascii() and text.isdigit() else None
+        if value is None or not low <= value <= high:
+            decisions.append(
+                f"{source}={_show(raw)} is not a whole number in {low}..{high}: using {default}"
+            )
+            value = default
+        numbers[key] = value
+    url = env.get(PROVISIONING_SCRIPT_ENV) or str(data("provisioning_script") or "")
+    url = url.strip()
+    problem = _check_url(url) if url else None
+    if problem:
+        decisions.append(
+            f"{PROVISIONING_SCRIPT_ENV}={show_url(url)} {problem}: nothing is downloaded"
+        )
+    return ProvisioningSettings(
+        script_url="" if problem else url,
+        url_problem=problem,
+        script_timeout=numbers["provisioning_script_timeout"],
+        connect_timeout=numbers["provisioning_download_connect_timeout"],
+        download_timeout=numbers["provisioning_download_timeout"],
+        download_retries=numbers["provisioning_download_retries"],
+        download_backoff=numbers["provisioning_download_backoff"],
+        lock_timeout=numbers["provisioning_lock_timeout"],
+        supervisor_wait=int(data("provisioning_supervisor_wait")),
+        state_dir=str(data("provisioning_state_dir")),
+        decisions=decisions,
+    )
+
+
+def session_environment(runtime_settings: RuntimeSettings, env: Mapping[str, str],
+                        data: Callable[[str], Any] | None = None) -> dict[str, str]:
+    """
+    What login shells get exported: the resolved ports and resolution, the workspace, and
+    Vast's non-secret variables as the box's env has them. Values are data (the caller
+    quotes them); names that are not shell identifiers are dropped.
+    """
+    values = {
+        "SSH_PORT": str(runtime_settings.sshd_port),
+        "JUPYTER_PORT": str(runtime_settings.jupyter_port),
+        "NOVNC_PORT": str(runtime_settings.novnc_port),
+        "VNC_PORT": str(runtime_settings.vnc_port),
+        "VNC_RESOLUTION": runtime_settings.vnc_resolution,
+        "WORKSPACE": env.get("WORKSPACE") or str((data or get)("base_workspace_dir")),
+    }
+    for name in sorted(env):
+        passed = name in SESSION_ENV_PASSTHROUGH or name.startswith(SESSION_ENV_PREFIXES)
+        if passed and env[name] and _ENV_NAME_RE.match(name) and "\0" not in env[name]:
+            values[name] = env[name]
+    return values
+
+
 def runtime() -> RuntimeSettings:
     """
     Resolve the runtime settings for the current host and record each decision.
@@ -299,7 +448,7 @@ def runtime() -> RuntimeSettings:
     connectors they are printed as pyinfra warnings.
     """
     settings = _resolve(runtime_environment())
-    _record(settings.decisions)
+    record(settings.decisions)
     return settings
 
 
@@ -342,19 +491,103 @@ def _resolve(
     )
 
 
-def _record(decisions: list[str]) -> None:
-    if host.connector_cls is not LocalConnector:
-        for line in decisions:
-            logger.warning(f"{host.name}: {line}")
-        return
-    log_path = Path(get("base_logs_dir")) / "startup.log"
+def append_log(lines: Iterable[str], topic: str, logs_dir: str | None = None) -> bool:
+    """
+    Append timestamped ``<topic>: <line>`` lines to ``<logs>/startup.log`` on this machine.
+    Returns False (having written nothing) when the log cannot be written.
+    """
+    log_path = Path(logs_dir or get("base_logs_dir")) / "startup.log"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a", encoding="utf-8") as log:
-            for line in decisions:
-                log.write(f"{stamp} settings: {line}\n")
+            for line in lines:
+                log.write(f"{stamp} {topic}: {line}\n")
     except OSError as error:
-        logging.getLogger("red").warning(f"cannot write {log_path} ({error}); decisions follow")
+        logging.getLogger("red").warning(f"cannot write {log_path} ({error}); lines follow")
+        return False
+    return True
+
+
+def record(decisions: list[str], topic: str = "settings") -> None:
+    """
+    Record decisions: one line each in ``<logs>/startup.log`` on ``@local`` (the container's
+    own converge), pyinfra warnings on other connectors.
+    """
+    if not decisions:
+        return
+    if host.connector_cls is not LocalConnector:
+        for line in decisions:
+            logger.warning(f"{host.name}: {line}")
+        return
+    if not append_log(decisions, topic):
         for line in decisions:
             logger.warning(line)
+
+
+# -- visomaster: the app's settings users set per box (README's settings table lists the names)
+VISOMASTER_ENV = {
+    "visomaster_repo_url": "VISOMASTER_REPO_URL",
+    "visomaster_ref": "VISOMASTER_REF",
+    "visomaster_dir": "VISOMASTER_DIR",
+    "visomaster_checkout": "VISOMASTER_CHECKOUT",
+    "visomaster_requirements": "VISOMASTER_REQUIREMENTS",
+    "visomaster_install_requirements": "VISOMASTER_INSTALL_REQUIREMENTS",
+    "visomaster_download_models": "VISOMASTER_DOWNLOAD_MODELS",
+    "visomaster_autostart": "VISOMASTER_AUTOSTART",
+}
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+               "0": False, "false": False, "no": False, "off": False}
+# What red-app-checkout accepts as --ref; plain relative paths (no "..", no spaces, no "%").
+_GIT_REF_RE = re.compile(r"[A-Za-z0-9._+@-][A-Za-z0-9._/+@-]*")
+_REL_PATH_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
+_APP_EXPECTED = {
+    "visomaster_repo_url": "a git URL",
+    "visomaster_ref": "a tag, branch or commit name",
+    "visomaster_dir": "an absolute directory below /",
+    "visomaster_requirements": "a relative file name in the checkout",
+}
+
+
+def _app_value(key: str, raw: Any) -> Any:
+    """A visomaster setting's value in its type, or None when it is not valid."""
+    if isinstance(DEFAULTS[key], bool):
+        return raw if isinstance(raw, bool) else _BOOL_WORDS.get(str(raw).strip().lower())
+    text = str(raw).strip()
+    if not _TOKEN_RE.fullmatch(text) or text.startswith("-"):
+        return None
+    if key == "visomaster_ref":
+        bad = ".." in text or "@{" in text or text.endswith((".lock", "/", "."))
+        return text if _GIT_REF_RE.fullmatch(text) and not bad else None
+    if key == "visomaster_dir":
+        path = os.path.normpath(text)
+        ok = path.startswith("/") and path != "/" and _REL_PATH_RE.fullmatch(path[1:])
+        return path if ok else None
+    if key == "visomaster_requirements":
+        return text if _REL_PATH_RE.fullmatch(text) else None
+    return text
+
+
+def visomaster(environment: bool = True) -> dict[str, Any]:
+    """
+    Every ``visomaster_*`` setting: --data, then (with ``environment``) the env names in
+    VISOMASTER_ENV, then group_data/all.py. A bad value falls back to its default with one
+    recorded line naming where it came from.
+    """
+    env = runtime_environment() if environment else {}
+    cli = set(host.inventory.get_override_data() or {})
+    values = {key: get(key) for key in DEFAULTS if key.startswith("visomaster_")}
+    notes = []
+    for key, name in VISOMASTER_ENV.items():
+        if key not in cli and env.get(name):
+            source, raw = name, env[name]
+        else:
+            source, raw = (f"--data {key}" if key in cli else key), get(key)
+        value = _app_value(key, raw)
+        if value is None:
+            value = DEFAULTS[key]
+            expected = _APP_EXPECTED.get(key, "true or false")
+            notes.append(f"{source}={_show(raw)} is not {expected}: using {value}")
+        values[key] = value
+    record(notes)
+    return values

@@ -13,6 +13,7 @@ from operations._common import (
     Program,
     apt_install,
     authorized_keys,
+    autostart_unless_port_taken,
     static_file,
     supervisor_program,
     template,
@@ -75,6 +76,8 @@ def setup_ssh(runtime: settings.RuntimeSettings, install: bool = True, configure
         name="sshd",
         command=f"/opt/red/bin/red-sshd {runtime.sshd_port}",
         priority=10,
+        # Vast's ssh/jupyter modes run their own sshd on the port: ours must not fight it.
+        autostart=autostart_unless_port_taken("sshd", runtime.sshd_port, "SSH_PORT", configure),
         restart_on=restart_on,
     )
     return [supervisor_program(program)]

@@ -1,0 +1,82 @@
+"""
+The diagnostic notebooks (the seed's ``/notebooks/find_provisioning_script.ipynb`` and one for
+the app and the GPU): troubleshooting only, they install nothing. A user's edited copy is never
+overwritten: when Red ships a new version, the edited one is moved aside first and the move is
+logged in /logs/startup.log.
+"""
+
+import hashlib
+import shlex
+from pathlib import Path, PurePosixPath
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, deploy, operation
+from pyinfra.facts.files import FileContents, Sha256File
+from pyinfra.operations import files
+
+from operations import settings
+from operations._common import static_file
+
+NOTEBOOKS = ("find_provisioning_script.ipynb", "check_visomaster_and_gpu.ipynb")
+
+
+@operation()
+def _notebook(src: str, dest: str, record: str, logs_dir: str):
+    """
+    Upload a notebook unless its user edited it; an edited copy is moved aside, never lost.
+
+    + src: the notebook Red ships
+    + dest: where users open it
+    + record: a file holding the SHA-256 of what Red shipped to dest last time
+    + logs_dir: where startup.log gets a line for each notebook moved aside
+    """
+    shipped = hashlib.sha256(Path(src).read_bytes()).hexdigest()
+    current = host.get_fact(Sha256File, path=dest)
+    recorded = "".join(host.get_fact(FileContents, path=record) or []).strip()
+    remember = f"echo {shipped} > {shlex.quote(record)}"
+    if current == shipped:
+        if recorded == shipped:
+            host.noop(f"{dest} is the notebook Red ships")
+        else:
+            yield remember
+        return
+    if current is not None and current != recorded:
+        if recorded == shipped:
+            # Red ships the same version as last time: the user's edits stay where they are.
+            host.noop(f"{dest} was edited by its user: kept as it is")
+            return
+        # find_x.ipynb -> find_x.moved-aside-<UTC time>.ipynb: Jupyter still opens it.
+        path = PurePosixPath(dest)
+        stem_q = shlex.quote(str(path.with_suffix("")))
+        suffix_q = shlex.quote(path.suffix) if path.suffix else ""
+        yield (
+            f"stamp=$(date -u +%Y%m%d-%H%M%S); aside={stem_q}.moved-aside-$stamp{suffix_q}; "
+            f"n=1; while [ -e \"$aside\" ]; do n=$((n+1)); "
+            f"aside={stem_q}.moved-aside-$stamp-$n{suffix_q}; done; "
+            f"mv -- {shlex.quote(dest)} \"$aside\" || exit 1; "
+            f"line=\"$(date -u +%Y-%m-%dT%H:%M:%SZ) notebooks: \"{shlex.quote(dest)}\" differs "
+            "from what Red shipped last time (edited?): moved aside to $aside; the new version "
+            "is shipped\"; echo \"$line\"; "
+            f"{{ echo \"$line\" >> {shlex.quote(logs_dir + '/startup.log')}; }} 2>/dev/null || true"
+        )
+    staging = f"{dest}.red-new"
+    yield FileUploadCommand(src, staging)
+    yield f"chmod 644 {shlex.quote(staging)} && mv -f {shlex.quote(staging)} " \
+          f"{shlex.quote(dest)} && {remember}"
+
+
+@deploy("Set up the diagnostic notebooks")
+def setup_notebooks():
+    """Ship the diagnostic notebooks to the notebooks directory, keeping users' edits."""
+    notebooks_dir = settings.get("base_notebooks_dir")
+    state_dir = settings.get("notebooks_state_dir")
+    files.directory(name=f"Create {state_dir}", path=state_dir, mode="755")
+    for notebook in NOTEBOOKS:
+        dest = f"{notebooks_dir}/{notebook}"
+        _notebook(
+            name=f"Upload {dest}, moving a user-edited copy aside",
+            src=static_file("notebooks", f"/notebooks/{notebook}"),
+            dest=dest,
+            record=f"{state_dir}/{notebook}.sha256",
+            logs_dir=settings.get("base_logs_dir"),
+        )

@@ -1,0 +1,66 @@
+"""
+Provisioning: the seed's boot-time flow and its scripts. ``/vast_ai_provisioning_script.sh``
+and ``/src/provisioning_script.sh`` converge the box (``red-provision run``: a lock, markers);
+``red-onstart`` is the seed's on-start script (PROVISIONING_SCRIPT, else those scripts). The
+settings users expect in their SSH and Jupyter sessions go to ``/etc/profile.d/red.sh``.
+"""
+
+import shlex
+from io import StringIO
+
+from pyinfra.api import deploy
+from pyinfra.operations import files
+
+from operations import settings
+from operations._common import static_file
+
+TOOLS = ("red-provision", "red-onstart")
+SCRIPTS = ("/vast_ai_provisioning_script.sh", "/src/provisioning_script.sh")
+PROFILE = "/etc/profile.d/red.sh"
+
+
+def _profile(values: dict[str, str]) -> str:
+    lines = [
+        "# Managed by Red (operations/provisioning.py), rewritten on every converge: the box's",
+        "# settings for login shells (SSH, Jupyter terminals). Values are quoted data; no secrets.",
+    ]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+@deploy("Set up provisioning")
+def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
+                       configure: bool = True):
+    """
+    Ship the provisioning scripts and the on-start flow; export the session settings.
+
+    + runtime: the resolved runtime settings (ports, resolution) for the login shells
+    + install: run the install half (the scripts, the markers' directory)
+    + configure: run the configure half (/etc/profile.d/red.sh from the runtime env)
+    """
+    if install:
+        state_dir = settings.get("provisioning_state_dir")
+        files.directory(name=f"Create {state_dir} (root-only)", path=state_dir, mode="700")
+        for tool in TOOLS:
+            files.put(
+                name=f"Upload /opt/red/bin/{tool}",
+                src=static_file("provisioning", f"/opt/red/bin/{tool}"),
+                dest=f"/opt/red/bin/{tool}",
+                mode="755",
+            )
+        files.directory(name="Create /src", path="/src", mode="755")
+        for script in SCRIPTS:
+            files.put(
+                name=f"Upload {script}",
+                src=static_file("provisioning", script),
+                dest=script,
+                mode="755",
+            )
+    if configure:
+        values = settings.session_environment(runtime, settings.runtime_environment())
+        files.put(
+            name=f"Upload {PROFILE}",
+            src=StringIO(_profile(values)),
+            dest=PROFILE,
+            mode="644",
+        )

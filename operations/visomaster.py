@@ -1,0 +1,343 @@
+"""
+VisoMaster: its system packages and launcher at install time; at configure time (boot or live
+box) its checkout, converged without losing a user's files, its requirements in the app venv,
+its verified models, and a supervisor program that runs it on the VNC desktop.
+
+The app's steps never stop a converge: each failure is an (ignored) error in pyinfra's report
+and one line in /logs/startup.log, and the next converge tries again.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from pyinfra import host, logger
+from pyinfra.api import FactBase, FunctionCommand, QuoteString, StringCommand, deploy, operation
+from pyinfra.operations import files
+
+from operations import settings
+from operations._common import (
+    Program,
+    apt_install,
+    failure_note,
+    pip_requirements,
+    static_file,
+    supervisor_program,
+)
+
+# ffmpeg (recording), git (the checkout) and what Qt 6's xcb platform plugin loads.
+APP_PACKAGES = [
+    "ffmpeg",
+    "git",
+    "libxcb-cursor0",
+    "libxkbcommon0",
+    "libxkbcommon-x11-0",
+    "libxcb-icccm4",
+    "libxcb-image0",
+    "libxcb-keysyms1",
+    "libxcb-render-util0",
+    "libxcb-shape0",
+    "libxcb-randr0",
+    "libxcb-xfixes0",
+    "libxcb-xkb1",
+    "libxcb-sync1",
+    "libxcb-shm0",
+    "libfontconfig1",
+    "libdbus-1-3",
+    "libegl1",
+    "libgl1",
+    "libglib2.0-0",
+]
+BIN = "/opt/red/bin"
+TOOLS = ("red-app-checkout", "red-app-models", "red-visomaster", "red-visomaster-start")
+CHECKOUT = f"{BIN}/red-app-checkout"
+MODELS = f"{BIN}/red-app-models"
+# The menu entry; the desktop icon is a copy of it.
+MENU_ENTRY = "/usr/share/applications/red-visomaster.desktop"
+DESKTOP_ICON = "/root/Desktop/red-visomaster.desktop"
+# Upstream's model list (hashes and URLs), read by red-app-models without importing the app.
+MODELS_DATA = "app/processors/models_data.py"
+XDG_RUNTIME_DIR = "/run/user/0"
+SHM = "/dev/shm"  # noqa: S108 - the mount to measure, not a temporary file
+
+
+class _CheckoutState(FactBase):
+    """Returns red-app-checkout's ``--check`` report (a dict), or None before it is installed."""
+
+    def command(self, url: str, ref: str, dest: str) -> str:
+        check = shlex.join([CHECKOUT, "--check", "--url", url, "--ref", ref, "--dest", dest])
+        return f"if [ -x {CHECKOUT} ]; then {check} 2>/dev/null; fi; true"
+
+    def process(self, output) -> dict | None:
+        return _last_json(output)
+
+
+class _ModelsState(FactBase):
+    """
+    Returns red-app-models' report with no download allowed (``--attempts 0``), or None when
+    there is no model list to read. It refreshes the state file as it goes: that file is a
+    verification record with a hash cache, and keeping it current is what lets the next check
+    skip hashing gigabytes of unchanged files.
+    """
+
+    def command(self, repo: str, state: str) -> str:
+        models_data = shlex.quote(f"{repo}/{MODELS_DATA}")
+        verify = shlex.join([MODELS, "--repo", repo, "--models-data", MODELS_DATA,
+                             "--attempts", "0", "--state", state])
+        return (f"if [ -x {MODELS} ] && [ -f {models_data} ]; then {verify} 2>/dev/null; fi; "
+                "true")
+
+    def process(self, output) -> dict | None:
+        return _last_json(output)
+
+
+class _ShmMegabytes(FactBase):
+    """Returns the size of /dev/shm in MB, or None when there is none."""
+
+    def command(self) -> str:
+        return f"df -Pk {SHM} 2>/dev/null | awk 'NR == 2 {{ print int($2 / 1024) }}'"
+
+    def process(self, output) -> int | None:
+        text = "".join(output).strip()
+        return int(text) if text.isdigit() else None
+
+
+def _last_json(lines) -> dict | None:
+    for line in reversed(list(lines)):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _checkout_notes(summary: dict | None, ok: bool, log: str) -> list[str]:
+    """The lines a checkout run leaves in the startup log: what moved where, what failed."""
+    if summary is None:
+        if ok:
+            return []
+        return [f"checkout FAILED without a report; details in {log}"]
+    dest, ref = summary.get("dest"), summary.get("ref")
+    if not ok:
+        return [
+            f"checkout of {summary.get('url')} at {ref} into {dest} FAILED: "
+            f"{summary.get('error')}; nothing was lost, the next converge retries "
+            f"(details in {log})"
+        ]
+    notes = []
+    for aside in summary.get("moved_aside") or []:
+        notes.append(f"{dest} was not a clone of {summary.get('url')} ({summary.get('reason')}): "
+                     f"moved aside to {aside}, nothing in it deleted")
+    for branch in summary.get("backup_branches") or []:
+        notes.append(f"{branch['commits']} local commit(s) in {dest} kept on branch "
+                     f"{branch['name']}")
+    backup = summary.get("user_files_backup")
+    if backup:
+        user_files = summary.get("user_files") or []
+        replaced = [item["path"] for item in user_files if not item.get("in_worktree")]
+        notes.append(
+            f"{len(user_files)} edited or untracked file(s) in {dest} copied to {backup} before "
+            f"moving to {ref}"
+            + (f"; {ref} replaced your version of {', '.join(replaced)} (yours are in the copy)"
+               if replaced else "; all of them are still in the tree")
+        )
+    if summary.get("action") in ("cloned", "updated"):
+        notes.append(f"{dest} {summary['action']} to {ref} ({str(summary.get('commit'))[:12]})")
+    return notes
+
+
+def _append_startup_log(lines: list[str]) -> StringCommand:
+    """Append timestamped lines to the box's startup log; never fails (safe after ``&&``)."""
+    startup_log = f"{settings.get('base_logs_dir')}/startup.log"
+    stamped = [arg for line in lines
+               for arg in ('"$(date -u +%Y-%m-%dT%H:%M:%SZ)"', QuoteString(line))]
+    return StringCommand(
+        "{", "printf '%s visomaster: %s\\n'", *stamped, ">>", QuoteString(startup_log),
+        "2>/dev/null;", "true;", "}",
+    )
+
+
+def _run_checkout(state, host, command: StringCommand, log: str) -> bool:
+    """
+    Run red-app-checkout; report what it moved or failed on, in pyinfra's output and the
+    box's startup log. (pyinfra passes ``state`` and ``host`` by these parameter names.)
+    """
+    ok, output = host.run_shell_command(command)
+    summary = _last_json(output.stdout_lines)
+    notes = _checkout_notes(summary, ok, log)
+    for line in notes:
+        logger.warning(f"{host.print_prefix}VisoMaster: {line}")
+    if summary is None and not ok:
+        for line in output.stderr_lines[-5:]:
+            logger.warning(f"{host.print_prefix}{line}")
+    if notes:
+        host.run_shell_command(_append_startup_log(notes))
+    return ok
+
+
+@operation()
+def _checkout(url: str, ref: str, dest: str, log: str, *, retries: int, backoff: float):
+    """
+    Converge a directory to a clone of URL at REF with red-app-checkout, keeping every user
+    file (see its docstring for each conflict); checked first with its ``--check``.
+
+    + url: the repository
+    + ref: the tag, branch or commit
+    + dest: the checkout directory
+    + log: red-app-checkout's detailed log
+    + retries: network retries of clone/fetch
+    + backoff: seconds before the first retry (doubling)
+    """
+    report = host.get_fact(_CheckoutState, url=url, ref=ref, dest=dest)
+    if report and report.get("in_state"):
+        host.noop(f"{dest} is {url} at {ref}")
+        return
+    command = StringCommand(
+        CHECKOUT, "--url", QuoteString(url), "--ref", QuoteString(ref),
+        "--dest", QuoteString(dest), "--log", QuoteString(log),
+        "--retries", str(int(retries)), "--backoff", str(float(backoff)),
+    )
+    yield FunctionCommand(_run_checkout, (command, log), {})
+
+
+@operation()
+def _models(repo: str, python: str, attempts: int, state: str, log: str):
+    """
+    Run the app's model downloader until every model file verifies (red-app-models), unless
+    they already do; the result is kept in a state file for the diagnostic notebook.
+
+    + repo: the app's checkout
+    + python: the interpreter that runs the downloader
+    + attempts: downloader runs before giving up
+    + state: the state file
+    + log: the downloader's output
+    """
+    report = host.get_fact(_ModelsState, repo=repo, state=state)
+    if report is None:
+        host.noop(f"no model list at {repo}/{MODELS_DATA}: nothing to download")
+        return
+    if report.get("verified"):
+        host.noop(f"all {report.get('checked')} model files in {repo} verify")
+        return
+    models = StringCommand(
+        MODELS, "--repo", QuoteString(repo), "--models-data", MODELS_DATA,
+        "--python", QuoteString(python), "--attempts", str(int(attempts)),
+        "--state", QuoteString(state), ">/dev/null",
+    )
+    yield StringCommand(
+        "{", "echo", QuoteString(f"== red-app-models {repo}"), "$(date -u);", models, ";", "}",
+        ">>", QuoteString(log), "2>&1", "&&", _append_startup_log(
+            [f"model files in {repo} downloaded and verified (state in {state})"]),
+        failure_note(f"visomaster: models NOT verified (state in {state})", log),
+    )
+
+
+@deploy("Set up VisoMaster")
+def setup_visomaster(install: bool = True, configure: bool = True) -> list[Program]:
+    """
+    Install VisoMaster's system packages and launcher, converge its checkout, requirements and
+    models, and describe its supervisor program.
+
+    + install: run the install half (packages, tools, launcher, desktop icon and menu entry)
+    + configure: run the configure half (/dev/shm check, checkout, pip, models)
+    """
+    app = settings.visomaster(environment=configure)
+    logs = settings.get("base_logs_dir")
+    app_dir = app["visomaster_dir"]
+    app_venv = settings.get("python_app_venv")
+    if install:
+        apt_install(APP_PACKAGES, name="Install ffmpeg, git and the Qt 6 xcb libraries")
+        for tool in TOOLS:
+            files.put(
+                name=f"Upload {BIN}/{tool}",
+                src=static_file("visomaster", f"{BIN}/{tool}"),
+                dest=f"{BIN}/{tool}",
+                mode="755",
+            )
+        files.put(
+            name=f"Upload {MENU_ENTRY}",
+            src=static_file("visomaster", MENU_ENTRY),
+            dest=MENU_ENTRY,
+            mode="644",
+        )
+        # xfdesktop runs a launcher on the desktop only when it is executable.
+        files.put(
+            name=f"Upload {DESKTOP_ICON}",
+            src=static_file("visomaster", MENU_ENTRY),
+            dest=DESKTOP_ICON,
+            mode="755",
+        )
+    if configure:
+        _warn_small_shm(app["visomaster_min_shm_mb"])
+        if app["visomaster_checkout"]:
+            _checkout(
+                name=f"Check out {app['visomaster_ref']} of VisoMaster into {app_dir}",
+                url=app["visomaster_repo_url"],
+                ref=app["visomaster_ref"],
+                dest=app_dir,
+                log=f"{logs}/visomaster-checkout.log",
+                retries=app["visomaster_checkout_retries"],
+                backoff=app["visomaster_checkout_backoff"],
+                _ignore_errors=True,
+            )
+        if app["visomaster_install_requirements"]:
+            requirements = app["visomaster_requirements"]
+            pip_requirements(
+                name=f"Install VisoMaster's {requirements} into {app_venv}",
+                venv=app_venv,
+                stamp_name="visomaster",
+                requirements_file=f"{app_dir}/{requirements}",
+                pip_args=[f"--extra-index-url={url}"
+                          for url in _as_list(app["visomaster_extra_index_urls"])],
+                stamp_key=f"ref={app['visomaster_ref']} python={settings.python_version()}",
+                log=f"{logs}/visomaster-pip.log",
+                _ignore_errors=True,
+            )
+        if app["visomaster_download_models"]:
+            _models(
+                name=f"Download and verify VisoMaster's models in {app_dir}",
+                repo=app_dir,
+                python=f"{app_venv}/bin/python",
+                attempts=app["visomaster_models_attempts"],
+                state=app["visomaster_models_state"],
+                log=f"{logs}/visomaster-models.log",
+                _ignore_errors=True,
+            )
+    program = Program(
+        name="visomaster",
+        command=f"{BIN}/red-visomaster {app_dir} {app_venv}/bin/python",
+        priority=60,
+        environment={
+            "DISPLAY": f":{settings.get('vnc_display')}",
+            "QT_X11_NO_MITSHM": "1",
+            "XDG_RUNTIME_DIR": XDG_RUNTIME_DIR,
+            "HOME": "/root",
+            "USER": "root",
+        },
+        autostart=app["visomaster_autostart"],
+        # Closing the app's window ends it for good; a crash brings it back, three times.
+        autorestart="unexpected",
+        startretries=3,
+        startsecs=5,
+    )
+    return [supervisor_program(program)]
+
+
+def _warn_small_shm(minimum_mb: int) -> None:
+    size = host.get_fact(_ShmMegabytes)
+    if size is not None and size < int(minimum_mb):
+        settings.record(topic="visomaster", decisions=[
+            f"{SHM} is {size} MB, less than the {minimum_mb} MB GUI apps like VisoMaster "
+            "need (Qt, PyTorch): start the container with `docker run --shm-size=2g ...` "
+            "(on Vast.ai: add --shm-size=2g to the template's Docker options)"
+        ])
+
+
+def _as_list(value) -> list[str]:
+    """A list setting given as a list, or as one string (--data key=URL) of URLs."""
+    if isinstance(value, (list, tuple)):
+        return [str(item) for item in value]
+    return str(value or "").replace(",", " ").split()

@@ -1,0 +1,230 @@
+"""
+Plan-level tests of operations/visomaster.py: the real deploy against @fake hosts whose facts
+describe a box in one state (tests/fixtures/fake_visomaster_inventory.py). The commands the
+deploy would run are read from pyinfra's debug log; nothing touches this machine.
+"""
+
+import subprocess
+import sys
+
+import pytest
+from supervisor.options import ServerOptions
+
+from operations._common import Program
+from operations.visomaster import APP_PACKAGES, _checkout_notes
+from tests.conftest import ROOT
+from tests.unit.test_templates import render
+
+INVENTORY = "tests/fixtures/fake_visomaster_inventory.py"
+GROUPS = ("vm_fresh", "vm_in_state", "vm_out_of_state", "vm_small_shm", "vm_with_env")
+CHECKOUT_APPLY = "/opt/red/bin/red-app-checkout --url "
+# The models' download run (its check runs the same tool with --attempts 0).
+MODELS_APPLY = "/opt/red/bin/red-app-models --repo /workspace/VisoMaster --models-data " \
+    "app/processors/models_data.py --python"
+
+
+def plan(group: str, *data: str) -> tuple[list[str], str]:
+    """Run the deploy on one fake host; return the commands it ran and pyinfra's output."""
+    args = [sys.executable, "-m", "pyinfra", INVENTORY, "deploy.py", "-y", "--debug",
+            "--limit", group]
+    for item in data:
+        args += ["--data", item]
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    marker = "simulating command on "
+    commands = [line.split(marker, 1)[1].split(": ", 1)[1]
+                for line in output.splitlines() if marker in line]
+    return commands, output
+
+
+def matching(commands: list[str], text: str) -> list[str]:
+    return [command for command in commands if text in command]
+
+
+@pytest.fixture(scope="module")
+def plans():
+    """Each group's configure plan, computed once."""
+    return {group: plan(group, "red_phase=configure") for group in GROUPS}
+
+
+def test_install_phase_installs_ffmpeg_and_qt_libraries_and_never_clones():
+    commands, output = plan("vm_fresh", "red_phase=install")
+    installs = [c for c in commands if " install --no-install-recommends " in c]
+    assert any(all(package in c.split() for package in APP_PACKAGES) for c in installs)
+    assert not matching(commands, "red-app-checkout --")
+    assert not matching(commands, "git clone")
+    assert not matching(commands, "red-app-models --")
+    assert not matching(commands, "/workspace/VisoMaster/requirements")
+    for path in ("/opt/red/bin/red-app-checkout", "/opt/red/bin/red-app-models",
+                 "/opt/red/bin/red-visomaster", "/usr/share/applications/red-visomaster.desktop",
+                 "/root/Desktop/red-visomaster.desktop"):
+        assert f"simulating put_file on @fake/vm-fresh: {path}" in output
+
+
+def test_configure_installs_no_package(plans):
+    commands, _ = plans["vm_out_of_state"]
+    assert not [c for c in commands if " install --no-install-recommends " in c]
+    assert not matching(commands, "apt-get update")
+
+
+def test_fresh_box_runs_the_checkout_and_skips_what_needs_the_checkout(plans):
+    commands, output = plans["vm_fresh"]
+    applies = matching(commands, CHECKOUT_APPLY)
+    assert applies == [
+        "/opt/red/bin/red-app-checkout --url https://github.com/visomaster/VisoMaster.git "
+        "--ref v0.1.6 --dest /workspace/VisoMaster --log /logs/visomaster-checkout.log "
+        "--retries 3 --backoff 2.0"
+    ]
+    # No checkout yet (the fake box does not change): no requirements file, no model list.
+    assert not matching(commands, "pip install")
+    assert not matching(commands, MODELS_APPLY)
+    assert "/workspace/VisoMaster/requirements_cu124.txt does not exist" in output
+
+
+def test_checkout_in_state_pip_stamp_current_and_models_verified_change_nothing(plans):
+    commands, output = plans["vm_in_state"]
+    assert matching(commands, "red-app-checkout --check")
+    assert not matching(commands, CHECKOUT_APPLY)
+    assert not matching(commands, "pip install")
+    assert matching(commands, "--attempts 0")
+    assert not matching(commands, MODELS_APPLY)
+    assert "/opt/red/venv already has visomaster installed" in output
+
+
+def test_out_of_state_box_checks_out_installs_and_downloads(plans):
+    commands, _ = plans["vm_out_of_state"]
+    assert len(matching(commands, CHECKOUT_APPLY)) == 1
+    [pip] = matching(commands, "/opt/red/venv/bin/pip install")
+    assert "-r /workspace/VisoMaster/requirements_cu124.txt" in pip
+    # The NVIDIA index on pip's command line; the output appended to the app's pip log.
+    assert "--extra-index-url=https://pypi.nvidia.com" in pip
+    assert ">> /logs/visomaster-pip.log" in pip
+    assert "> /opt/red/venv/.red-visomaster.stamp" in pip
+    [models] = matching(commands, MODELS_APPLY)
+    assert "--python /opt/red/venv/bin/python --attempts 3" in models
+    assert "--state /var/lib/red/models-state.json" in models
+    assert "models NOT verified" in models  # the startup log line when they do not verify
+
+
+def test_app_failures_are_reported_and_never_stop_the_rest_of_the_deploy():
+    commands, output = plan("vm_offline", "red_phase=configure")
+    # Each app step ran and failed, and supervisor's part still ran after them.
+    checkout = commands.index(next(c for c in commands if c.startswith(CHECKOUT_APPLY)))
+    assert matching(commands[checkout:], "pip install")
+    assert matching(commands[checkout:], MODELS_APPLY)
+    assert matching(commands[checkout:], "supervisor")
+    assert ("VisoMaster: checkout of https://github.com/visomaster/VisoMaster.git at v0.1.6 into "
+            "/workspace/VisoMaster FAILED: git clone failed after 4 attempts: Could not resolve "
+            "host; nothing was lost, the next converge retries") in output
+    [note] = [c for c in commands[checkout:] if c.startswith("{ printf '%s visomaster: %s\\n'")]
+    assert "FAILED: git clone failed" in note and ">> /logs/startup.log" in note
+    assert output.count("Error (ignored)") == 3, output[-3000:]
+
+
+def test_checkout_and_steps_can_be_turned_off():
+    commands, _ = plan("vm_out_of_state", "red_phase=configure", "visomaster_checkout=false",
+                       "visomaster_install_requirements=false",
+                       "visomaster_download_models=false")
+    assert not matching(commands, "red-app-checkout --")
+    assert not matching(commands, "pip install")
+    assert not matching(commands, "red-app-models --")
+
+
+def test_pip_gets_only_the_extra_indexes_given():
+    commands, _ = plan("vm_out_of_state", "red_phase=configure",
+                       "visomaster_extra_index_urls=[]")
+    [pip] = matching(commands, "/opt/red/venv/bin/pip install")
+    assert "--extra-index-url" not in pip
+
+
+def test_small_shm_gets_one_warning_with_the_fix(plans):
+    _, output = plans["vm_small_shm"]
+    lines = [line for line in output.splitlines() if "/dev/shm is 64 MB" in line]
+    assert len(lines) == 1
+    assert "docker run --shm-size=2g" in lines[0]
+    assert "/dev/shm is" not in plans["vm_in_state"][1]
+
+
+def test_env_names_set_the_app_and_a_bad_value_falls_back(plans):
+    commands, output = plans["vm_with_env"]
+    [apply] = matching(commands, CHECKOUT_APPLY)
+    assert "--ref v0.2.0 --dest /data/app " in apply
+    assert not matching(commands, "red-app-models --repo")
+    assert "VISOMASTER_AUTOSTART='maybe' is not true or false: using False" in output
+
+
+def test_bad_data_values_fall_back_with_a_line():
+    commands, output = plan("vm_fresh", "red_phase=configure", "visomaster_ref=--upload-pack=x",
+                            "visomaster_dir=relative/dir")
+    [apply] = matching(commands, CHECKOUT_APPLY)
+    assert "--ref v0.1.6 --dest /workspace/VisoMaster " in apply
+    assert "--data visomaster_ref='--upload-pack=x' is not a tag, branch or commit name" in output
+    assert "--data visomaster_dir='relative/dir' is not an absolute directory below /" in output
+
+
+def test_program_runs_the_wrapper_on_the_display_and_stays_closed_when_closed(tmp_path):
+    program = Program(
+        name="visomaster",
+        command="/opt/red/bin/red-visomaster /workspace/VisoMaster /opt/red/venv/bin/python",
+        priority=60,
+        environment={"DISPLAY": ":1", "QT_X11_NO_MITSHM": "1", "XDG_RUNTIME_DIR": "/run/user/0"},
+        autostart=False, autorestart="unexpected", startretries=3, startsecs=5,
+    )
+    common = {"logs_dir": str(tmp_path), "log_maxbytes": "10MB", "log_backups": 3}
+    main = render("supervisor", "/etc/supervisor/supervisord.conf",
+                  socket=str(tmp_path / "supervisor.sock"), **common)
+    main = main.replace("/etc/supervisor/conf.d/*.conf", f"{tmp_path}/*.conf")
+    (tmp_path / "supervisord.conf").write_text(main)
+    (tmp_path / "visomaster.conf").write_text(
+        render("supervisor", "/etc/supervisor/conf.d/program.conf", program=program, **common))
+    options = ServerOptions()
+    options.realize(args=["-c", str(tmp_path / "supervisord.conf")])
+    [config] = options.process_group_configs[0].process_configs
+    assert config.autostart is False
+    assert config.startretries == 3
+    assert config.exitcodes == [0]
+    assert config.autorestart is not True and config.autorestart  # "unexpected" only
+    assert config.environment["QT_X11_NO_MITSHM"] == "1"
+    assert config.stdout_logfile == str(tmp_path / "visomaster.log")
+
+
+SUMMARY = {"dest": "/workspace/VisoMaster", "url": "file:///srv/app.git", "ref": "v2",
+           "reason": "destination has files but no .git", "commit": "0123456789abcdef"}
+
+
+def test_notes_name_where_files_went():
+    notes = _checkout_notes({
+        **SUMMARY, "action": "cloned",
+        "moved_aside": ["/workspace/VisoMaster.moved-aside-20260101-000000"],
+    }, True, "/logs/visomaster-checkout.log")
+    assert notes[0] == (
+        "/workspace/VisoMaster was not a clone of file:///srv/app.git (destination has files but "
+        "no .git): moved aside to /workspace/VisoMaster.moved-aside-20260101-000000, nothing in "
+        "it deleted"
+    )
+    assert notes[1] == "/workspace/VisoMaster cloned to v2 (0123456789ab)"
+
+
+def test_notes_name_saved_user_files_and_backup_branches():
+    notes = _checkout_notes({
+        **SUMMARY, "action": "updated", "user_files_backup": "/workspace/VisoMaster.user-files-X",
+        "user_files": [{"path": "README.md", "in_worktree": False},
+                       {"path": "notes.txt", "in_worktree": True}],
+        "backup_branches": [{"name": "red-backup/X", "commits": 2}],
+    }, True, "/logs/visomaster-checkout.log")
+    assert "2 local commit(s) in /workspace/VisoMaster kept on branch red-backup/X" in notes
+    assert ("2 edited or untracked file(s) in /workspace/VisoMaster copied to "
+            "/workspace/VisoMaster.user-files-X before moving to v2; v2 replaced your version of "
+            "README.md (yours are in the copy)") in notes
+
+
+def test_notes_on_failure_and_on_no_change():
+    [line] = _checkout_notes({**SUMMARY, "action": "error", "error": "git clone failed"}, False,
+                            "/logs/visomaster-checkout.log")
+    assert line.startswith("checkout of file:///srv/app.git at v2 into /workspace/VisoMaster "
+                           "FAILED: git clone failed;")
+    assert "/logs/visomaster-checkout.log" in line
+    assert _checkout_notes({**SUMMARY, "action": "unchanged"}, True, "log") == []
+    assert _checkout_notes(None, False, "log") == [
+        "checkout FAILED without a report; details in log"]

@@ -1,0 +1,472 @@
+"""
+Boot-time provisioning in real containers: the provisioning scripts, PROVISIONING_SCRIPT
+served by a loopback HTTP server on this machine (host networking: the box's 127.0.0.1 is
+ours), the seed's fallbacks, the lock and the markers, both Vast launch modes, and the faults.
+In every case the services still come up.
+
+Boxes (names red-prov-*, ports 25000-25999):
+- ``prov_box``: entrypoint mode with PROVISIONING_SCRIPT set; most tests run the on-start flow
+  or the scripts in it again with ``podman exec``;
+- boot-time faults, /logs removed or read-only: a box each, booted by the test;
+- ssh and jupyter mode: another entrypoint holds the ports first (as Vast's sshd and Jupyter
+  do), then the template's on-start script runs through ``podman exec``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import threading
+import time
+
+import pytest
+
+from tests.boxes import PROGRAMS, RUN_FLAGS, Box, image, jupyter_status, podman, remove, wait_ready
+
+SERVER_PORT, CLOSED_PORT = 25080, 25099
+SERVER = f"http://127.0.0.1:{SERVER_PORT}"
+PROV_PORTS = {"ssh": 25022, "jupyter": 25888, "novnc": 25680, "vnc": 25901}
+TOKEN = "prov-token-0123456789"
+# The app's checkout needs GitHub, which this machine cannot reach: left out of these boots.
+QUIET_APP = {"VISOMASTER_CHECKOUT": "false"}
+STATE = "/var/lib/red/provisioning"
+SCRIPTS = ("/vast_ai_provisioning_script.sh", "/src/provisioning_script.sh")
+STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
+
+ROUTES = {
+    "/ok.sh": (200, "text/x-sh",
+               b"#!/bin/bash\necho 'hello from the provisioning script'\n"
+               b"echo \"it sees SSH_PORT=$SSH_PORT\"\ntouch /tmp/prov-ran\n"),
+    "/fail.sh": (200, "text/plain", b"echo 'about to fail'\nexit 3\n"),
+    "/hang.sh": (200, "text/plain", b"#!/bin/bash\necho 'hanging now'\nsleep 600\n"),
+    "/page.html": (200, "text/html",
+                   b"<!DOCTYPE html><html><head><title>Sign in</title></head></html>\n"),
+    "/empty.sh": (200, "text/plain", b""),
+}
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/never":
+            # Accepts the connection, never answers.
+            time.sleep(120)
+            return
+        code, content_type, body = ROUTES.get(self.path, (404, "text/html", b"<h1>404</h1>"))
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def script_server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", SERVER_PORT), _Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield SERVER
+    httpd.shutdown()
+
+
+def service_env(ports: dict[str, int]) -> dict[str, str]:
+    return {
+        "SSH_PORT": str(ports["ssh"]), "JUPYTER_PORT": str(ports["jupyter"]),
+        "NOVNC_PORT": str(ports["novnc"]), "VNC_PORT": str(ports["vnc"]),
+        "JUPYTER_TOKEN": TOKEN, "VNC_PW": "prov-vnc", **QUIET_APP,
+    }
+
+
+def start(name: str, env: dict[str, str], ports: dict[str, int], *extra: str,
+          command: list[str] | None = None) -> Box:
+    """A box of the image; ``extra`` goes before the image (e.g. --entrypoint, -v)."""
+    remove(name)
+    args = ["run", "-d", "--name", name, "--shm-size", "512m", *RUN_FLAGS, *extra]
+    for key, value in env.items():
+        args += ["-e", f"{key}={value}"]
+    podman(*args, image(), *(command or []))
+    return Box(name, env, ports)
+
+
+def onstart_record(box: Box) -> dict:
+    text = box.sh(f"cat {STATE}/onstart.json 2>/dev/null", check=False)
+    return json.loads(text) if text.strip() else {}
+
+
+def wait_onstart(box: Box, timeout: float = 120) -> dict:
+    """Wait for the on-start flow to finish; its record."""
+    start_time = time.monotonic()
+    while time.monotonic() - start_time < timeout:
+        record = onstart_record(box)
+        if record.get("status") not in (None, "running"):
+            return record
+        time.sleep(0.5)
+    raise AssertionError(f"on-start flow still running after {timeout} s:\n"
+                         + box.sh("tail -n 30 /logs/provisioning.log", check=False))
+
+
+def onstart(box: Box, *env: str, timeout: float = 300):
+    """Run the on-start script in the box as Vast's on-start command would; (rc, output)."""
+    args = ["exec"]
+    for item in env:
+        args += ["-e", item]
+    result = podman(*args, box.name, "/opt/red/bin/red-onstart", check=False, timeout=timeout)
+    return result.returncode, result.stdout + result.stderr
+
+
+def run_script(box: Box, script: str, *env: str, timeout: float = 300):
+    args = ["exec"]
+    for item in env:
+        args += ["-e", item]
+    result = podman(*args, box.name, script, check=False, timeout=timeout)
+    return result.returncode, result.stdout + result.stderr
+
+
+def marker(box: Box, name: str) -> dict | None:
+    text = box.sh(f"cat {STATE}/{name} 2>/dev/null", check=False)
+    return json.loads(text) if text.strip() else None
+
+
+def healthy(box: Box) -> bool:
+    return box.sh("/opt/red/bin/red-healthcheck", check=False).strip() == "healthy"
+
+
+@pytest.fixture(scope="module")
+def prov_box(script_server):
+    env = {**service_env(PROV_PORTS), "PROVISIONING_SCRIPT": f"{script_server}/ok.sh"}
+    started = start("red-prov-main", env, PROV_PORTS)
+    try:
+        started.ready_after = wait_ready(started, TOKEN)
+        started.onstart_after = wait_onstart(started)
+        yield started
+    finally:
+        remove(started.name)
+
+
+# -- entrypoint mode: the URL at boot, the scripts, idempotence ------------------------------
+
+def test_boot_downloads_and_runs_the_provisioning_script(prov_box):
+    record = prov_box.onstart_after
+    assert record["status"] == "ok" and record["mode"] == "entrypoint", record
+    assert record["source"] == f"{SERVER}/ok.sh" and record["exit_code"] == 0
+    log = prov_box.sh("cat /logs/provisioning.log").splitlines()
+    assert all(STAMPED.match(line) for line in log), log
+    text = "\n".join(log)
+    for expected in ("red-onstart: supervisord is running: the services are up",
+                     f"red-onstart: Using PROVISIONING_SCRIPT: {SERVER}/ok.sh",
+                     "script: hello from the provisioning script",
+                     f"script: it sees SSH_PORT={PROV_PORTS['ssh']}",
+                     "red-onstart: on-start flow finished: ok"):
+        assert expected in text, text
+    assert prov_box.sh("test -e /tmp/prov-ran && echo yes").strip() == "yes"
+    # The boot's converge went through the same engine: lock and markers.
+    completed = marker(prov_box, "completed")
+    assert completed["by"] == "red-entrypoint" and marker(prov_box, "in-progress") is None
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_provisioning_scripts_converge_without_restarting_anything(prov_box, script):
+    mode = prov_box.sh(f"stat -c %a {script}").strip()
+    assert mode == "755"
+    before = prov_box.program_pids()
+    code, output = run_script(prov_box, script)
+    assert code == 0, output
+    assert "converged in" in output and ": 0 changes" in output, output
+    assert prov_box.program_pids() == before
+    completed = marker(prov_box, "completed")
+    assert completed["by"] == script and completed["changes"] == 0
+    assert marker(prov_box, "failed") is None and marker(prov_box, "in-progress") is None
+
+
+def test_a_changed_program_is_applied_and_the_rest_left_running(prov_box):
+    before = prov_box.program_pids()
+    code, output = run_script(prov_box, SCRIPTS[1], "VNC_RESOLUTION=1024x768")
+    assert code == 0, output
+    changed = marker(prov_box, "completed")["changed"]
+    assert any("xvnc.conf" in name for name in changed), changed
+    wait_ready(prov_box, TOKEN)
+    after = prov_box.program_pids()
+    assert after["xvnc"] != before["xvnc"]
+    for program in ("sshd", "novnc", "jupyter"):
+        assert after[program] == before[program], program
+    code, output = run_script(prov_box, SCRIPTS[1])
+    assert code == 0, output
+    wait_ready(prov_box, TOKEN)
+
+
+def test_login_shells_get_the_settings_as_data_and_no_secret(prov_box):
+    nasty = f"{SERVER}/ok.sh?x=$(touch${{IFS}}/tmp/pwned)`touch${{IFS}}/tmp/pwned2`';x"
+    code, output = run_script(prov_box, SCRIPTS[0], f"PROVISIONING_SCRIPT={nasty}",
+                              "VAST_TCP_PORT_22=40022", "CONTAINER_API_KEY=api-secret-key")
+    assert code == 0, output
+    try:
+        # A login shell with nothing inherited, as an SSH session or a Jupyter terminal.
+        shown = prov_box.sh(
+            "env -i bash -lc 'printf \"%s|%s|%s|%s|%s\" \"$PROVISIONING_SCRIPT\" "
+            "\"$SSH_PORT\" \"$VAST_TCP_PORT_22\" \"${CONTAINER_API_KEY-unset}\" "
+            "\"${JUPYTER_TOKEN-unset}\"'"
+        )
+        assert shown == f"{nasty}|{PROV_PORTS['ssh']}|40022|unset|unset"
+        assert prov_box.sh("ls /tmp/pwned /tmp/pwned2 2>/dev/null | wc -l").strip() == "0"
+        assert TOKEN not in prov_box.sh("cat /etc/profile.d/red.sh")
+    finally:
+        assert run_script(prov_box, SCRIPTS[0])[0] == 0
+
+
+# -- the on-start flow: faults, each with the services still up ---------------------------------
+
+FAST = ("PROVISIONING_DOWNLOAD_RETRIES=1", "PROVISIONING_DOWNLOAD_BACKOFF=1",
+        "PROVISIONING_DOWNLOAD_TIMEOUT=3", "PROVISIONING_CONNECT_TIMEOUT=2")
+
+
+@pytest.mark.parametrize(
+    ("url", "extra", "outcome"),
+    [
+        (f"{SERVER}/missing.sh", (), ("download-failed", "download failed: HTTP 404", 15)),
+        (f"http://127.0.0.1:{CLOSED_PORT}/x.sh", (),
+         ("download-failed", "download failed: curl exit 7", 15)),
+        (f"{SERVER}/never", (), ("download-failed", "curl: (28) Operation timed out", 20)),
+        (f"{SERVER}/page.html", (), ("download-failed", "an HTML page, not a script", 15)),
+        (f"{SERVER}/empty.sh", (), ("download-failed", "the body is empty", 15)),
+        (f"{SERVER}/fail.sh", (), ("script-failed", "exited with status 3", 15)),
+        (f"{SERVER}/hang.sh", ("PROVISIONING_TIMEOUT=3",),
+         ("timeout", "timed out after 3 s", 25)),
+        ("ftp://127.0.0.1/x.sh", (), ("bad-url", "is not an http(s) URL", 15)),
+    ],
+    ids=["404", "refused", "never-answers", "html", "empty", "exit-3", "never-ends", "bad-url"],
+)
+def test_a_bad_provisioning_script_is_reported_and_services_stay_up(prov_box, url, extra,
+                                                                     outcome):
+    status, expected, bound = outcome
+    start_time = time.monotonic()
+    code, output = onstart(prov_box, f"PROVISIONING_SCRIPT={url}", *FAST, *extra)
+    assert code == 1, output
+    assert time.monotonic() - start_time < bound
+    assert expected in output and f"on-start flow finished: {status}" in output, output
+    assert onstart_record(prov_box)["status"] == status
+    assert expected in prov_box.sh("tail -n 20 /logs/provisioning.log")
+    # A script that ran out of time leaves nothing behind; the services never noticed.
+    assert prov_box.sh("ps -eo args= | grep -cx 'sleep 600'", check=False).strip() == "0"
+    assert healthy(prov_box)
+
+
+def test_without_a_url_the_seed_fallbacks_run_in_order(prov_box):
+    aside = "mv {0} {0}.test-aside"
+    back = "[ ! -e {0}.test-aside ] || mv -f {0}.test-aside {0}"
+    try:
+        code, output = onstart(prov_box, "PROVISIONING_SCRIPT=")
+        assert code == 0 and "Found script: /vast_ai_provisioning_script.sh" in output, output
+        prov_box.sh(aside.format(SCRIPTS[0]))
+        code, output = onstart(prov_box, "PROVISIONING_SCRIPT=")
+        assert code == 0 and "Found script: /src/provisioning_script.sh" in output, output
+        # That converge shipped /vast_ai_provisioning_script.sh again: out of the way too.
+        prov_box.sh(f"rm {SCRIPTS[0]} && {aside.format(SCRIPTS[1])}")
+        prov_box.sh("mkdir -p /VisoMaster/src && printf 'echo from the VisoMaster fallback\\n' "
+                    "> /VisoMaster/src/provisioning_script.sh")
+        code, output = onstart(prov_box, "PROVISIONING_SCRIPT=")
+        assert code == 0, output
+        assert "Found script: /VisoMaster/src/provisioning_script.sh" in output
+        assert "script: from the VisoMaster fallback" in prov_box.sh("cat /logs/provisioning.log")
+        prov_box.sh("rm -rf /VisoMaster")
+        code, output = onstart(prov_box, "PROVISIONING_SCRIPT=")
+        assert code == 1 and "ERROR: No provisioning script found" in output, output
+        assert onstart_record(prov_box)["status"] == "no-script"
+        assert healthy(prov_box)
+    finally:
+        prov_box.sh(f"rm -rf /VisoMaster; {back.format(SCRIPTS[0])}; {back.format(SCRIPTS[1])}")
+
+
+def _start_background_run(box: Box, *env: str) -> None:
+    """A converge in its own process group, in the background, once it holds the lock."""
+    exports = " ".join(f"{item}" for item in env)
+    box.sh(f"rm -f /tmp/bg.out; {exports} setsid {SCRIPTS[0]} >/tmp/bg.out 2>&1 </dev/null &")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        # "[p]yinfra": the pattern must not match this very command line.
+        if box.sh(f"test -e {STATE}/in-progress && pgrep -f '[p]yinfra @local' >/dev/null "
+                  "&& echo yes", check=False).strip() == "yes":
+            return
+        time.sleep(0.1)
+    raise AssertionError(box.sh("cat /tmp/bg.out", check=False))
+
+
+def _wait_background_run(box: Box, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if box.sh("pgrep -f '[r]ed-provision run' >/dev/null || echo done",
+                  check=False).strip():
+            return
+        time.sleep(0.2)
+    raise AssertionError("the background converge never finished")
+
+
+def test_concurrent_runs_wait_for_each_other_or_give_up_cleanly(prov_box):
+    _start_background_run(prov_box)
+    holder = marker(prov_box, "in-progress")
+    code, output = run_script(prov_box, SCRIPTS[1], "PROVISIONING_LOCK_TIMEOUT=1")
+    assert code == 75, output
+    assert f"another run holds the lock (pid {holder['pid']}" in output
+    assert "this run changed nothing" in output
+    code, output = run_script(prov_box, SCRIPTS[1])
+    assert code == 0, output
+    assert "waiting up to 900 s" in output and "converging now" in output
+    _wait_background_run(prov_box)
+    assert "converged in" in prov_box.sh("cat /tmp/bg.out")
+    assert marker(prov_box, "in-progress") is None and marker(prov_box, "failed") is None
+    assert healthy(prov_box)
+
+
+def test_a_run_killed_midway_is_reported_and_the_next_one_converges(prov_box):
+    _start_background_run(prov_box, "VNC_RESOLUTION=1152x864")
+    killed = marker(prov_box, "in-progress")["pid"]
+    time.sleep(1)
+    prov_box.sh(f"kill -KILL -- -$(ps -o pgid= -p {killed} | tr -d ' ')")
+    status = json.loads(prov_box.sh("/opt/red/bin/red-provision status --json"))
+    assert status["converge"]["state"] == "interrupted"
+    assert status["converge"]["marker"]["pid"] == killed
+    code, output = run_script(prov_box, SCRIPTS[1], "VNC_RESOLUTION=1152x864")
+    assert code == 0, output
+    assert f"the previous run (pid {killed}" in output and "was interrupted" in output
+    completed = marker(prov_box, "completed")
+    assert completed["interrupted_run"]["pid"] == killed
+    assert marker(prov_box, "in-progress") is None and marker(prov_box, "failed") is None
+    assert "1152x864" in prov_box.sh("cat /etc/supervisor/conf.d/xvnc.conf")
+    assert run_script(prov_box, SCRIPTS[1])[0] == 0
+    wait_ready(prov_box, TOKEN)
+
+
+def test_a_second_converge_changes_nothing(prov_box):
+    totals = prov_box.converge_json()["results"]["totals"]
+    assert totals["success"] == 0 and totals["error"] == 0, totals
+
+
+# -- boot-time faults: the services come up first ---------------------------------------------
+
+@pytest.mark.parametrize(
+    ("name", "extra_env", "status", "expected"),
+    [
+        ("hang", {"PROVISIONING_SCRIPT": f"{SERVER}/hang.sh", "PROVISIONING_TIMEOUT": "20"},
+         "timeout", "timed out after 20 s"),
+        ("never", {"PROVISIONING_SCRIPT": f"{SERVER}/never", "PROVISIONING_DOWNLOAD_TIMEOUT": "8",
+                   "PROVISIONING_DOWNLOAD_RETRIES": "1", "PROVISIONING_DOWNLOAD_BACKOFF": "1"},
+         "download-failed", "Operation timed out"),
+    ],
+)
+def test_a_hanging_script_or_server_at_boot_does_not_delay_the_services(
+    script_server, name, extra_env, status, expected
+):
+    ports = {"ssh": 25122, "jupyter": 25188, "novnc": 25180, "vnc": 25191}
+    box = start(f"red-prov-boot-{name}", {**service_env(ports), **extra_env}, ports)
+    try:
+        ready = wait_ready(box, TOKEN, timeout=120)
+        # Ready while the provisioning script still hangs (or its server stays silent).
+        assert onstart_record(box).get("status") == "running", box.sh("cat /logs/provisioning.log")
+        record = wait_onstart(box, timeout=120)
+        assert record["status"] == status
+        assert expected in box.sh("cat /logs/provisioning.log")
+        assert healthy(box)
+        print(f"\n{name}: ready {ready:.1f} s after start; provisioning finished "
+              f"({status}) after {record['seconds']} s")
+    finally:
+        remove(box.name)
+
+
+def test_logs_removed_at_boot_are_recreated():
+    ports = {"ssh": 25222, "jupyter": 25288, "novnc": 25280, "vnc": 25291}
+    box = start("red-prov-nologs", service_env(ports), ports,
+                "--entrypoint", "bash",
+                command=["-c", "rm -rf /logs && exec /opt/red/bin/red-entrypoint"])
+    try:
+        wait_ready(box, TOKEN)
+        assert wait_onstart(box)["status"] == "ok"
+        listing = box.sh("ls /logs").split()
+        for name in ("startup.log", "provisioning.log", "converge.log", *(
+                f"{program}.log" for program in PROGRAMS)):
+            assert name in listing, listing
+    finally:
+        remove(box.name)
+
+
+def test_unwritable_logs_at_boot_are_said_on_stderr_and_services_come_up(tmp_path):
+    ports = {"ssh": 25322, "jupyter": 25388, "novnc": 25380, "vnc": 25391}
+    box = start("red-prov-rologs", service_env(ports), ports, "-v", f"{tmp_path}:/logs:ro")
+    try:
+        wait_ready(box, TOKEN)
+        assert wait_onstart(box)["status"] == "ok"
+        said = podman("logs", box.name).stderr
+        assert "red-provision: /logs is not writable (Read-only file system): logs go to " \
+               "/var/log/red" in said
+        assert "supervisord.log" in box.sh("ls /var/log/red")
+        assert "on-start flow finished: ok" in box.sh("cat /var/log/red/provisioning.log")
+        assert healthy(box)
+    finally:
+        remove(box.name)
+
+
+# -- Vast's ssh and jupyter launch modes -------------------------------------------------------
+
+# Vast's init: its own sshd on the SSH port (and its Jupyter on JUPYTER_PORT in jupyter mode),
+# then it stays PID 1 and reaps.
+VAST_INIT = ("mkdir -p /run/sshd && ssh-keygen -A && /usr/sbin/sshd -p {ssh} && {jupyter}"
+             "trap 'exit 0' TERM; while :; do sleep 1000 & wait $!; done")
+FAKE_JUPYTER = "(python3 -m http.server --bind 0.0.0.0 {port} >/dev/null 2>&1 &) && "
+# The template's on-start command (the README's): Vast saves it as /root/onstart.sh.
+ONSTART_COMMAND = "/opt/red/bin/red-onstart"
+
+
+def listeners(box: Box, port: int) -> set[int]:
+    out = box.sh(f"ss -Hltnp 'sport = :{port}'", check=False)
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
+
+
+@pytest.mark.parametrize("mode", ["ssh", "jupyter"])
+def test_vast_mode_brings_up_our_supervisor_without_a_second_sshd_or_jupyter(mode):
+    ports = {"ssh": 25422, "jupyter": 25488, "novnc": 25480, "vnc": 25491}
+    jupyter = FAKE_JUPYTER.format(port=ports["jupyter"]) if mode == "jupyter" else ""
+    box = start(f"red-prov-vast-{mode}", service_env(ports), ports, "--entrypoint", "bash",
+                command=["-c", VAST_INIT.format(ssh=ports["ssh"], jupyter=jupyter)])
+    try:
+        deadline = time.monotonic() + 30
+        while not listeners(box, ports["ssh"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        vast_sshd = listeners(box, ports["ssh"])
+        vast_jupyter = listeners(box, ports["jupyter"])
+        assert vast_sshd and (bool(vast_jupyter) == (mode == "jupyter"))
+        box.sh(f"echo {ONSTART_COMMAND} > /root/onstart.sh")
+        start_time = time.monotonic()
+        result = box.exec("bash", "/root/onstart.sh", check=False, timeout=300)
+        took = time.monotonic() - start_time
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "supervisord is not running (Vast's ssh/jupyter mode" in result.stdout
+
+        skipped = {"sshd", "jupyter"} if mode == "jupyter" else {"sshd"}
+        status = box.sh("supervisorctl status", check=False)
+        for program in PROGRAMS:
+            expected = "STOPPED" if program in skipped else "RUNNING"
+            assert re.search(rf"^{program} +{expected}", status, re.M), status
+        for program in skipped:
+            assert "autostart=false" in box.sh(f"cat /etc/supervisor/conf.d/{program}.conf")
+        assert healthy(box)
+        # No second sshd (or Jupyter): the ports are still held by Vast's processes alone.
+        assert listeners(box, ports["ssh"]) == vast_sshd
+        assert box.sh("pgrep -cx sshd", check=False).strip() == "1"
+        if mode == "jupyter":
+            assert listeners(box, ports["jupyter"]) == vast_jupyter
+        else:
+            token = box.sh("cat /etc/red/secrets/jupyter_token").strip()
+            assert jupyter_status(ports["jupyter"], token) == 200
+        startup = box.sh("cat /logs/startup.log")
+        assert f"ports: sshd: port {ports['ssh']} is held by sshd (pid " in startup
+        assert ("ports: jupyter: port" in startup) == (mode == "jupyter")
+
+        # The on-start command again (a restart of the instance): nothing restarts.
+        before = box.program_pids()
+        result = box.exec("bash", "/root/onstart.sh", check=False, timeout=300)
+        assert result.returncode == 0 and "supervisord is running" in result.stdout
+        assert box.program_pids() == before
+        print(f"\n{mode} mode: the on-start command took {took:.1f} s")
+    finally:
+        remove(box.name)

@@ -69,7 +69,7 @@ unit: deps
 image-tests: deps base
 	$(MAKE) image IMAGE=$(TEST_IMAGE) BASE_IMAGE=$(RED_BASE) PYTHON_VERSION=3.11 \
 		EXTRA_CA_DIR=$(or $(EXTRA_CA_DIR),$(if $(wildcard /usr/local/share/ca-certificates/*.crt),/usr/local/share/ca-certificates))
-	RED_TEST_IMAGE=$(TEST_IMAGE) $(VENV)/bin/python -m pytest tests/image
+	RED_TEST_IMAGE=$(TEST_IMAGE) $(VENV)/bin/python -m pytest tests/image tests/live
 
 test: lint unit image-tests
 

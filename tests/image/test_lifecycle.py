@@ -5,6 +5,7 @@ import time
 import pytest
 
 from tests.boxes import PROGRAMS, podman, remove, start_box, wait_ready
+from tests.image.conftest import NO_APP
 
 SECRET_AND_KEY_FILES = "/etc/red/secrets/* /etc/ssh/ssh_host_*_key"
 LONG_VNC_PASSWORD = "longer-than-8ch"
@@ -35,6 +36,7 @@ def test_restart_keeps_generated_secrets_and_host_keys(generated_box):
 def other_box():
     """A second container of the image, with a VNC password longer than VNC reads."""
     other = start_box("red-test-other", {
+        **NO_APP,
         "SSH_PORT": "22222", "JUPYTER_PORT": "18777", "NOVNC_PORT": "16280", "VNC_PORT": "16901",
         "VNC_PASSWORD": LONG_VNC_PASSWORD,
     }, {"ssh": 22222, "jupyter": 18777, "novnc": 16280, "vnc": 16901})

@@ -44,7 +44,8 @@ def test_generated_secrets_are_root_only_and_never_logged(generated_box):
 
 
 def test_injected_config_is_refused_and_services_still_run(generated_box):
-    status = generated_box.sh("supervisorctl status")
+    # Exit status 3: the on-demand visomaster program is STOPPED, as it should be.
+    status = generated_box.sh("supervisorctl status", check=False)
     assert "evil" not in status
     assert generated_box.sh("test -e /tmp/evil && echo yes || echo no").strip() == "no"
     assert generated_box.sh("/opt/red/bin/red-healthcheck").strip() == "healthy"

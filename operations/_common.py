@@ -43,6 +43,20 @@ def static_file(concern: str, dest: str) -> str:
     return str(ROOT / "files" / concern / dest.lstrip("/"))
 
 
+def upload(concern: str, dest: str, mode: str = "755", shipped_as: str | None = None):
+    """
+    Upload a file shipped under ``files/<concern>`` to ``dest``, as the op "Upload <dest>".
+
+    + shipped_as: its path under ``files/<concern>`` when not ``dest`` itself
+    """
+    return files.put(
+        name=f"Upload {dest}",
+        src=static_file(concern, shipped_as or dest),
+        dest=dest,
+        mode=mode,
+    )
+
+
 def apt_install(packages: list[str], name: str):
     """
     Install Debian packages without recommends, refreshing apt's lists only when something is

@@ -4,10 +4,9 @@ served by websockify so a browser is the only client a user needs.
 """
 
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
 from operations import settings
-from operations._common import Program, apt_install, secret, static_file, supervisor_program
+from operations._common import Program, apt_install, secret, supervisor_program, upload
 
 DESKTOP_PACKAGES = [
     "tigervnc-standalone-server",
@@ -44,18 +43,8 @@ def setup_desktop(runtime: settings.RuntimeSettings, install: bool = True,
     if install:
         apt_install(DESKTOP_PACKAGES, name="Install TigerVNC, xfce and noVNC")
         for wrapper in WRAPPERS:
-            files.put(
-                name=f"Upload /opt/red/bin/{wrapper}",
-                src=static_file("desktop", f"/opt/red/bin/{wrapper}"),
-                dest=f"/opt/red/bin/{wrapper}",
-                mode="755",
-            )
-        files.put(
-            name=f"Upload {SESSION_XML}",
-            src=static_file("desktop", SESSION_XML),
-            dest=SESSION_XML,
-            mode="644",
-        )
+            upload("desktop", f"/opt/red/bin/{wrapper}")
+        upload("desktop", SESSION_XML, mode="644")
     password_path = settings.secret_path("vnc_password")
     xvnc_restart_on = []
     if configure:

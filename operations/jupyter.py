@@ -13,9 +13,9 @@ from operations._common import (
     pip_requirements,
     secret,
     shipped_text,
-    static_file,
     supervisor_program,
     template,
+    upload,
     venv,
 )
 
@@ -50,12 +50,7 @@ def setup_jupyter(runtime: settings.RuntimeSettings, install: bool = True,
             app_python=f"{settings.get('python_app_venv')}/bin/python",
             python_version=settings.python_version(),
         )
-        files.put(
-            name="Upload /opt/red/bin/red-jupyter",
-            src=static_file("jupyter", "/opt/red/bin/red-jupyter"),
-            dest="/opt/red/bin/red-jupyter",
-            mode="755",
-        )
+        upload("jupyter", "/opt/red/bin/red-jupyter")
     token_path = settings.secret_path("jupyter_token")
     restart_on = []
     if configure:

@@ -12,7 +12,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files
 
 from operations import settings
-from operations._common import static_file
+from operations._common import upload
 
 TOOLS = ("red-provision", "red-onstart")
 SCRIPTS = ("/vast_ai_provisioning_script.sh", "/src/provisioning_script.sh")
@@ -42,20 +42,10 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
         state_dir = settings.get("provisioning_state_dir")
         files.directory(name=f"Create {state_dir} (root-only)", path=state_dir, mode="700")
         for tool in TOOLS:
-            files.put(
-                name=f"Upload /opt/red/bin/{tool}",
-                src=static_file("provisioning", f"/opt/red/bin/{tool}"),
-                dest=f"/opt/red/bin/{tool}",
-                mode="755",
-            )
+            upload("provisioning", f"/opt/red/bin/{tool}")
         files.directory(name="Create /src", path="/src", mode="755")
         for script in SCRIPTS:
-            files.put(
-                name=f"Upload {script}",
-                src=static_file("provisioning", script),
-                dest=script,
-                mode="755",
-            )
+            upload("provisioning", script)
     if configure:
         values = settings.session_environment(runtime, settings.runtime_environment())
         files.put(

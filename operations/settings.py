@@ -167,7 +167,14 @@ def runtime_environment() -> dict[str, str]:
     """The env the runtime settings come from: ours for @local, the container's otherwise."""
     if host.connector_cls is LocalConnector:
         return dict(os.environ)
-    return host.get_fact(ContainerEnvironment) or {}
+    env = host.get_fact(ContainerEnvironment) or {}
+    if "PATH" not in env:
+        # An sshd running as PID 1 rewrites its process title over its environment.
+        logger.warning(
+            f"{host.name}: the environment of PID 1 is empty or unreadable: runtime settings "
+            "come from --data and the defaults only"
+        )
+    return env
 
 
 def python_version() -> str:

@@ -14,9 +14,9 @@ from operations._common import (
     apt_install,
     authorized_keys,
     autostart_unless_port_taken,
-    static_file,
     supervisor_program,
     template,
+    upload,
 )
 
 HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
@@ -53,12 +53,7 @@ def setup_ssh(runtime: settings.RuntimeSettings, install: bool = True, configure
                 mode="644",
             )
         )
-        files.put(
-            name="Upload /opt/red/bin/red-sshd",
-            src=static_file("ssh", "/opt/red/bin/red-sshd"),
-            dest="/opt/red/bin/red-sshd",
-            mode="755",
-        )
+        upload("ssh", "/opt/red/bin/red-sshd")
     if configure:
         missing = [
             path for path in _host_key_paths() if not host.get_fact(File, path=path)

@@ -13,8 +13,8 @@ from operations._common import (
     Program,
     SupervisordRunning,
     apt_install,
-    static_file,
     template,
+    upload,
 )
 
 
@@ -43,12 +43,7 @@ def setup_supervisor(programs: list[Program], install: bool = True, configure: b
             log_backups=settings.get("supervisor_log_backups"),
         )
         for script in ("red-entrypoint", "red-healthcheck"):
-            files.put(
-                name=f"Upload /opt/red/bin/{script}",
-                src=static_file("supervisor", f"/opt/red/bin/{script}"),
-                dest=f"/opt/red/bin/{script}",
-                mode="755",
-            )
+            upload("supervisor", f"/opt/red/bin/{script}")
     if not configure:
         return
     if not host.get_fact(SupervisordRunning, socket=socket):

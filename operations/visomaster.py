@@ -14,7 +14,6 @@ import shlex
 
 from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, QuoteString, StringCommand, deploy, operation
-from pyinfra.operations import files
 
 from operations import settings
 from operations._common import (
@@ -22,8 +21,8 @@ from operations._common import (
     apt_install,
     failure_note,
     pip_requirements,
-    static_file,
     supervisor_program,
+    upload,
 )
 
 # ffmpeg (recording), git (the checkout) and what Qt 6's xcb platform plugin loads.
@@ -251,25 +250,10 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
     if install:
         apt_install(APP_PACKAGES, name="Install ffmpeg, git and the Qt 6 xcb libraries")
         for tool in TOOLS:
-            files.put(
-                name=f"Upload {BIN}/{tool}",
-                src=static_file("visomaster", f"{BIN}/{tool}"),
-                dest=f"{BIN}/{tool}",
-                mode="755",
-            )
-        files.put(
-            name=f"Upload {MENU_ENTRY}",
-            src=static_file("visomaster", MENU_ENTRY),
-            dest=MENU_ENTRY,
-            mode="644",
-        )
+            upload("visomaster", f"{BIN}/{tool}")
+        upload("visomaster", MENU_ENTRY, mode="644")
         # xfdesktop runs a launcher on the desktop only when it is executable.
-        files.put(
-            name=f"Upload {DESKTOP_ICON}",
-            src=static_file("visomaster", MENU_ENTRY),
-            dest=DESKTOP_ICON,
-            mode="755",
-        )
+        upload("visomaster", DESKTOP_ICON, shipped_as=MENU_ENTRY)
     if configure:
         _warn_small_shm(app["visomaster_min_shm_mb"])
         if app["visomaster_checkout"]:

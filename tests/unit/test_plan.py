@@ -14,9 +14,9 @@ from tests.conftest import ROOT
 INVENTORY = "tests/fixtures/fake_inventory.py"
 
 
-def plan(group: str, *data: str) -> tuple[int, list[str]]:
-    """Run the deploy on a fake host; return the exit code and the commands it ran."""
-    args = [sys.executable, "-m", "pyinfra", INVENTORY, "deploy.py", "-y", "--debug",
+def plan(group: str, *data: str, inventory: str = INVENTORY) -> tuple[int, list[str], str]:
+    """Run the deploy on a fake host; the exit code, the commands it ran, pyinfra's output."""
+    args = [sys.executable, "-m", "pyinfra", inventory, "deploy.py", "-y", "--debug",
             "--limit", group]
     for item in data:
         args += ["--data", item]

@@ -4,15 +4,13 @@ describe a box in one state (tests/fixtures/fake_visomaster_inventory.py). The c
 deploy would run are read from pyinfra's debug log; nothing touches this machine.
 """
 
-import subprocess
-import sys
 
 import pytest
 from supervisor.options import ServerOptions
 
 from operations._common import Program
 from operations.visomaster import APP_PACKAGES, _checkout_notes
-from tests.conftest import ROOT
+from tests.unit.test_plan import plan as run_plan
 from tests.unit.test_templates import render
 
 INVENTORY = "tests/fixtures/fake_visomaster_inventory.py"
@@ -25,16 +23,8 @@ MODELS_APPLY = "/opt/red/bin/red-app-models --repo /workspace/VisoMaster --model
 
 def plan(group: str, *data: str) -> tuple[list[str], str]:
     """Run the deploy on one fake host; return the commands it ran and pyinfra's output."""
-    args = [sys.executable, "-m", "pyinfra", INVENTORY, "deploy.py", "-y", "--debug",
-            "--limit", group]
-    for item in data:
-        args += ["--data", item]
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-5000:]
-    marker = "simulating command on "
-    commands = [line.split(marker, 1)[1].split(": ", 1)[1]
-                for line in output.splitlines() if marker in line]
+    code, commands, output = run_plan(group, *data, inventory=INVENTORY)
+    assert code == 0, output[-5000:]
     return commands, output
 
 

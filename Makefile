@@ -66,15 +66,17 @@ unit: deps
 
 # The test image: the real Dockerfile on the local Debian 12 base, trusting this machine's
 # extra CAs when it has any.
+TEST_CA_DIR = $(or $(EXTRA_CA_DIR),$(if $(wildcard /usr/local/share/ca-certificates/*.crt),/usr/local/share/ca-certificates))
 image-tests: deps base
 	$(MAKE) image IMAGE=$(TEST_IMAGE) BASE_IMAGE=$(RED_BASE) PYTHON_VERSION=3.11 \
-		EXTRA_CA_DIR=$(or $(EXTRA_CA_DIR),$(if $(wildcard /usr/local/share/ca-certificates/*.crt),/usr/local/share/ca-certificates))
+		EXTRA_CA_DIR=$(TEST_CA_DIR)
 	RED_TEST_IMAGE=$(TEST_IMAGE) $(VENV)/bin/python -m pytest tests/image tests/live
 
 test: lint unit image-tests
 
 bench: deps base
-	RED_TEST_IMAGE=$(TEST_IMAGE) RED_BASE=$(RED_BASE) $(VENV)/bin/python bench/bench.py
+	RED_TEST_IMAGE=$(TEST_IMAGE) RED_BASE=$(RED_BASE) EXTRA_CA_DIR=$(TEST_CA_DIR) \
+		$(VENV)/bin/python bench/bench.py
 
 # Regenerate the lock files after changing pins in pyproject.toml or requirements/*.in.
 lock:

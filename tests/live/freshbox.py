@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.boxes import PROGRAMS, RUN_FLAGS, podman, port_open
+from tests.boxes import PROGRAMS, RUN_FLAGS, answers, podman, port_open
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "freshbox"
@@ -183,7 +183,7 @@ def wait_running(box: FreshBox, timeout: float = 120) -> float:
     wanted = ("ssh", "jupyter", "novnc", "vnc")
     while time.monotonic() - start_time < timeout:
         running = set(box.program_pids()) >= set(PROGRAMS)
-        if running and all(port_open(box.ports[name]) for name in wanted):
+        if running and all(answers(box, name, box.ports[name]) for name in wanted):
             return time.monotonic() - start_time
         time.sleep(0.2)
     raise AssertionError(f"{box.name}: services not up after {timeout} s:\n"

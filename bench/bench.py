@@ -10,13 +10,11 @@ recovery per service. Prints a Markdown table; it asserts nothing (tests do that
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
 import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from tests.boxes import (  # noqa: E402 - the repo root must be on sys.path firs
     start_box,
     wait_ready,
 )
+from tests.script_server import serve  # noqa: E402
 
 PORTS = {"ssh": 26022, "jupyter": 26888, "novnc": 26080, "vnc": 26901}
 ENV = {
@@ -70,6 +69,7 @@ def boot_to_ready() -> float:
 
 PROVISIONING_SERVER_PORT = 26500
 PROVISIONING_SCRIPT = b"#!/bin/bash\necho provisioning from the bench\n"
+ONSTART_STATE = "/var/lib/red/provisioning/onstart.json"
 
 
 def boot_with_provisioning() -> tuple[float, float]:
@@ -77,35 +77,22 @@ def boot_with_provisioning() -> tuple[float, float]:
     Container start with PROVISIONING_SCRIPT (served on loopback) until every service is
     ready, and until the on-start flow (app converge, download, script) reports ok.
     """
-
-    class Script(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/x-shellscript")
-            self.send_header("Content-Length", str(len(PROVISIONING_SCRIPT)))
-            self.end_headers()
-            self.wfile.write(PROVISIONING_SCRIPT)
-
-        def log_message(self, *_args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", PROVISIONING_SERVER_PORT), Script)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     env = {**ENV, "PROVISIONING_SCRIPT": f"http://127.0.0.1:{PROVISIONING_SERVER_PORT}/p.sh"}
-    try:
-        start = time.monotonic()
-        box = start_box(NAME, env, PORTS)
-        wait_ready(box, ENV["JUPYTER_TOKEN"], timeout=180)
-        ready = time.monotonic() - start
-        while time.monotonic() - start < 300:
-            state = box.sh("cat /var/lib/red/provisioning/onstart.json 2>/dev/null", check=False)
-            if state and json.loads(state).get("status") not in (None, "running"):
-                return ready, time.monotonic() - start
-            time.sleep(0.2)
-        return ready, float("nan")
-    finally:
-        server.shutdown()
-        remove(NAME)
+    routes = {"/p.sh": (200, "text/x-shellscript", PROVISIONING_SCRIPT)}
+    with serve(PROVISIONING_SERVER_PORT, routes):
+        try:
+            start = time.monotonic()
+            box = start_box(NAME, env, PORTS)
+            wait_ready(box, ENV["JUPYTER_TOKEN"], timeout=180)
+            ready = time.monotonic() - start
+            while time.monotonic() - start < 300:
+                state = box.sh(f"cat {ONSTART_STATE} 2>/dev/null", check=False)
+                if state and json.loads(state).get("status") not in (None, "running"):
+                    return ready, time.monotonic() - start
+                time.sleep(0.2)
+            return ready, float("nan")
+        finally:
+            remove(NAME)
 
 
 def noop_converge(box) -> float:

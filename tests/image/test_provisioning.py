@@ -14,15 +14,14 @@ Boxes (names red-prov-*, ports 25000-25999):
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
-import threading
 import time
 
 import pytest
 
 from tests.boxes import PROGRAMS, RUN_FLAGS, Box, image, jupyter_status, podman, remove, wait_ready
+from tests.script_server import serve
 
 SERVER_PORT, CLOSED_PORT = 25080, 25099
 SERVER = f"http://127.0.0.1:{SERVER_PORT}"
@@ -46,30 +45,10 @@ ROUTES = {
 }
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path == "/never":
-            # Accepts the connection, never answers.
-            time.sleep(120)
-            return
-        code, content_type, body = ROUTES.get(self.path, (404, "text/html", b"<h1>404</h1>"))
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def script_server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", SERVER_PORT), _Handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield SERVER
-    httpd.shutdown()
+    with serve(SERVER_PORT, ROUTES, never_seconds=120) as url:
+        yield url
 
 
 def service_env(ports: dict[str, int]) -> dict[str, str]:

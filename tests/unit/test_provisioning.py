@@ -5,12 +5,10 @@ the plan on @fake hosts, and the shipped notebooks' JSON.
 """
 
 import fcntl
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from importlib.machinery import SourceFileLoader
 from importlib.util import module_from_spec, spec_from_loader
@@ -23,6 +21,7 @@ from operations._common import PortListeners
 from operations.provisioning import _profile
 from tests.conftest import ROOT
 from tests.fixtures.fake_inventory import DEBIAN_12
+from tests.script_server import serve
 
 RED_PROVISION = ROOT / "files/provisioning/opt/red/bin/red-provision"
 NOTEBOOKS = ROOT / "files/notebooks/notebooks"
@@ -178,33 +177,14 @@ ROUTES = {
 }
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    hits: dict = {}  # noqa: RUF012 - shared on purpose: the tests count requests per path
-
-    def do_GET(self):
-        Handler.hits[self.path] = Handler.hits.get(self.path, 0) + 1
-        if self.path == "/never":
-            time.sleep(30)
-            return
-        code, content_type, body = ROUTES.get(self.path, (404, "text/html", b"<h1>404</h1>"))
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args):
-        pass
+# Requests per path, counted by the server.
+HITS: dict[str, int] = {}
 
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", SERVER_PORT), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{SERVER_PORT}"
-    httpd.shutdown()
+    with serve(SERVER_PORT, ROUTES, hits=HITS) as url:
+        yield url
 
 
 class Lines(list):
@@ -238,21 +218,21 @@ def test_a_script_is_downloaded_executable(server, tmp_path, path):
 )
 def test_bodies_that_are_not_scripts_are_refused_without_retrying(server, tmp_path, path, expected):
     log = Lines()
-    Handler.hits.clear()
+    HITS.clear()
     dest, reason = red_provision.download(server + path, prov(), str(tmp_path / "s.sh"), log)
     assert dest is None and expected in reason
-    assert Handler.hits[path] == 1
+    assert HITS[path] == 1
     assert not list(tmp_path.iterdir())
 
 
 def test_404_is_not_retried_but_503_is(server, tmp_path):
-    Handler.hits.clear()
+    HITS.clear()
     dest, reason = red_provision.download(server + "/nope", prov(download_retries=3),
                                           str(tmp_path / "s.sh"), Lines())
-    assert dest is None and reason == "HTTP 404" and Handler.hits["/nope"] == 1
+    assert dest is None and reason == "HTTP 404" and HITS["/nope"] == 1
     dest, reason = red_provision.download(server + "/busy", prov(download_retries=2),
                                           str(tmp_path / "s.sh"), Lines())
-    assert dest is None and reason.startswith("HTTP 503") and Handler.hits["/busy"] == 3
+    assert dest is None and reason.startswith("HTTP 503") and HITS["/busy"] == 3
 
 
 def test_refused_and_silent_servers_fail_within_their_bounds(server, tmp_path):

@@ -4,5 +4,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "files" / "lib" / "opt" / "red" / "lib"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))

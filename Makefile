@@ -13,12 +13,22 @@ VENV ?= .venv
 # docker when an engine answers (a client alone is not enough), else podman with the flags
 # these machines need (chroot isolation, runc, host network, explicit rlimits).
 ENGINE := $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
+# `make run` never binds the host's own port 22 (its sshd, or the way you are logged in).
+RUN_SSH_PORT ?= 2222
 ifeq ($(ENGINE),podman)
 BUILD_FLAGS = --isolation chroot --network host --format docker
-RUN_FLAGS = --runtime runc --network host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
+# Host networking: the container's sshd listens on the host itself, so it moves off 22.
+RUN_FLAGS = --runtime runc --network host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
+	$(if $(SSH_PORT),,-e SSH_PORT=$(RUN_SSH_PORT))
+# The GPU through NVIDIA's CDI spec, when the host has one (nvidia-ctk cdi generate).
+GPU_FLAGS := $(shell ls /etc/cdi/nvidia.yaml /var/run/cdi/nvidia.yaml 2>/dev/null | grep -q . \
+	&& echo --device nvidia.com/gpu=all)
 else
 BUILD_FLAGS =
-RUN_FLAGS = -p 22:22 -p 6080:6080 -p 8888:8888
+RUN_FLAGS = -p $(RUN_SSH_PORT):22 -p 6080:6080 -p 8888:8888
+# The GPU when Docker has NVIDIA's runtime (the NVIDIA Container Toolkit).
+GPU_FLAGS := $(shell docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia \
+	&& echo --gpus all)
 endif
 # Env passed through to `make run` when set in the caller's environment.
 RUN_ENV = SSH_PUBLIC_KEY PUBLIC_KEY VNC_PW VNC_PASSWORD VNC_RESOLUTION DISPLAY_SIZEW \
@@ -28,7 +38,7 @@ CA_BUNDLE = .build/extra-ca.pem
 TEST_DEBS = podman buildah runc debootstrap uidmap fuse-overlayfs chromium shellcheck \
 	openssh-client python3-venv git curl ca-certificates
 
-.PHONY: base image run test deps lint unit image-tests bench lock settings-docs
+.PHONY: base image run push test deps lint unit image-tests bench lock settings-docs
 
 base:
 	@if podman image exists $(RED_BASE); then echo "$(RED_BASE) exists (podman rmi it to rebuild)"; \
@@ -45,8 +55,12 @@ image:
 		-t $(IMAGE) .
 
 run:
-	$(ENGINE) run --rm -it --shm-size 2g $(RUN_FLAGS) \
+	$(ENGINE) run --rm -it --shm-size 2g $(GPU_FLAGS) $(RUN_FLAGS) \
 		$(foreach name,$(RUN_ENV),$(if $($(name)),-e $(name))) $(IMAGE)
+
+# Push the image to its registry (IMAGE=ghcr.io/you/red:1.0 make image push).
+push:
+	$(ENGINE) push $(IMAGE)
 
 # What a fresh Debian 12 machine lacks: system packages, then the venv from the lock file.
 deps:
@@ -59,6 +73,7 @@ deps:
 
 lint: deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/actionlint .github/workflows/*.yml
 	shellcheck $$(grep -rlE '^#!/(usr/bin/env |bin/)(ba)?sh' files .ci bench tests)
 
 unit: deps

@@ -10,8 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from importlib.machinery import SourceFileLoader
-from importlib.util import module_from_spec, spec_from_loader
 from types import SimpleNamespace
 
 import pytest
@@ -19,24 +17,14 @@ import pytest
 from operations import settings
 from operations._common import PortListeners
 from operations.provisioning import _profile
+from redbox import provision as red_provision
 from tests.conftest import ROOT
 from tests.fixtures.fake_inventory import DEBIAN_12
 from tests.script_server import serve
 
-RED_PROVISION = ROOT / "files/provisioning/opt/red/bin/red-provision"
 NOTEBOOKS = ROOT / "files/notebooks/notebooks"
 # This machine's loopback: ports of the image tier's range, off any box's.
 SERVER_PORT, CLOSED_PORT = 25970, 25979
-
-
-def load_red_provision():
-    loader = SourceFileLoader("red_provision", str(RED_PROVISION))
-    module = module_from_spec(spec_from_loader("red_provision", loader))
-    loader.exec_module(module)
-    return module
-
-
-red_provision = load_red_provision()
 
 
 def resolve(env):

@@ -80,6 +80,8 @@ visomaster_install_requirements = True
 visomaster_download_models = True
 # Downloader runs before the models are reported as not verified.
 visomaster_models_attempts = 3
+# Seconds one downloader run may take; then it is killed (it holds the provisioning lock).
+visomaster_models_timeout = 3600
 # The models' verification state (JSON), for the diagnostic notebook.
 visomaster_models_state = "/var/lib/red/models-state.json"
 # Start the app on the VNC desktop at boot; otherwise its desktop icon or menu entry does.

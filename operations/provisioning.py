@@ -13,9 +13,11 @@ from pyinfra.operations import files
 
 from operations import settings
 from operations._common import upload
+from redbox import seed
 
 TOOLS = ("red-provision", "red-onstart")
-SCRIPTS = ("/vast_ai_provisioning_script.sh", "/src/provisioning_script.sh")
+# The seed's scripts this image ships (each converges the box); red-onstart runs them.
+SCRIPTS = seed.OWN_SCRIPTS
 PROFILE = "/etc/profile.d/red.sh"
 
 

@@ -18,14 +18,17 @@ import re
 import runpy
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pyinfra import host, logger
 from pyinfra.api import FactBase
 from pyinfra.connectors.local import LocalConnector
+
+from redbox import gitref, seed
+from redbox.log import show as _show
+from redbox.log import show_url, startup_log, timestamp
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = {
@@ -66,11 +69,7 @@ PROVISIONING_NUMBER_ENV = {
     "provisioning_lock_timeout": ("PROVISIONING_LOCK_TIMEOUT", 0, 86400),
 }
 # The seed's local scripts, in the seed's order: without a URL the first that exists runs.
-PROVISIONING_FALLBACK_SCRIPTS = (
-    "/vast_ai_provisioning_script.sh",
-    "/src/provisioning_script.sh",
-    "/VisoMaster/src/provisioning_script.sh",
-)
+PROVISIONING_FALLBACK_SCRIPTS = seed.SCRIPTS
 
 # -- login shells: what /etc/profile.d/red.sh exports besides the resolved settings. Vast's
 # non-secret variables, as the box's env has them; never a token, password or API key.
@@ -299,12 +298,6 @@ class _Resolver:
         return keys
 
 
-def _show(raw) -> str:
-    """A bad non-secret value, shown safely on one line and kept short."""
-    text = repr(str(raw))
-    return text if len(text) <= 42 else text[:39] + "...'"
-
-
 def _parse_port(raw) -> int | None:
     text = str(raw).strip()
     if not text.isdigit() or not text.isascii():
@@ -348,23 +341,6 @@ def _check_token(value: str) -> str | None:
 
 def secret_path(name: str) -> str:
     return f"{get('secrets_dir')}/{name}"
-
-
-def show_url(url: str) -> str:
-    """A URL fit for a log line: a password in it and its query string are hidden."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return _show(url)
-    hostname = parts.hostname or ""
-    netloc = f"[{hostname}]" if ":" in hostname else hostname
-    if port is not None:
-        netloc += f":{port}"
-    if parts.username:
-        netloc = f"{parts.username}{':***' if parts.password else ''}@{netloc}"
-    shown = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    return shown + ("?<query hidden>" if parts.query else "")
 
 
 def _check_url(raw: str) -> str | None:
@@ -503,8 +479,8 @@ def append_log(lines: Iterable[str], topic: str, logs_dir: str | None = None) ->
     Append timestamped ``<topic>: <line>`` lines to ``<logs>/startup.log`` on this machine.
     Returns False (having written nothing) when the log cannot be written.
     """
-    log_path = Path(logs_dir or get("base_logs_dir")) / "startup.log"
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    log_path = Path(startup_log(logs_dir or get("base_logs_dir")))
+    stamp = timestamp()
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a", encoding="utf-8") as log:
@@ -545,8 +521,7 @@ VISOMASTER_ENV = {
 }
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True,
                "0": False, "false": False, "no": False, "off": False}
-# What red-app-checkout accepts as --ref; plain relative paths (no "..", no spaces, no "%").
-_GIT_REF_RE = re.compile(r"[A-Za-z0-9._+@-][A-Za-z0-9._/+@-]*")
+# Plain relative paths (no "..", no spaces, no "%").
 _REL_PATH_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
 _APP_EXPECTED = {
     "visomaster_repo_url": "a git URL",
@@ -564,8 +539,7 @@ def _app_value(key: str, raw: Any) -> Any:
     if not _TOKEN_RE.fullmatch(text) or text.startswith("-"):
         return None
     if key == "visomaster_ref":
-        bad = ".." in text or "@{" in text or text.endswith((".lock", "/", "."))
-        return text if _GIT_REF_RE.fullmatch(text) and not bad else None
+        return text if gitref.valid(text) else None
     if key == "visomaster_dir":
         path = os.path.normpath(text)
         ok = path.startswith("/") and path != "/" and _REL_PATH_RE.fullmatch(path[1:])

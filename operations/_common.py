@@ -308,7 +308,7 @@ def pip_requirements(
         return
     # Relative paths in a requirements file (wheels, -e .) are pip's working directory's.
     yield StringCommand(
-        "(", "echo", QuoteString(f"== pip install -r {target}"), "$(date -u);",
+        "(", "echo", QuoteString(f"== pip install -r {target}"), SHELL_TIMESTAMP, ";",
         "cd", QuoteString(str(Path(target).parent)), "&&", pip, ")",
         ">>", QuoteString(log), "2>&1 &&", record,
         failure_note(f"pip: installing {target} into {venv} FAILED", log),

@@ -229,7 +229,8 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, time
         "--timeout", str(int(timeout)), "--state", QuoteString(state), ">/dev/null",
     )
     yield StringCommand(
-        "{", "echo", QuoteString(f"== red-app-models {repo}"), "$(date -u);", models, ";", "}",
+        "{", "echo", QuoteString(f"== red-app-models {repo}"), SHELL_TIMESTAMP, ";", models, ";",
+        "}",
         ">>", QuoteString(log), "2>&1", "&&", _append_startup_log(
             [f"model files in {repo} downloaded and verified (state in {state})"]),
         failure_note(f"visomaster: models NOT verified (state in {state})", log),

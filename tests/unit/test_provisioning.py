@@ -351,6 +351,8 @@ def test_plan_ships_the_scripts_and_notebooks_at_build_time(tmp_path):
                  "/notebooks/check_visomaster_and_gpu.ipynb.red-new"):
         assert dest in output, dest
     assert "/etc/profile.d/red.sh" not in output
+    # The box-side library goes on the box before any tool that imports it.
+    assert output.index("Upload /opt/red/lib/redbox") < output.index("/opt/red/bin/red-provision")
 
 
 def test_plan_skips_our_sshd_when_another_holds_its_port(tmp_path):

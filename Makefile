@@ -28,7 +28,7 @@ CA_BUNDLE = .build/extra-ca.pem
 TEST_DEBS = podman buildah runc debootstrap uidmap fuse-overlayfs chromium shellcheck \
 	openssh-client python3-venv git curl ca-certificates
 
-.PHONY: base image run test deps lint unit image-tests bench lock
+.PHONY: base image run test deps lint unit image-tests bench lock settings-docs
 
 base:
 	@if podman image exists $(RED_BASE); then echo "$(RED_BASE) exists (podman rmi it to rebuild)"; \
@@ -88,3 +88,7 @@ lock:
 	$(VENV)/bin/uv pip compile requirements/jupyter.in --universal --python-version 3.10 -o requirements/jupyter.lock
 
 , := ,
+
+# Regenerate group_data/all.py and the README's settings table from the settings registry.
+settings-docs: deps
+	$(VENV)/bin/python -c 'from operations import settings; settings.write_docs()'

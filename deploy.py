@@ -18,14 +18,11 @@ from operations.ssh import setup_ssh
 from operations.supervisor import setup_supervisor
 from operations.visomaster import setup_visomaster
 
-phase = settings.get("red_phase")
-if phase not in ("install", "configure", "all"):
-    raise ValueError(f"red_phase={phase!r}: expected install, configure or all")
-install = phase in ("install", "all")
-configure = phase in ("configure", "all")
-# Building an image resolves no runtime settings: programs get the defaults, secrets and
-# host keys are left for the first start.
-runtime = settings.runtime() if configure else settings.defaults()
+# Building an image (red_phase=install) resolves no runtime setting: programs get the
+# defaults, secrets and host keys are left for the first start.
+runtime = settings.current()
+install = runtime.red_phase in ("install", "all")
+configure = runtime.red_phase in ("configure", "all")
 
 setup_base(install=install)
 # Before the concerns that ship tools: they import the box-side library.
@@ -34,7 +31,7 @@ if install:
     setup_python()
 programs = [
     *setup_ssh(runtime, install=install, configure=configure,
-               building_image=phase == "install"),
+               building_image=runtime.red_phase == "install"),
     *setup_desktop(runtime, install=install, configure=configure),
     *setup_jupyter(runtime, install=install, configure=configure),
     *setup_visomaster(install=install, configure=configure),

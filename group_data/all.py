@@ -1,114 +1,138 @@
 """
-Defaults for every setting of the deploy: the one home for tunables.
-
-Override per run with ``--data key=value``; at container start the environment variables
-named in ``operations/settings.py`` (and in the README's settings table) override these.
+Defaults for every setting of the deploy, generated from files/lib/opt/red/lib/redbox/
+registry.py by `make settings-docs` (a unit test checks it is current): edit the
+registry, not this file. Override per run with ``--data key=value``; at container start
+the environment variables in the README's settings table override these.
 Precedence: ``--data`` > environment > this file.
 """
 
-# Which half of the deploy runs: "install" (image build, reads no runtime settings),
-# "configure" (secrets, keys, ports, resolution) or "all" (boot time and live boxes).
-red_phase = "all"
-
-# -- base
-# Where the user's work lives; Vast mounts volumes here.
-base_workspace_dir = "/workspace"
-# Every service logs here (the seed's contract).
-base_logs_dir = "/logs"
-# Diagnostic notebooks (the seed's contract).
-base_notebooks_dir = "/notebooks"
-# glibc's built-in UTF-8 locale: present on Ubuntu 22.04 and Debian 12 without locale-gen.
-base_locale = "C.UTF-8"
+# -- base: the seed's directories, the locale, where secrets live
+# which half runs: install (image build, reads no runtime setting), configure (runtime only) or
+# all (boot and live boxes)
+red_phase = 'all'
+# the user's work; Vast mounts volumes here
+base_workspace_dir = '/workspace'
+# every service's log
+base_logs_dir = '/logs'
+# the diagnostic notebooks
+base_notebooks_dir = '/notebooks'
+# the system locale (glibc's built-in C.UTF-8 needs no locale-gen)
+base_locale = 'C.UTF-8'
+# where generated secrets are kept, root-only (0600)
+secrets_dir = '/etc/red/secrets'
 
 # -- python: the app's venv
-# VisoMaster needs 3.10 (3.11 works; 3.12 has no wheels for its pins).
-python_version = "3.10"
-python_app_venv = "/opt/red/venv"
-# ipykernel in the app venv, so Jupyter (its own venv) can run the app's Python.
-python_ipykernel_version = "6.29.5"
-
-# -- jupyter: JupyterLab in its own venv, pinned by the lock file beside its name
-jupyter_venv = "/opt/red/jupyter"
-jupyter_lock = "requirements/jupyter.lock"  # jupyterlab==4.6.6 and its dependencies
-jupyter_port = 8888
-jupyter_root_dir = "/"
+# the app venv's Python (VisoMaster needs 3.10; 3.11 works; build arg PYTHON_VERSION) (env
+# RED_PYTHON_VERSION)
+python_version = '3.10'
+# the app's venv
+python_app_venv = '/opt/red/venv'
+# ipykernel in the app venv, so Jupyter can run the app's Python
+python_ipykernel_version = '6.29.5'
 
 # -- ssh
-# The port our sshd listens on (not pyinfra's ssh_port, which is how it connects).
+# port of the image's sshd (env SSH_PORT)
 sshd_port = 22
+# public keys added to root's authorized_keys (several allowed, one per line; keys already there
+# are kept) (env SSH_PUBLIC_KEY, PUBLIC_KEY)
+ssh_authorized_keys = []
 
-# -- vnc: TigerVNC's Xvnc, loopback only
-vnc_display = 1
-vnc_port = 5901
-vnc_resolution = "1920x1080"
-vnc_depth = 24
+# -- jupyter: JupyterLab in its own venv
+# JupyterLab's port (env JUPYTER_PORT)
+jupyter_port = 8888
+# Jupyter's token, 8+ printable characters (env JUPYTER_TOKEN, OPEN_BUTTON_TOKEN)
+# jupyter_token: generated when unset, kept in /etc/red/secrets/jupyter_token (root-only)
+# JupyterLab's own venv
+jupyter_venv = '/opt/red/jupyter'
+# JupyterLab's pins (in the deploy)
+jupyter_lock = 'requirements/jupyter.lock'
+# what Jupyter's file browser shows
+jupyter_root_dir = '/'
 
-# -- novnc: websockify serving noVNC, the browser's way in
+# -- desktop: TigerVNC's Xvnc on loopback, xfce, noVNC
+# noVNC (the desktop in a browser) (env NOVNC_PORT)
 novnc_port = 6080
-
-# -- secrets: generated ones live here, root-only
-secrets_dir = "/etc/red/secrets"
+# the X display number
+vnc_display = 1
+# Xvnc's raw VNC port, loopback only (env VNC_PORT)
+vnc_port = 5901
+# desktop size, 640x480..7680x4320 (else DISPLAY_SIZEW x DISPLAY_SIZEH) (env VNC_RESOLUTION)
+vnc_resolution = '1920x1080'
+# the desktop's colour depth
+vnc_depth = 24
+# VNC password: 6 to 8 characters (VNC reads only 8) (env VNC_PW, VNC_PASSWORD,
+# OPEN_BUTTON_TOKEN)
+# vnc_password: generated when unset, kept in /etc/red/secrets/vnc_password (root-only)
 
 # -- supervisor
-# Start supervisord when it is not running (the entrypoint passes false: it starts it itself).
+# start supervisord when it is not running (the entrypoint starts it itself)
 supervisor_start = True
-supervisor_socket = "/var/run/supervisor.sock"
-# Size-based rotation of every /logs/<program>.log.
-supervisor_log_maxbytes = "10MB"
+# supervisord's root-only control socket
+supervisor_socket = '/var/run/supervisor.sock'
+# size-based rotation of each /logs/<program>.log
+supervisor_log_maxbytes = '10MB'
+# rotated logs kept per program
 supervisor_log_backups = 3
 
-# -- visomaster: the app, checked out and set up at configure time (boot or live box)
-# The app's git repository (the VisoMaster-Fusion fork also works: set its requirements file).
-visomaster_repo_url = "https://github.com/visomaster/VisoMaster.git"
-# Tag, branch or commit to check out; v0.1.6 (537cff8) is upstream's latest release.
-visomaster_ref = "v0.1.6"
-# The checkout, in the workspace volume so it outlives the container; it must stay writable.
-visomaster_dir = "/workspace/VisoMaster"
-# Converge the checkout to repo_url at ref on each converge; false leaves the directory alone.
+# -- visomaster: the app, checked out and set up at configure time
+# the app's repository (env VISOMASTER_REPO_URL)
+visomaster_repo_url = 'https://github.com/visomaster/VisoMaster.git'
+# tag, branch or commit (v0.1.6 = 537cff8, upstream's latest release) (env VISOMASTER_REF)
+visomaster_ref = 'v0.1.6'
+# the checkout, in the workspace volume; it must stay writable (env VISOMASTER_DIR)
+visomaster_dir = '/workspace/VisoMaster'
+# converge the checkout on each converge; false leaves the directory alone (env
+# VISOMASTER_CHECKOUT)
 visomaster_checkout = True
-# Clone/fetch attempts after the first one fails (network errors only).
+# network retries of the clone or fetch
 visomaster_checkout_retries = 3
-# Seconds before the first retry; each further retry waits twice as long.
+# seconds before the first checkout retry, doubling
 visomaster_checkout_backoff = 2
-# The requirements file in the checkout, pip-installed into python_app_venv.
-visomaster_requirements = "requirements_cu124.txt"
-# Given on pip's command line: pip ignores an index option written on a requirement line.
-visomaster_extra_index_urls = ["https://pypi.nvidia.com"]
-# pip-install the requirements whenever the file, the ref or the interpreter changed.
+# requirements file in the checkout (env VISOMASTER_REQUIREMENTS)
+visomaster_requirements = 'requirements_cu124.txt'
+# extra indexes on pip's command line (pip ignores an index option written on a requirement
+# line)
+visomaster_extra_index_urls = ['https://pypi.nvidia.com']
+# pip into the app venv, again only when the file, ref or Python changed (env
+# VISOMASTER_INSTALL_REQUIREMENTS)
 visomaster_install_requirements = True
-# Fetch the models with the app's own downloader and verify each file's SHA-256.
+# run the app's downloader and verify every model's SHA-256 (env VISOMASTER_DOWNLOAD_MODELS)
 visomaster_download_models = True
-# Downloader runs before the models are reported as not verified.
+# downloader runs until every model verifies
 visomaster_models_attempts = 3
-# Seconds one downloader run may take; then it is killed (it holds the provisioning lock).
+# seconds one downloader run may take before it is stopped
 visomaster_models_timeout = 3600
-# The models' verification state (JSON), for the diagnostic notebook.
-visomaster_models_state = "/var/lib/red/models-state.json"
-# Start the app on the VNC desktop at boot; otherwise its desktop icon or menu entry does.
+# the models' verification record (JSON)
+visomaster_models_state = '/var/lib/red/models-state.json'
+# start the app on the desktop at boot (env VISOMASTER_AUTOSTART)
 visomaster_autostart = False
-# A smaller /dev/shm (MB) gets a warning with the `docker run --shm-size` fix.
+# below this /dev/shm size (MB) a warning names the --shm-size fix
 visomaster_min_shm_mb = 1024
 
-# -- provisioning: the seed's boot-time flow (red-onstart) and converge runs (red-provision)
-# URL of a script to download and run at boot (the seed's PROVISIONING_SCRIPT); "" = none,
-# then the seed's local scripts run instead.
-provisioning_script = ""
-# Seconds the downloaded (or local) script may run; then its process group is stopped.
+# -- provisioning: the seed's boot-time flow (red-onstart) and converge runs
+# URL of a script to download and run at boot; none: the seed's local scripts (env
+# PROVISIONING_SCRIPT)
+provisioning_script = ''
+# seconds the script may run; then its process group is stopped (env PROVISIONING_TIMEOUT)
 provisioning_script_timeout = 3600
-# Download: seconds to connect, seconds for a whole attempt, retries after the first attempt,
-# and the first pause between attempts (doubled each time: 2, 4, 8 s).
+# seconds to connect when downloading the script (env PROVISIONING_CONNECT_TIMEOUT)
 provisioning_download_connect_timeout = 10
+# seconds for one download attempt (env PROVISIONING_DOWNLOAD_TIMEOUT)
 provisioning_download_timeout = 120
+# download retries after the first attempt (env PROVISIONING_DOWNLOAD_RETRIES)
 provisioning_download_retries = 3
+# seconds before the first download retry, doubling (env PROVISIONING_DOWNLOAD_BACKOFF)
 provisioning_download_backoff = 2
-# A second converge waits this long for the one in progress, then exits 75 changing nothing.
+# seconds a second converge waits for the one in progress, then exits 75 (env
+# PROVISIONING_LOCK_TIMEOUT)
 provisioning_lock_timeout = 900
-# Seconds the entrypoint's boot-time flow waits for supervisord to answer before it runs.
+# seconds the boot-time flow waits for supervisord to answer
 provisioning_supervisor_wait = 120
-# Markers (in-progress, completed, failed, onstart.json), the lock and the downloaded script.
-provisioning_state_dir = "/var/lib/red/provisioning"
-# Where logs go when base_logs_dir cannot be written (a read-only mount): said on stderr.
-provisioning_fallback_logs_dir = "/var/log/red"
+# markers, the lock and the downloaded script
+provisioning_state_dir = '/var/lib/red/provisioning'
+# where logs go when base_logs_dir cannot be written
+provisioning_fallback_logs_dir = '/var/log/red'
 
-# -- notebooks: what Red shipped last time, per notebook (a user's edits are never overwritten)
-notebooks_state_dir = "/var/lib/red/notebooks"
+# -- notebooks
+# what Red shipped last time, per notebook (a user's edits are never overwritten)
+notebooks_state_dir = '/var/lib/red/notebooks'

@@ -3,7 +3,8 @@
 import sys
 from pathlib import Path
 
-# The box-side library, imported by the deploy as it is shipped (files/lib -> /opt/red/lib).
-LIB = Path(__file__).resolve().parent.parent / "files" / "lib" / "opt" / "red" / "lib"
-if str(LIB) not in sys.path:
-    sys.path.insert(0, str(LIB))
+# The box-side library, laid out by destination (/opt/red/lib/redbox on the box): the
+# deploy imports the very package its tools use.
+BOX_LIB = Path(__file__).resolve().parent.parent / "files" / "lib" / "opt" / "red" / "lib"
+if str(BOX_LIB) not in sys.path:
+    sys.path.insert(0, str(BOX_LIB))

@@ -5,6 +5,7 @@ and ``/src/provisioning_script.sh`` converge the box (``red-provision run``: a l
 settings users expect in their SSH and Jupyter sessions go to ``/etc/profile.d/red.sh``.
 """
 
+import json
 import shlex
 from io import StringIO
 
@@ -13,11 +14,11 @@ from pyinfra.operations import files
 
 from operations import settings
 from operations._common import upload
-from redbox import seed
+from redbox.provision import OWN_SCRIPTS
+from redbox.resolve import SETTINGS_FILE, settings_file_payload
 
 TOOLS = ("red-provision", "red-onstart")
-# The seed's scripts this image ships (each converges the box); red-onstart runs them.
-SCRIPTS = seed.OWN_SCRIPTS
+SCRIPTS = OWN_SCRIPTS
 PROFILE = "/etc/profile.d/red.sh"
 
 
@@ -49,6 +50,14 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
         for script in SCRIPTS:
             upload("provisioning", script)
     if configure:
+        # The box's tools resolve their settings with the same rule, over what this run chose.
+        payload = settings_file_payload(runtime, settings.cli_keys())
+        files.put(
+            name=f"Upload {SETTINGS_FILE} (the resolved settings, no secrets)",
+            src=StringIO(json.dumps(payload, indent=1, sort_keys=True) + "\n"),
+            dest=SETTINGS_FILE,
+            mode="644",
+        )
         values = settings.session_environment(runtime, settings.runtime_environment())
         files.put(
             name=f"Upload {PROFILE}",

@@ -11,6 +11,9 @@ from pyinfra.operations import apt
 
 from operations import settings
 from operations._common import apt_install, forget_apt_lists, pip_requirements, venv
+from redbox.registry import BY_KEY
+
+_PYTHON_VERSION_ENV = BY_KEY["python_version"].env[0]
 
 # The Python each distro release ships as python3: the versions apt has without extra sources.
 DISTRO_PYTHON = {
@@ -42,7 +45,7 @@ def python_packages(distro: dict, version: str) -> tuple[list[str], str | None]:
     shipped = f"ships Python {native}" if native else "is not a distro Red knows"
     raise DeployError(
         f"python_version={version} cannot be installed: {name} {major} {shipped}. "
-        f"Set python_version (--data python_version=X.Y or {settings.PYTHON_VERSION_ENV}=X.Y)"
+        f"Set python_version (--data python_version=X.Y or {_PYTHON_VERSION_ENV}=X.Y)"
         + (f", e.g. to {native}." if native else ".")
     )
 

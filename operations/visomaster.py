@@ -246,7 +246,7 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
     + install: run the install half (packages, tools, launcher, desktop icon and menu entry)
     + configure: run the configure half (/dev/shm check, checkout, pip, models)
     """
-    app = settings.visomaster(environment=configure)
+    app = settings.visomaster()
     logs = settings.get("base_logs_dir")
     app_dir = app["visomaster_dir"]
     app_venv = settings.get("python_app_venv")

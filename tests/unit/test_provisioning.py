@@ -18,6 +18,7 @@ from operations import settings
 from operations._common import PortListeners
 from operations.provisioning import _profile
 from redbox import provision as red_provision
+from redbox.resolve import box_settings, provisioning_settings
 from tests.conftest import ROOT
 from tests.fixtures.fake_inventory import DEBIAN_12
 from tests.script_server import serve
@@ -301,8 +302,11 @@ def test_status_reads_an_in_progress_marker_without_a_lock_holder_as_interrupted
     state.mkdir()
     (state / "in-progress").write_text(json.dumps({"pid": 999999, "by": "x", "started": "t"}))
     (state / "lock").write_text("")
-    defaults = {**settings.DEFAULTS, "provisioning_state_dir": str(state)}
-    monkeypatch.setattr(settings, "DEFAULTS", defaults)
+    saved = tmp_path / "settings.json"
+    saved.write_text(json.dumps({"values": {"provisioning_state_dir": str(state)}, "cli": []}))
+    values = box_settings({}, path=str(saved))
+    monkeypatch.setattr(red_provision, "_settings",
+                        lambda: (values, provisioning_settings(values)))
     report = red_provision.status_report()
     assert report["converge"]["state"] == "interrupted"
     with open(state / "lock") as handle:

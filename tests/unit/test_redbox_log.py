@@ -110,16 +110,3 @@ def test_the_logs_dir_falls_back_and_says_so(tmp_path, capsys, wanted_ok, fallba
         assert said.format(fallback=dirs["fallback"]) in err and len(err.splitlines()) == 1
     else:
         assert err == ""
-
-
-@pytest.mark.parametrize(
-    ("url", "shown"),
-    [
-        ("https://me:s3cret@example.com:8443/p/prov.sh?token=abc#x",
-         "https://me:***@example.com:8443/p/prov.sh?<query hidden>"),
-        ("http://example.com/a.sh", "http://example.com/a.sh"),
-        ("https://example.com:99999/x", "'https://example.com:99999/x'"),
-    ],
-)
-def test_urls_in_log_lines_hide_secrets(url, shown):
-    assert log.show_url(url) == shown

@@ -1,4 +1,4 @@
-"""redbox.state, redbox.aside, redbox.pids, redbox.gitref, redbox.seed: small rules, one home."""
+"""redbox.state, redbox.aside, redbox.pids: small rules, one home each."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from redbox import aside, gitref, pids, seed, state
+from redbox import aside, pids, state
 
 
 @pytest.mark.parametrize(
@@ -88,34 +88,3 @@ def _dead_pid() -> int:
 )
 def test_pid_checks(pid, alive):
     assert pids.alive(_dead_pid() if pid == "dead" else pid) is alive
-
-
-@pytest.mark.parametrize(
-    ("ref", "valid"),
-    [
-        ("v0.1.6", True),
-        ("main", True),
-        ("feature/x-1", True),
-        ("0123abcd", True),
-        ("release@2", True),
-        ("-upload-pack=x", False),
-        ("/abs", False),
-        ("a..b", False),
-        ("a@{1}", False),
-        ("x.lock", False),
-        ("x/", False),
-        ("x.", False),
-        ("a b", False),
-        ("a~1", False),
-        ("v1\n", False),
-        ("", False),
-    ],
-)
-def test_which_git_refs_a_user_may_name(ref, valid):
-    assert gitref.valid(ref) is valid
-
-
-def test_the_seed_scripts_in_the_seeds_order():
-    assert seed.SCRIPTS == ("/vast_ai_provisioning_script.sh", "/src/provisioning_script.sh",
-                            "/VisoMaster/src/provisioning_script.sh")
-    assert seed.OWN_SCRIPTS == seed.SCRIPTS[:2]

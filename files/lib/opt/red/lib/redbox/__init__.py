@@ -1,9 +1,9 @@
 """
-redbox: Red's box-side library (stdlib only, Python >= 3.10).
+redbox: Red's box-side library. Stdlib only (it runs on the box's own Python as well as in the
+deploy), imported by the tools in /opt/red/bin and by ``operations/``. The tools are thin entry
+points into it. One home each for what the tools used to carry on their own:
 
-The tools in /opt/red/bin are thin entry points into it; the deploy (operations/) imports the
-same package from the repository. One home each for what the tools used to carry on their own:
-
+    registry, resolve, parse   every setting, declared once; the one resolver
     log        log lines (one timestamp format), the startup log, the logs dir and its fallback
     state      atomic JSON state files
     lock       flock with a timeout

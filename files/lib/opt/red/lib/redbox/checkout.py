@@ -113,7 +113,7 @@ import subprocess
 import sys
 
 from redbox import aside as aside_
-from redbox import gitref, lock
+from redbox import lock, parse
 from redbox import log as logs_
 from redbox.pids import alive as pid_alive
 from redbox.retry import Attempts
@@ -828,7 +828,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if not a.url or a.url.startswith("-"):
         p.error("--url must not be empty or start with '-'")
-    if not gitref.valid(a.ref):
+    try:
+        a.ref = parse.git_ref(a.ref)
+    except parse.Invalid:
         p.error(f"--ref {a.ref!r} is not a valid tag, branch or commit name")
     if not a.dest or a.dest.rstrip("/") in ("", "/"):
         p.error("--dest must name a directory below /")

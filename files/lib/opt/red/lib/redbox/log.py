@@ -9,7 +9,6 @@ import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 # Every log line starts with this (UTC): 2026-12-01T22:20:27Z.
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -122,26 +121,3 @@ def usable_logs_dir(wanted: str, fallback: str, tool: str, quiet: bool = False) 
 def readable_logs_dir(wanted: str, fallback: str) -> str:
     """Where the logs are, without creating anything (for read-only reports)."""
     return wanted if os.access(wanted, os.W_OK) else fallback
-
-
-def show(raw: object) -> str:
-    """A bad non-secret value, shown safely on one line and kept short."""
-    text = repr(str(raw))
-    return text if len(text) <= 42 else text[:39] + "...'"
-
-
-def show_url(url: str) -> str:
-    """A URL fit for a log line: a password in it and its query string are hidden."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return show(url)
-    hostname = parts.hostname or ""
-    netloc = f"[{hostname}]" if ":" in hostname else hostname
-    if port is not None:
-        netloc += f":{port}"
-    if parts.username:
-        netloc = f"{parts.username}{':***' if parts.password else ''}@{netloc}"
-    shown = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    return shown + ("?<query hidden>" if parts.query else "")

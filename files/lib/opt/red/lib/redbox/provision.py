@@ -38,8 +38,8 @@ status    Print the markers, the lock and the scripts (read-only); --json for pr
 logs-dir  Print the logs directory to use, creating it: /logs, or when that cannot be written
           the fallback (/var/log/red), with a line on stderr saying so.
 
-Settings: see _settings() (the one place this tool gets them; a bad value: its default and one
-line in startup.log).
+Settings: the environment over /etc/red/settings.json (what the last converge resolved), by the
+deploy's own rule (redbox.resolve; a bad value: its default and one line in startup.log).
 """
 
 from __future__ import annotations
@@ -56,9 +56,11 @@ import subprocess
 import sys
 import time
 
-from redbox import lock, seed, state
+from redbox import lock, parse, state
 from redbox import log as logs_
 from redbox.pids import alive as pid_alive
+from redbox.registry import BY_KEY
+from redbox.resolve import SEED_SCRIPTS, box_settings, provisioning_settings
 from redbox.retry import Attempts
 
 DEPLOY_DIR = "/opt/red/deploy"
@@ -70,9 +72,11 @@ KILL_GRACE = 10
 # Set for a script the on-start flow runs: its output already goes into provisioning.log
 # (timestamped, as "script:"), so a red-provision inside it writes its lines to stdout only.
 CAPTURED_ENV = "RED_PROVISIONING_LOG_CAPTURED"
-PROVISIONING_SCRIPT_ENV = "PROVISIONING_SCRIPT"
+PROVISIONING_SCRIPT_ENV = BY_KEY["provisioning_script"].env[0]
 # HTTP answers worth another attempt: the rest of 4xx will not change by retrying.
 RETRIED_4XX = (408, 425, 429)
+# The seed's scripts this image ships (operations/provisioning.py): each converges the whole box.
+OWN_SCRIPTS = SEED_SCRIPTS[:2]
 # The directory holding the redbox package: the stamper runs from it (python -m redbox...).
 LIB_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,16 +90,11 @@ def _settings():
     values: base_logs_dir, provisioning_fallback_logs_dir, supervisor_socket;
     provisioning: script_url, url_problem, script_timeout, ..., decisions.
 
-    SWITCH POINT: this still loads the deploy's operations/settings.py from DEPLOY_DIR; when
-    redbox.resolve lands it becomes
-        from redbox.resolve import box_settings, provisioning_settings
-        return box_settings(), provisioning_settings(os.environ)
+    The environment over what the last converge left in /etc/red/settings.json, by the same
+    rule as the deploy's (redbox.resolve).
     """
-    if os.path.isdir(DEPLOY_DIR) and DEPLOY_DIR not in sys.path:
-        sys.path.insert(0, DEPLOY_DIR)
-    from operations import settings  # noqa: PLC0415 - needs the deploy on sys.path
-
-    return settings.DEFAULTS, settings.provisioning(os.environ)
+    values = box_settings()
+    return values, provisioning_settings(values)
 
 
 def tool_log(logs_dir: str | None, name: str, stream=None) -> logs_.Log:
@@ -494,7 +493,7 @@ def cmd_onstart(args) -> int:
     # Entrypoint mode: the foreground converge skipped the app's slow steps. Our own provisioning
     # scripts converge the whole box, so when one of them is what runs next, it does them.
     if args.wait_for_supervisord and (prov.script_url or prov.url_problem
-                                      or fallback not in seed.OWN_SCRIPTS):
+                                      or fallback not in OWN_SCRIPTS):
         log("services are up: converging the app's checkout, packages and models")
         converge(values, prov, logs, "red-onstart (app)")
 
@@ -502,7 +501,7 @@ def cmd_onstart(args) -> int:
         log(f"ERROR: PROVISIONING_SCRIPT {prov.url_problem}: nothing downloaded")
         return finish("bad-url", reason=prov.url_problem)
     if prov.script_url:
-        shown = logs_.show_url(prov.script_url)
+        shown = parse.show_url(prov.script_url)
         record["source"] = shown
         write_json(paths["onstart.json"], record)
         log(f"Using PROVISIONING_SCRIPT: {shown}")
@@ -550,7 +549,7 @@ def status_report() -> dict:
         "converge": {"state": state, "marker": marker, "last_completed": completed,
                      "last_failed": failed},
         "onstart": onstart,
-        "provisioning_script": logs_.show_url(url) if url else "",
+        "provisioning_script": parse.show_url(url) if url else "",
         "scripts": [{"path": path, "exists": os.path.isfile(path)}
                     for path in (*prov.fallback_scripts, "/opt/red/bin/red-onstart")],
     }
@@ -639,12 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "onstart": cmd_onstart, "status": cmd_status,
                 "logs-dir": cmd_logs_dir, "stamp": cmd_stamp}
-    try:
-        return handlers[args.command](args)
-    except ImportError as error:
-        print(f"red-provision: cannot load Red's settings from {DEPLOY_DIR} ({error})",
-              file=sys.stderr)
-        return 2
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,201 @@
+"""
+Every setting of Red, declared once: key, default, the env names users know (in precedence
+order), parser, whether it is a secret, and one line of doc. ``redbox.resolve`` applies the
+one rule to all of them (``--data`` > env > group data > default; a bad value falls back
+with one line); ``group_data/all.py`` and the README's settings table are generated from
+this list (``make settings-docs``) and checked against it by the unit tests.
+
+Deliberately strict (a bad value stops the run instead of falling back): ``red_phase`` and
+``python_version``, the two build settings: a wrong value would silently build another image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redbox import parse
+
+# Bounds for VNC_RESOLUTION: below 640x480 the desktop is unusable, above 8K Xvnc's
+# framebuffer alone would take hundreds of MB.
+RESOLUTION_MIN, RESOLUTION_MAX = (640, 480), (7680, 4320)
+# VNC's DES authentication reads 8 characters; fewer than 6 is too weak to accept.
+VNC_PASSWORD_MIN, VNC_PASSWORD_MAX = 6, 8
+# Vast's one secret for its web "open" buttons: the natural shared fallback for ours.
+SHARED_SECRET_ENV = "OPEN_BUTTON_TOKEN"  # noqa: S105 - a variable name, not a secret
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    default: Any
+    parser: Callable[[Any], Any]
+    doc: str
+    # Env names in precedence order; the first that is set and non-empty is used.
+    env: tuple[str, ...] = ()
+    # Generated when unset (kept root-only in secrets_dir/<key>); its value is never logged.
+    secret: bool = False
+    # Stops the run instead of falling back (the build settings).
+    strict: bool = False
+    # Read from the environment of the process that runs the deploy (the image build), not
+    # from the box's runtime environment.
+    build: bool = False
+    # Ports that must differ from each other: a clash falls back to the default.
+    distinct_port: bool = False
+    # Every env name contributes (several SSH keys), instead of the first one set.
+    combine_env: bool = False
+    # What a fallback does, when not "using <default>".
+    fallback: str | None = None
+    # A note for a value that is accepted but weaker than it looks.
+    warn: Callable[[Any], str | None] | None = None
+    # Shown in the README's default column, when not the value itself.
+    shown_default: str | None = None
+    # The concern (a heading in group_data/all.py).
+    group: str = ""
+
+
+def _s(group: str, key: str, default: Any, parser, doc: str, **extra) -> Setting:
+    return Setting(key=key, default=default, parser=parser, doc=doc, group=group, **extra)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- base
+    _s("base", "red_phase", "all", parse.choice("install", "configure", "all"),
+       "which half runs: install (image build, reads no runtime setting), configure "
+       "(runtime only) or all (boot and live boxes)", strict=True),
+    _s("base", "base_workspace_dir", "/workspace", parse.absolute_dir,
+       "the user's work; Vast mounts volumes here"),
+    _s("base", "base_logs_dir", "/logs", parse.absolute_dir, "every service's log"),
+    _s("base", "base_notebooks_dir", "/notebooks", parse.absolute_dir,
+       "the diagnostic notebooks"),
+    _s("base", "base_locale", "C.UTF-8", parse.word,
+       "the system locale (glibc's built-in C.UTF-8 needs no locale-gen)"),
+    _s("base", "secrets_dir", "/etc/red/secrets", parse.absolute_dir,
+       "where generated secrets are kept, root-only (0600)"),
+    # -- python
+    _s("python", "python_version", "3.10", parse.python_version,
+       "the app venv's Python (VisoMaster needs 3.10; 3.11 works; build arg PYTHON_VERSION)",
+       env=("RED_PYTHON_VERSION",), strict=True, build=True),
+    _s("python", "python_app_venv", "/opt/red/venv", parse.absolute_dir, "the app's venv"),
+    _s("python", "python_ipykernel_version", "6.29.5", parse.word,
+       "ipykernel in the app venv, so Jupyter can run the app's Python"),
+    # -- ssh
+    _s("ssh", "sshd_port", 22, parse.port, "port of the image's sshd",
+       env=("SSH_PORT",), distinct_port=True),
+    _s("ssh", "ssh_authorized_keys", [], lambda raw: raw,
+       "public keys added to root's authorized_keys (several allowed, one per line; keys "
+       "already there are kept)", env=("SSH_PUBLIC_KEY", "PUBLIC_KEY"), combine_env=True,
+       shown_default="none"),
+    # -- jupyter
+    _s("jupyter", "jupyter_port", 8888, parse.port, "JupyterLab's port",
+       env=("JUPYTER_PORT",), distinct_port=True),
+    _s("jupyter", "jupyter_token", None, parse.token(8),
+       "Jupyter's token, 8+ printable characters",
+       env=("JUPYTER_TOKEN", SHARED_SECRET_ENV), secret=True, shown_default="generated"),
+    _s("jupyter", "jupyter_venv", "/opt/red/jupyter", parse.absolute_dir,
+       "JupyterLab's own venv"),
+    _s("jupyter", "jupyter_lock", "requirements/jupyter.lock", parse.relative_file,
+       "JupyterLab's pins (in the deploy)"),
+    _s("jupyter", "jupyter_root_dir", "/", parse.absolute_path_or_root,
+       "what Jupyter's file browser shows"),
+    # -- desktop
+    _s("desktop", "novnc_port", 6080, parse.port, "noVNC (the desktop in a browser)",
+       env=("NOVNC_PORT",), distinct_port=True),
+    _s("desktop", "vnc_display", 1, parse.integer(0, 99), "the X display number"),
+    _s("desktop", "vnc_port", 5901, parse.port, "Xvnc's raw VNC port, loopback only",
+       env=("VNC_PORT",), distinct_port=True),
+    _s("desktop", "vnc_resolution", "1920x1080",
+       parse.resolution(RESOLUTION_MIN, RESOLUTION_MAX),
+       "desktop size, 640x480..7680x4320 (else DISPLAY_SIZEW x DISPLAY_SIZEH)",
+       env=("VNC_RESOLUTION",)),
+    _s("desktop", "vnc_depth", 24, parse.integer(16, 32), "the desktop's colour depth"),
+    _s("desktop", "vnc_password", None,
+       parse.token(VNC_PASSWORD_MIN),
+       "VNC password: 6 to 8 characters (VNC reads only 8)",
+       env=("VNC_PW", "VNC_PASSWORD", SHARED_SECRET_ENV), secret=True,
+       shown_default="generated", warn=lambda value: (
+           f"VNC authentication uses only the first {VNC_PASSWORD_MAX} of its {len(value)} "
+           "characters" if len(value) > VNC_PASSWORD_MAX else None)),
+    # -- supervisor
+    _s("supervisor", "supervisor_start", True, parse.boolean,
+       "start supervisord when it is not running (the entrypoint starts it itself)"),
+    _s("supervisor", "supervisor_socket", "/var/run/supervisor.sock", parse.absolute_dir,
+       "supervisord's root-only control socket"),
+    _s("supervisor", "supervisor_log_maxbytes", "10MB", parse.size,
+       "size-based rotation of each /logs/<program>.log"),
+    _s("supervisor", "supervisor_log_backups", 3, parse.integer(0, 100),
+       "rotated logs kept per program"),
+    # -- visomaster
+    _s("visomaster", "visomaster_repo_url", "https://github.com/visomaster/VisoMaster.git",
+       parse.git_url, "the app's repository", env=("VISOMASTER_REPO_URL",),
+       shown_default="upstream (github.com/visomaster/VisoMaster)"),
+    _s("visomaster", "visomaster_ref", "v0.1.6", parse.git_ref,
+       "tag, branch or commit (v0.1.6 = 537cff8, upstream's latest release)",
+       env=("VISOMASTER_REF",)),
+    _s("visomaster", "visomaster_dir", "/workspace/VisoMaster", parse.absolute_dir,
+       "the checkout, in the workspace volume; it must stay writable",
+       env=("VISOMASTER_DIR",)),
+    _s("visomaster", "visomaster_checkout", True, parse.boolean,
+       "converge the checkout on each converge; false leaves the directory alone",
+       env=("VISOMASTER_CHECKOUT",)),
+    _s("visomaster", "visomaster_checkout_retries", 3, parse.integer(0, 10),
+       "network retries of the clone or fetch"),
+    _s("visomaster", "visomaster_checkout_backoff", 2, parse.number(0, 300),
+       "seconds before the first checkout retry, doubling"),
+    _s("visomaster", "visomaster_requirements", "requirements_cu124.txt", parse.relative_file,
+       "requirements file in the checkout", env=("VISOMASTER_REQUIREMENTS",)),
+    _s("visomaster", "visomaster_extra_index_urls", ["https://pypi.nvidia.com"],
+       parse.url_list, "extra indexes on pip's command line (pip ignores an index option "
+       "written on a requirement line)"),
+    _s("visomaster", "visomaster_install_requirements", True, parse.boolean,
+       "pip into the app venv, again only when the file, ref or Python changed",
+       env=("VISOMASTER_INSTALL_REQUIREMENTS",)),
+    _s("visomaster", "visomaster_download_models", True, parse.boolean,
+       "run the app's downloader and verify every model's SHA-256",
+       env=("VISOMASTER_DOWNLOAD_MODELS",)),
+    _s("visomaster", "visomaster_models_attempts", 3, parse.integer(1, 10),
+       "downloader runs until every model verifies"),
+    _s("visomaster", "visomaster_models_timeout", 3600, parse.integer(60, 86400),
+       "seconds one downloader run may take before it is stopped"),
+    _s("visomaster", "visomaster_models_state", "/var/lib/red/models-state.json",
+       parse.absolute_dir, "the models' verification record (JSON)"),
+    _s("visomaster", "visomaster_autostart", False, parse.boolean,
+       "start the app on the desktop at boot", env=("VISOMASTER_AUTOSTART",)),
+    _s("visomaster", "visomaster_min_shm_mb", 1024, parse.integer(0, 1048576),
+       "below this /dev/shm size (MB) a warning names the --shm-size fix"),
+    # -- provisioning
+    _s("provisioning", "provisioning_script", "", parse.http_url,
+       "URL of a script to download and run at boot; none: the seed's local scripts",
+       env=("PROVISIONING_SCRIPT",), fallback="nothing is downloaded", shown_default="none"),
+    _s("provisioning", "provisioning_script_timeout", 3600, parse.integer(1, 86400),
+       "seconds the script may run; then its process group is stopped",
+       env=("PROVISIONING_TIMEOUT",)),
+    _s("provisioning", "provisioning_download_connect_timeout", 10, parse.integer(1, 300),
+       "seconds to connect when downloading the script", env=("PROVISIONING_CONNECT_TIMEOUT",)),
+    _s("provisioning", "provisioning_download_timeout", 120, parse.integer(1, 3600),
+       "seconds for one download attempt", env=("PROVISIONING_DOWNLOAD_TIMEOUT",)),
+    _s("provisioning", "provisioning_download_retries", 3, parse.integer(0, 10),
+       "download retries after the first attempt", env=("PROVISIONING_DOWNLOAD_RETRIES",)),
+    _s("provisioning", "provisioning_download_backoff", 2, parse.integer(0, 300),
+       "seconds before the first download retry, doubling",
+       env=("PROVISIONING_DOWNLOAD_BACKOFF",)),
+    _s("provisioning", "provisioning_lock_timeout", 900, parse.integer(0, 86400),
+       "seconds a second converge waits for the one in progress, then exits 75",
+       env=("PROVISIONING_LOCK_TIMEOUT",)),
+    _s("provisioning", "provisioning_supervisor_wait", 120, parse.integer(1, 3600),
+       "seconds the boot-time flow waits for supervisord to answer"),
+    _s("provisioning", "provisioning_state_dir", "/var/lib/red/provisioning",
+       parse.absolute_dir, "markers, the lock and the downloaded script"),
+    _s("provisioning", "provisioning_fallback_logs_dir", "/var/log/red", parse.absolute_dir,
+       "where logs go when base_logs_dir cannot be written"),
+    # -- notebooks
+    _s("notebooks", "notebooks_state_dir", "/var/lib/red/notebooks", parse.absolute_dir,
+       "what Red shipped last time, per notebook (a user's edits are never overwritten)"),
+)
+
+BY_KEY: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
+DEFAULTS: dict[str, Any] = {setting.key: setting.default for setting in SETTINGS}
+ENV_NAMES: tuple[str, ...] = tuple(dict.fromkeys(
+    name for setting in SETTINGS for name in setting.env
+))

@@ -1,0 +1,96 @@
+"""The settings registry: one declaration per setting, and the files generated from it."""
+
+import json
+import re
+
+import pytest
+
+from operations import settings
+from redbox import registry
+from redbox.resolve import StrictSettingError, box_settings, resolve, settings_file_payload
+from tests.conftest import ROOT
+
+
+def test_group_data_is_generated_from_the_registry():
+    assert (ROOT / "group_data" / "all.py").read_text() == settings.group_data_text(), \
+        "group_data/all.py is stale: run `make settings-docs`"
+
+
+def test_readme_table_lists_exactly_the_registry():
+    readme = (ROOT / "README.md").read_text()
+    assert settings.readme_table() in readme, "README table is stale: run `make settings-docs`"
+    start = readme.index(settings.README_TABLE_START)
+    table = readme[start:readme.index(settings.README_TABLE_END)]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    keys = [re.match(r"\| `([a-z0-9_]+)`", row)[1] for row in rows]
+    assert keys == [setting.key for setting in registry.SETTINGS]
+    for row, setting in zip(rows, registry.SETTINGS, strict=True):
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert re.findall(r"`([A-Z0-9_]+)`", cells[1]) == list(setting.env) + (
+            ["DISPLAY_SIZEW", "DISPLAY_SIZEH"] if setting.key == "vnc_resolution" else [])
+        if setting.shown_default is None and not isinstance(setting.default, (bool, list)):
+            assert cells[2] == str(setting.default)
+
+
+def test_group_data_values_equal_the_registry_defaults():
+    namespace: dict = {}
+    exec((ROOT / "group_data" / "all.py").read_text(), namespace)  # noqa: S102 - our own file
+    loaded = {key: value for key, value in namespace.items() if not key.startswith("_")}
+    assert loaded == {s.key: s.default for s in registry.SETTINGS if not s.secret}
+
+
+def test_every_default_passes_its_own_parser():
+    for setting in registry.SETTINGS:
+        if setting.default is None or setting.combine_env:
+            continue
+        assert setting.parser(setting.default) == setting.default, setting.key
+
+
+@pytest.mark.parametrize(("env", "problem"), [
+    ({"JUPYTER_TOKEN": "abcdefgh\n"}, "has spaces, control or non-ASCII characters"),
+    ({"VNC_RESOLUTION": "1280x720\n"}, None),  # stripped like every env text: still valid
+    ({"VISOMASTER_REF": "v0.1.6\nx"}, "is not a tag, branch or commit name"),
+])
+def test_full_match_everywhere(env, problem):
+    result = resolve(env)
+    if problem is None:
+        assert not result.decisions or all(
+            next(iter(env)) not in line for line in result.decisions)
+    else:
+        assert any(problem in line for line in result.decisions), result.decisions
+
+
+@pytest.mark.parametrize(("key", "raw"), [("python_version", "3.1O"), ("red_phase", "build")])
+def test_strict_settings_stop_with_one_line_naming_the_setting(key, raw):
+    with pytest.raises(StrictSettingError) as error:
+        resolve(data={key: raw}.get, cli={key})
+    assert f"--data {key}" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_build_settings_read_the_build_env_not_the_box_env():
+    env = {"RED_PYTHON_VERSION": "3.12"}
+    assert resolve(env)["python_version"] == "3.10"
+    assert resolve({}, build_env=env)["python_version"] == "3.12"
+
+
+def test_provisioning_settings_honour_data_from_the_command_line():
+    result = resolve({"PROVISIONING_TIMEOUT": "60"},
+                     data={"provisioning_script_timeout": 120}.get,
+                     cli={"provisioning_script_timeout"})
+    assert result["provisioning_script_timeout"] == 120
+
+
+def test_box_tools_see_the_last_converge_under_their_environment(tmp_path):
+    saved = resolve({"VNC_PORT": "5999"}, data={"jupyter_port": 9000}.get, cli={"jupyter_port"})
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings_file_payload(saved, {"jupyter_port"})))
+    seen = box_settings({"JUPYTER_PORT": "7000", "NOVNC_PORT": "7080"}, path=str(path))
+    assert seen["jupyter_port"] == 9000  # --data wins over the env
+    assert seen["novnc_port"] == 7080  # env wins over the saved data
+    assert seen["vnc_port"] == 5999  # the saved value stands in for the data
+    assert "vnc_password" not in json.loads(path.read_text())["values"]
+
+
+def test_box_settings_without_a_file_are_the_defaults(tmp_path):
+    assert box_settings({}, path=str(tmp_path / "missing.json")).values == \
+        resolve({}).values

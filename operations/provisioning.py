@@ -14,10 +14,11 @@ from pyinfra.operations import files
 
 from operations import settings
 from operations._common import upload
+from redbox.provision import OWN_SCRIPTS
 from redbox.resolve import SETTINGS_FILE, settings_file_payload
 
 TOOLS = ("red-provision", "red-onstart")
-SCRIPTS = ("/vast_ai_provisioning_script.sh", "/src/provisioning_script.sh")
+SCRIPTS = OWN_SCRIPTS
 PROFILE = "/etc/profile.d/red.sh"
 
 

@@ -87,8 +87,20 @@ class PortListeners(FactBase):
     default = list
 
     def command(self, port: int) -> str:
+        port = int(port)
+        # A bare box may not have ss (iproute2) yet: then the kernel's socket table and /proc
+        # answer the same question, in ss's format.
+        proc_listeners = (
+            "for inode in $(awk -v p=:HEXPORT '$4 == \"0A\" && substr($2, length($2) - 4) == p "
+            "{ print $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do "
+            "pid=$(ls -l /proc/[0-9]*/fd 2>/dev/null | awk -v s=\"socket:[$inode]\" "
+            "'/^\\/proc/ { d = $1 } $NF == s { split(d, a, \"/\"); print a[3]; exit }'); "
+            "echo \"LISTEN users:((\\\"$(cat /proc/$pid/comm 2>/dev/null)\\\",pid=$pid,fd=0))\"; "
+            "done"
+        ).replace("HEXPORT", f"{port:04X}")
         return (
-            f"ss -Hltnp 'sport = :{int(port)}' 2>/dev/null || true; echo ---; "
+            f"if command -v ss >/dev/null 2>&1; then ss -Hltnp 'sport = :{port}' 2>/dev/null; "
+            f"else {proc_listeners}; fi; echo ---; "
             "ps -eo pid=,ppid=,comm= 2>/dev/null || true"
         )
 
@@ -125,6 +137,45 @@ class PortListeners(FactBase):
         return listeners
 
 
+class VastLaunchMode(FactBase):
+    """
+    Returns Vast's launch mode by its own signal: "jupyter" or "ssh" when ``/.launch`` exists
+    (Vast's ssh/jupyter modes, where Vast owns PID 1; it names jupyter in jupyter mode), else
+    None (the image's entrypoint runs: Vast's ``args`` mode, docker run, a live box).
+    """
+
+    def command(self) -> str:
+        return ("if [ -e /.launch ]; then grep -qi jupyter /.launch && echo jupyter "
+                "|| echo ssh; else echo none; fi")
+
+    def process(self, output) -> str | None:
+        mode = "".join(output).strip()
+        return mode if mode in ("ssh", "jupyter") else None
+
+
+# The ports Vast's own services hold in each of its modes (its sshd on 22; in jupyter mode
+# its Jupyter on 8080, with TLS): ours never start there, even before Vast's have bound them.
+VAST_OWNED_PORTS = {
+    "ssh": {22: "Vast's sshd"},
+    "jupyter": {22: "Vast's sshd", 8080: "Vast's Jupyter"},
+}
+
+
+def launch_mode() -> str | None:
+    """Vast's launch mode of this box (recorded once per host in the startup log)."""
+    real = host._get_module()
+    if not hasattr(real, "_red_launch_mode"):
+        real._red_launch_mode = host.get_fact(VastLaunchMode)
+        mode = real._red_launch_mode
+        settings.record([
+            f"Vast's {mode} mode (/.launch): Vast owns PID 1 and "
+            + ", ".join(f"port {port} ({owner})"
+                        for port, owner in VAST_OWNED_PORTS[mode].items())
+            if mode else "entrypoint mode (no /.launch): Red's supervisord runs every service"
+        ], topic="launch")
+    return real._red_launch_mode
+
+
 def autostart_unless_port_taken(program: str, port: int, env_name: str, check: bool) -> bool:
     """
     Whether a program listening on ``port`` may start: not when something other than our
@@ -136,14 +187,16 @@ def autostart_unless_port_taken(program: str, port: int, env_name: str, check: b
     """
     if not check:
         return True
+    owner = VAST_OWNED_PORTS.get(launch_mode() or "", {}).get(port)
     listeners = host.get_fact(PortListeners, port=port) or []
     foreign = [item for item in listeners if not item["supervised"]]
-    if not foreign:
+    if not foreign and not owner:
         return True
-    holders = ", ".join(dict.fromkeys(
-        f"{item['name']} (pid {item['pid']})" if item["pid"] else "a process outside this box"
-        for item in foreign
-    ))
+    holders = ", ".join(dict.fromkeys([
+        *(f"{item['name']} (pid {item['pid']})" if item["pid"] else "a process outside this box"
+          for item in foreign),
+        *([owner] if owner and not foreign else []),
+    ]))
     settings.record(
         [f"{program}: port {port} is held by {holders}: not starting a second one "
          f"(autostart=false; set {env_name} to a free port to run ours)"],

@@ -2,7 +2,8 @@
 Provisioning: the seed's boot-time flow and its scripts. ``/vast_ai_provisioning_script.sh``
 and ``/src/provisioning_script.sh`` converge the box (``red-provision run``: a lock, markers);
 ``red-onstart`` is the seed's on-start script (PROVISIONING_SCRIPT, else those scripts). The
-settings users expect in their SSH and Jupyter sessions go to ``/etc/profile.d/red.sh``.
+settings users expect in their SSH and Jupyter sessions go to ``/etc/profile.d/red.sh`` (login
+shells) and a marked block of ``/etc/environment`` (every SSH session, through PAM).
 """
 
 import json
@@ -20,6 +21,24 @@ from redbox.resolve import SETTINGS_FILE, settings_file_payload
 TOOLS = ("red-provision", "red-onstart")
 SCRIPTS = OWN_SCRIPTS
 PROFILE = "/etc/profile.d/red.sh"
+# PAM's pam_env reads it for every SSH session, `ssh box cmd` included (Vast's documented
+# place for a template's env): one marked block of ours, the rest of the file left alone.
+PAM_ENVIRONMENT = "/etc/environment"
+PAM_BLOCK_MARKER = "# {mark} Red's settings (operations/provisioning.py): rewritten on converge"
+# pam_env strips one pair of quotes and knows no escapes: such values cannot be written.
+_PAM_UNSAFE = ('"', "'", "\\", "\n", "\r", "$", "`")
+
+
+def _pam_environment(values: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The /etc/environment lines for the session values, and a note for each one skipped."""
+    lines, notes = [], []
+    for name, value in values.items():
+        if any(char in value for char in _PAM_UNSAFE):
+            notes.append(f"{name} has quotes, a backslash, a $ or a newline: not written to "
+                         f"{PAM_ENVIRONMENT} (login shells still get it from {PROFILE})")
+            continue
+        lines.append(f'{name}="{value}"')
+    return lines, notes
 
 
 def _profile(values: dict[str, str]) -> str:
@@ -64,4 +83,12 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
             src=StringIO(_profile(values)),
             dest=PROFILE,
             mode="644",
+        )
+        lines, notes = _pam_environment(values)
+        settings.record(notes, topic="sessions")
+        files.block(
+            name=f"Write the session settings into {PAM_ENVIRONMENT} (Red's block only)",
+            path=PAM_ENVIRONMENT,
+            content=lines,
+            marker=PAM_BLOCK_MARKER,
         )

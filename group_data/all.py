@@ -75,9 +75,14 @@ supervisor_log_maxbytes = '10MB'
 supervisor_log_backups = 3
 
 # -- visomaster: the app, checked out and set up at configure time
+# which VisoMaster: upstream (torch 2.4.1+cu124, up to RTX 40) or fusion (the VisoMaster-Fusion
+# fork: torch 2.8.0+cu129, RTX 50); it sets the defaults of the repo URL, ref, requirements file
+# and extra indexes (each still settable) (env VISOMASTER_FLAVOR)
+visomaster_flavor = 'upstream'
 # the app's repository (env VISOMASTER_REPO_URL)
 visomaster_repo_url = 'https://github.com/visomaster/VisoMaster.git'
-# tag, branch or commit (v0.1.6 = 537cff8, upstream's latest release) (env VISOMASTER_REF)
+# tag, branch or commit (upstream: v0.1.6 = 537cff8, its latest release; fusion: main) (env
+# VISOMASTER_REF)
 visomaster_ref = 'v0.1.6'
 # the checkout, in the workspace volume; it must stay writable (env VISOMASTER_DIR)
 visomaster_dir = '/workspace/VisoMaster'
@@ -88,10 +93,11 @@ visomaster_checkout = True
 visomaster_checkout_retries = 3
 # seconds before the first checkout retry, doubling
 visomaster_checkout_backoff = 2
-# requirements file in the checkout (env VISOMASTER_REQUIREMENTS)
+# requirements file in the checkout (its own index lines are used too) (env
+# VISOMASTER_REQUIREMENTS)
 visomaster_requirements = 'requirements_cu124.txt'
-# extra indexes on pip's command line (pip ignores an index option written on a requirement
-# line)
+# extra indexes on pip's command line, spaces or commas between (pip ignores an index option
+# written on a requirement line) (env VISOMASTER_EXTRA_INDEX_URLS)
 visomaster_extra_index_urls = ['https://pypi.nvidia.com']
 # pip into the app venv, again only when the file, ref or Python changed (env
 # VISOMASTER_INSTALL_REQUIREMENTS)

@@ -53,6 +53,29 @@ class Setting:
     shown_default: str | None = None
     # The concern (a heading in group_data/all.py).
     group: str = ""
+    # A selector ("flavor"): per value, the defaults it stands in for other settings' own
+    # (declared after it). An explicit --data or env value of those settings still wins.
+    presets: dict[str, dict[str, Any]] | None = None
+
+
+# The flavors of VisoMaster (visomaster_flavor): what each one sets by default.
+UPSTREAM: dict[str, Any] = {
+    "visomaster_repo_url": "https://github.com/visomaster/VisoMaster.git",
+    "visomaster_ref": "v0.1.6",
+    "visomaster_requirements": "requirements_cu124.txt",
+    # The file names the PyTorch index itself; TensorRT's sdists build from NVIDIA's.
+    "visomaster_extra_index_urls": ["https://pypi.nvidia.com"],
+}
+FUSION: dict[str, Any] = {
+    "visomaster_repo_url": "https://github.com/VisoMasterFusion/VisoMaster-Fusion.git",
+    # Upstream's tags do not exist in the fork: its default branch.
+    "visomaster_ref": "main",
+    "visomaster_requirements": "requirements_cu129.txt",
+    # Its file has no index line (they live in pyproject.toml for uv, which pip ignores).
+    "visomaster_extra_index_urls": ["https://download.pytorch.org/whl/cu129",
+                                    "https://pypi.nvidia.com"],
+}
+VISOMASTER_FLAVORS: dict[str, dict[str, Any]] = {"upstream": UPSTREAM, "fusion": FUSION}
 
 
 def _s(group: str, key: str, default: Any, parser, doc: str, **extra) -> Setting:
@@ -127,12 +150,17 @@ SETTINGS: tuple[Setting, ...] = (
     _s("supervisor", "supervisor_log_backups", 3, parse.integer(0, 100),
        "rotated logs kept per program"),
     # -- visomaster
-    _s("visomaster", "visomaster_repo_url", "https://github.com/visomaster/VisoMaster.git",
+    _s("visomaster", "visomaster_flavor", "upstream", parse.choice(*VISOMASTER_FLAVORS),
+       "which VisoMaster: upstream (torch 2.4.1+cu124, up to RTX 40) or fusion (the "
+       "VisoMaster-Fusion fork: torch 2.8.0+cu129, RTX 50); it sets the defaults of the repo "
+       "URL, ref, requirements file and extra indexes (each still settable)",
+       env=("VISOMASTER_FLAVOR",), presets=VISOMASTER_FLAVORS),
+    _s("visomaster", "visomaster_repo_url", UPSTREAM["visomaster_repo_url"],
        parse.git_url, "the app's repository", env=("VISOMASTER_REPO_URL",),
-       shown_default="upstream (github.com/visomaster/VisoMaster)"),
-    _s("visomaster", "visomaster_ref", "v0.1.6", parse.git_ref,
-       "tag, branch or commit (v0.1.6 = 537cff8, upstream's latest release)",
-       env=("VISOMASTER_REF",)),
+       shown_default="the flavor's (upstream: github.com/visomaster/VisoMaster)"),
+    _s("visomaster", "visomaster_ref", UPSTREAM["visomaster_ref"], parse.git_ref,
+       "tag, branch or commit (upstream: v0.1.6 = 537cff8, its latest release; fusion: main)",
+       env=("VISOMASTER_REF",), shown_default="the flavor's (upstream: v0.1.6)"),
     _s("visomaster", "visomaster_dir", "/workspace/VisoMaster", parse.absolute_dir,
        "the checkout, in the workspace volume; it must stay writable",
        env=("VISOMASTER_DIR",)),
@@ -143,11 +171,15 @@ SETTINGS: tuple[Setting, ...] = (
        "network retries of the clone or fetch"),
     _s("visomaster", "visomaster_checkout_backoff", 2, parse.number(0, 300),
        "seconds before the first checkout retry, doubling"),
-    _s("visomaster", "visomaster_requirements", "requirements_cu124.txt", parse.relative_file,
-       "requirements file in the checkout", env=("VISOMASTER_REQUIREMENTS",)),
-    _s("visomaster", "visomaster_extra_index_urls", ["https://pypi.nvidia.com"],
-       parse.url_list, "extra indexes on pip's command line (pip ignores an index option "
-       "written on a requirement line)"),
+    _s("visomaster", "visomaster_requirements", UPSTREAM["visomaster_requirements"],
+       parse.relative_file, "requirements file in the checkout (its own index lines are used too)",
+       env=("VISOMASTER_REQUIREMENTS",),
+       shown_default="the flavor's (upstream: requirements_cu124.txt)"),
+    _s("visomaster", "visomaster_extra_index_urls", UPSTREAM["visomaster_extra_index_urls"],
+       parse.url_list, "extra indexes on pip's command line, spaces or commas between (pip "
+       "ignores an index option written on a requirement line)",
+       env=("VISOMASTER_EXTRA_INDEX_URLS",),
+       shown_default="the flavor's (upstream: https://pypi.nvidia.com)"),
     _s("visomaster", "visomaster_install_requirements", True, parse.boolean,
        "pip into the app venv, again only when the file, ref or Python changed",
        env=("VISOMASTER_INSTALL_REQUIREMENTS",)),
@@ -195,6 +227,21 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 BY_KEY: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
+
+
+def _check_presets() -> None:
+    """A selector comes before what it selects, and every preset value passes its parser."""
+    order = [setting.key for setting in SETTINGS]
+    for selector in SETTINGS:
+        for choice, values in (selector.presets or {}).items():
+            for key, value in values.items():
+                if order.index(key) < order.index(selector.key):
+                    raise ValueError(f"{selector.key} is declared after {key}, which it presets")
+                if BY_KEY[key].parser(value) != value:
+                    raise ValueError(f"{selector.key}={choice} presets a bad {key}")
+
+
+_check_presets()
 DEFAULTS: dict[str, Any] = {setting.key: setting.default for setting in SETTINGS}
 ENV_NAMES: tuple[str, ...] = tuple(dict.fromkeys(
     name for setting in SETTINGS for name in setting.env

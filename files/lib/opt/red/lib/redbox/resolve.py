@@ -40,6 +40,8 @@ class Resolved:
     # The phrase of each refused value ("is not an http(s) URL").
     problems: dict[str, str] = field(default_factory=dict)
     decisions: list[str] = field(default_factory=list)
+    # Keys whose default a selector's value stood in for: "visomaster_flavor=fusion".
+    presets: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -62,8 +64,13 @@ def _first_env(env: Mapping[str, str], names: Iterable[str]) -> tuple[str | None
     return None, None
 
 
-def _source(setting: Setting, env: Mapping[str, str], data: Data, cli: set[str]):
-    """(source, raw) for a setting: --data, its env names, then data, then its default."""
+def _source(setting: Setting, env: Mapping[str, str], data: Data, cli: set[str],
+            default: Any = None):
+    """
+    (source, raw) for a setting: --data, its env names, then data, then its default. A
+    selector's preset (``default``) stands in for the default, and for data that only repeats
+    the registry's default (group_data/all.py holds every default).
+    """
     if setting.key in cli:
         return f"--data {setting.key}", data(setting.key)
     name, raw = _first_env(env, setting.env)
@@ -74,6 +81,8 @@ def _source(setting: Setting, env: Mapping[str, str], data: Data, cli: set[str])
     if name is not None:
         return name, raw
     raw = data(setting.key)
+    if default is not None and (raw is None or raw == setting.default):
+        return setting.key, default
     return setting.key, setting.default if raw is None else raw
 
 
@@ -130,12 +139,17 @@ def resolve(env: Mapping[str, str] | None = None, data: Data | None = None,
     result = Resolved(values={})
     notes = result.decisions
     taken_ports: set[int] = set()
+    # Defaults that selectors (visomaster_flavor) stand in for, by key: (value, "selector=choice").
+    presets: dict[str, tuple[Any, str]] = {}
     for setting in SETTINGS:
         if setting.combine_env:
             result.values[setting.key] = _keys(setting, env, data, cli, notes)
             continue
-        source, raw = _source(setting, build_env if setting.build else env, data, cli)
+        preset, chosen_by = presets.get(setting.key, (None, None))
+        source, raw = _source(setting, build_env if setting.build else env, data, cli, preset)
         result.sources[setting.key] = source
+        if chosen_by is not None and raw is preset:
+            result.presets[setting.key] = chosen_by
         if setting.secret and raw is None:
             own_names = [name for name in setting.env if name != SHARED_SECRET_ENV]
             notes.append(f"{'/'.join(own_names)} unset: using the "
@@ -147,7 +161,8 @@ def resolve(env: Mapping[str, str] | None = None, data: Data | None = None,
             value = setting.parser(raw)
         except parse.Invalid as invalid:
             result.problems[setting.key] = invalid.problem
-            value = _fallback(setting, source, raw, invalid.problem, result)
+            value = _fallback(setting, source, raw, invalid.problem, result, preset=
+                              None if chosen_by is None else (preset, chosen_by))
         else:
             if setting.warn and (warning := setting.warn(value)):
                 notes.append(f"{source}: {warning}")
@@ -158,14 +173,31 @@ def resolve(env: Mapping[str, str] | None = None, data: Data | None = None,
                 value = setting.default
             taken_ports.add(value)
         result.values[setting.key] = value
+        if setting.presets:
+            _select(setting, value, presets, result)
     return result
+
+
+def _select(selector: Setting, value: Any, presets: dict[str, tuple[Any, str]],
+            result: Resolved) -> None:
+    """Record what a selector's value presets; a non-default choice gets one line."""
+    chosen = selector.presets.get(value, {})
+    for key, preset in chosen.items():
+        presets[key] = (preset, f"{selector.key}={value}")
+    if value != selector.default:
+        result.decisions.append(
+            f"{result.sources[selector.key]}={value}: defaults "
+            + ", ".join(f"{key}={' '.join(v) if isinstance(v, list) else v}"
+                        for key, v in chosen.items())
+            + " (each still settable by its own --data or env)")
 
 
 def _secret_file(result: Resolved, setting: Setting) -> str:
     return f"{result.values.get('secrets_dir', DEFAULTS['secrets_dir'])}/{setting.key}"
 
 
-def _fallback(setting: Setting, source: str, raw: Any, problem: str, result: Resolved) -> Any:
+def _fallback(setting: Setting, source: str, raw: Any, problem: str, result: Resolved, *,
+              preset: tuple[Any, str] | None = None) -> Any:
     if setting.strict:
         names = " or ".join([f"--data {setting.key}=...", *setting.env])
         raise StrictSettingError(
@@ -177,9 +209,12 @@ def _fallback(setting: Setting, source: str, raw: Any, problem: str, result: Res
             f"{_secret_file(result, setting)}"
         )
         return None
-    action = setting.fallback or f"using {setting.default}"
+    default = setting.default if preset is None else preset[0]
+    shown = ", ".join(default) if isinstance(default, list) else default
+    action = setting.fallback or f"using {shown}" + (
+        f" (the default of {preset[1]})" if preset is not None else "")
     result.decisions.append(f"{source}={_shown(setting, raw)} {problem}: {action}")
-    return setting.default
+    return default
 
 
 def settings_file_payload(resolved: Resolved, cli: Iterable[str]) -> dict:

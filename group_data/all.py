@@ -102,6 +102,20 @@ visomaster_extra_index_urls = ['https://pypi.nvidia.com']
 # pip into the app venv, again only when the file, ref or Python changed (env
 # VISOMASTER_INSTALL_REQUIREMENTS)
 visomaster_install_requirements = True
+# seconds one install of the app's requirements may take; then pip is stopped, the failure
+# recorded (env VISOMASTER_PIP_DEADLINE)
+visomaster_pip_deadline = 1800
+# pip's connect and read timeout per request (its --timeout)
+visomaster_pip_timeout = 15
+# pip's retries per request (its --retries)
+visomaster_pip_retries = 2
+# seconds a failed install (same inputs) is not tried again by a converge, doubling per failure
+# up to 6 h; `red-app-pip --retry-now` tries at once
+visomaster_pip_backoff = 600
+# the app install's record: result, cause, backoff (JSON)
+visomaster_pip_state = '/var/lib/red/visomaster-pip.json'
+# the app's progress: current step, state, percent (JSON)
+visomaster_status_file = '/var/lib/red/visomaster-status.json'
 # run the app's downloader and verify every model's SHA-256 (env VISOMASTER_DOWNLOAD_MODELS)
 visomaster_download_models = True
 # downloader runs until every model verifies

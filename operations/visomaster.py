@@ -20,7 +20,6 @@ from operations._common import (
     Program,
     apt_install,
     failure_note,
-    pip_requirements,
     supervisor_program,
     upload,
 )
@@ -50,9 +49,11 @@ APP_PACKAGES = [
     "libglib2.0-0",
 ]
 BIN = "/opt/red/bin"
-TOOLS = ("red-app-checkout", "red-app-models", "red-visomaster", "red-visomaster-start")
+TOOLS = ("red-app-checkout", "red-app-models", "red-app-pip", "red-visomaster",
+         "red-visomaster-start")
 CHECKOUT = f"{BIN}/red-app-checkout"
 MODELS = f"{BIN}/red-app-models"
+PIP = f"{BIN}/red-app-pip"
 # The menu entry; the desktop icon is a copy of it.
 MENU_ENTRY = "/usr/share/applications/red-visomaster.desktop"
 DESKTOP_ICON = "/root/Desktop/red-visomaster.desktop"
@@ -87,6 +88,16 @@ class _ModelsState(FactBase):
                              "--attempts", "0", "--state", state])
         return (f"if [ -x {MODELS} ] && [ -f {models_data} ]; then {verify} 2>/dev/null; fi; "
                 "true")
+
+    def process(self, output) -> dict | None:
+        return _last_json(output)
+
+
+class _PipState(FactBase):
+    """Returns red-app-pip's ``--check`` report (installed, needed, backoff, missing) or None."""
+
+    def command(self, args: str) -> str:
+        return f"if [ -x {PIP} ]; then {PIP} {args} --check 2>/dev/null; fi; true"
 
     def process(self, output) -> dict | None:
         return _last_json(output)
@@ -203,6 +214,54 @@ def _checkout(url: str, ref: str, dest: str, log: str, *, retries: int, backoff:
 
 
 @operation()
+def _pip_install(venv: str, requirements: str, extra_index_urls: list[str], key: str,
+                 log: str, *, bounds: dict):
+    """
+    Install the app's requirements file with red-app-pip: bounded (pip's socket timeout and
+    retries, a deadline for the whole install), recorded with its cause when it fails, and not
+    repeated inside the backoff that follows a failure unless the inputs changed.
+
+    + venv: the app venv
+    + requirements: the requirements file in the checkout
+    + extra_index_urls: indexes for pip's command line
+    + key: anything else that makes an install different (the ref, the Python)
+    + log: the install's output (pip's lines as they come)
+    + bounds: deadline, timeout, retries, backoff, state and status (the settings)
+    """
+    args = [
+        "--venv", venv, "--requirements", requirements, "--key", key,
+        *(item for url in extra_index_urls for item in ("--extra-index-url", url)),
+        "--deadline", str(int(bounds["deadline"])), "--timeout", str(int(bounds["timeout"])),
+        "--retries", str(int(bounds["retries"])), "--backoff", str(int(bounds["backoff"])),
+        "--state", bounds["state"], "--status", bounds["status"],
+    ]
+    report = host.get_fact(_PipState, args=shlex.join(args)) or {}
+    found = report.get("state")
+    if found == "installed":
+        host.noop(f"{venv} already has visomaster installed ({requirements})")
+        return
+    if found == "missing":
+        note = (f"requirements file {requirements} does not exist ({report.get('error')}): "
+                "nothing installed (set visomaster_requirements / VISOMASTER_REQUIREMENTS)")
+        host.noop(note)
+        settings.record([note], topic="visomaster")
+        return
+    if found == "backoff":
+        note = (f"pip install of {requirements} skipped: it failed {report.get('failures')} "
+                f"time(s) with these inputs ({report.get('cause')}); next try after "
+                f"{report.get('next_try_after')}; `{PIP} --retry-now` tries now")
+        host.noop(note)
+        settings.record([note], topic="visomaster")
+        return
+    yield StringCommand(
+        "{", "echo", QuoteString(f"== red-app-pip {requirements}"), SHELL_TIMESTAMP, ";",
+        PIP, *(QuoteString(arg) for arg in args), ";", "}",
+        ">>", QuoteString(log), "2>&1",
+        failure_note(f"visomaster: installing {requirements} into {venv} FAILED", log),
+    )
+
+
+@operation()
 def _models(repo: str, python: str, attempts: int, state: str, log: str, *, timeout: int):
     """
     Run the app's model downloader until every model file verifies (red-app-models), unless
@@ -272,15 +331,19 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
             )
         if app["visomaster_install_requirements"]:
             requirements = app["visomaster_requirements"]
-            pip_requirements(
+            _pip_install(
                 name=f"Install VisoMaster's {requirements} into {app_venv}",
                 venv=app_venv,
-                stamp_name="visomaster",
-                requirements_file=f"{app_dir}/{requirements}",
-                pip_args=[f"--extra-index-url={url}"
-                          for url in _as_list(app["visomaster_extra_index_urls"])],
-                stamp_key=f"ref={app['visomaster_ref']} python={settings.python_version()}",
+                requirements=f"{app_dir}/{requirements}",
+                extra_index_urls=_as_list(app["visomaster_extra_index_urls"]),
+                key=f"ref={app['visomaster_ref']} python={settings.python_version()}",
                 log=f"{logs}/visomaster-pip.log",
+                bounds={"deadline": app["visomaster_pip_deadline"],
+                        "timeout": app["visomaster_pip_timeout"],
+                        "retries": app["visomaster_pip_retries"],
+                        "backoff": app["visomaster_pip_backoff"],
+                        "state": app["visomaster_pip_state"],
+                        "status": app["visomaster_status_file"]},
                 _ignore_errors=True,
             )
         if app["visomaster_download_models"]:

@@ -14,7 +14,10 @@ from tests.unit.test_plan import plan as run_plan
 from tests.unit.test_templates import render
 
 INVENTORY = "tests/fixtures/fake_visomaster_inventory.py"
-GROUPS = ("vm_fresh", "vm_in_state", "vm_out_of_state", "vm_small_shm", "vm_with_env")
+GROUPS = ("vm_fresh", "vm_in_state", "vm_out_of_state", "vm_small_shm", "vm_with_env",
+          "vm_pip_backoff", "vm_fusion")
+# The install run (its check runs the same tool with --check).
+PIP_APPLY = "== red-app-pip"
 CHECKOUT_APPLY = "/opt/red/bin/red-app-checkout --url "
 # The models' download run (its check runs the same tool with --attempts 0).
 MODELS_APPLY = "/opt/red/bin/red-app-models --repo /workspace/VisoMaster --models-data " \
@@ -67,16 +70,17 @@ def test_fresh_box_runs_the_checkout_and_skips_what_needs_the_checkout(plans):
         "--retries 3 --backoff 2.0"
     ]
     # No checkout yet (the fake box does not change): no requirements file, no model list.
-    assert not matching(commands, "pip install")
+    assert not matching(commands, PIP_APPLY)
     assert not matching(commands, MODELS_APPLY)
-    assert "/workspace/VisoMaster/requirements_cu124.txt does not exist" in output
+    assert "requirements file /workspace/VisoMaster/requirements_cu124.txt does not exist" \
+        in output
 
 
 def test_checkout_in_state_pip_stamp_current_and_models_verified_change_nothing(plans):
     commands, output = plans["vm_in_state"]
     assert matching(commands, "red-app-checkout --check")
     assert not matching(commands, CHECKOUT_APPLY)
-    assert not matching(commands, "pip install")
+    assert not matching(commands, PIP_APPLY)
     assert matching(commands, "--attempts 0")
     assert not matching(commands, MODELS_APPLY)
     assert "/opt/red/venv already has visomaster installed" in output
@@ -85,12 +89,17 @@ def test_checkout_in_state_pip_stamp_current_and_models_verified_change_nothing(
 def test_out_of_state_box_checks_out_installs_and_downloads(plans):
     commands, _ = plans["vm_out_of_state"]
     assert len(matching(commands, CHECKOUT_APPLY)) == 1
-    [pip] = matching(commands, "/opt/red/venv/bin/pip install")
-    assert "-r /workspace/VisoMaster/requirements_cu124.txt" in pip
-    # The NVIDIA index on pip's command line; the output appended to the app's pip log.
-    assert "--extra-index-url=https://pypi.nvidia.com" in pip
+    [pip] = matching(commands, PIP_APPLY)
+    assert "--venv /opt/red/venv --requirements /workspace/VisoMaster/requirements_cu124.txt " \
+        "--key 'ref=v0.1.6 python=3.11'" in pip
+    # The NVIDIA index on pip's command line, the bounds; the output appended to the pip log.
+    assert "--extra-index-url https://pypi.nvidia.com" in pip
+    assert "--deadline 1800 --timeout 15 --retries 2 --backoff 600" in pip
+    assert "--state /var/lib/red/visomaster-pip.json" in pip
+    assert "--status /var/lib/red/visomaster-status.json" in pip
     assert ">> /logs/visomaster-pip.log" in pip
-    assert "> /opt/red/venv/.red-visomaster.stamp" in pip
+    assert "visomaster: installing /workspace/VisoMaster/requirements_cu124.txt into " \
+        "/opt/red/venv FAILED" in pip  # the startup log's line when it fails
     [models] = matching(commands, MODELS_APPLY)
     assert "--python /opt/red/venv/bin/python --attempts 3" in models
     assert "--state /var/lib/red/models-state.json" in models
@@ -101,7 +110,7 @@ def test_app_failures_are_reported_and_never_stop_the_rest_of_the_deploy():
     commands, output = plan("vm_offline", "red_phase=configure")
     # Each app step ran and failed, and supervisor's part still ran after them.
     checkout = commands.index(next(c for c in commands if c.startswith(CHECKOUT_APPLY)))
-    assert matching(commands[checkout:], "pip install")
+    assert matching(commands[checkout:], PIP_APPLY)
     assert matching(commands[checkout:], MODELS_APPLY)
     assert matching(commands[checkout:], "supervisor")
     assert ("VisoMaster: checkout of https://github.com/visomaster/VisoMaster.git at v0.1.6 into "
@@ -117,15 +126,36 @@ def test_checkout_and_steps_can_be_turned_off():
                        "visomaster_install_requirements=false",
                        "visomaster_download_models=false")
     assert not matching(commands, "red-app-checkout --")
-    assert not matching(commands, "pip install")
+    assert not matching(commands, "red-app-pip --")
     assert not matching(commands, "red-app-models --")
 
 
 def test_pip_gets_only_the_extra_indexes_given():
     commands, _ = plan("vm_out_of_state", "red_phase=configure",
                        "visomaster_extra_index_urls=[]")
-    [pip] = matching(commands, "/opt/red/venv/bin/pip install")
+    [pip] = matching(commands, PIP_APPLY)
     assert "--extra-index-url" not in pip
+
+
+def test_a_failed_install_in_its_backoff_is_not_repeated_and_says_when(plans):
+    commands, output = plans["vm_pip_backoff"]
+    assert matching(commands, "visomaster-status.json --check")
+    assert not matching(commands, PIP_APPLY)
+    assert ("pip install of /workspace/VisoMaster/requirements_cu124.txt skipped: it failed 2 "
+            "time(s) with these inputs (index pypi.nvidia.com: read timed out x4); next try "
+            "after 2026-12-02T01:00:00Z; `/opt/red/bin/red-app-pip --retry-now` tries now"
+            ) in output
+
+
+def test_the_fusion_flavor_checks_out_the_fork_and_installs_its_file_with_its_indexes(plans):
+    commands, output = plans["vm_fusion"]
+    [apply] = matching(commands, CHECKOUT_APPLY)
+    assert "--url https://github.com/VisoMasterFusion/VisoMaster-Fusion.git --ref main " in apply
+    [check] = matching(commands, "visomaster-status.json --check")
+    assert "--requirements /workspace/VisoMaster/requirements_cu129.txt" in check
+    assert "--extra-index-url https://download.pytorch.org/whl/cu129 " \
+        "--extra-index-url https://pypi.nvidia.com" in check
+    assert "VISOMASTER_FLAVOR=fusion: defaults visomaster_repo_url=" in output
 
 
 def test_small_shm_gets_one_warning_with_the_fix(plans):

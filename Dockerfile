@@ -42,6 +42,29 @@ RUN --mount=type=secret,id=extra_ca \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /root/.cache /tmp/* /logs/*
 
+# Optional: the app baked in (--build-arg VISOMASTER_IN_IMAGE=1): its checkout at the pinned
+# ref and its packages; the models are still fetched and verified at boot. The VISOMASTER_*
+# build args choose the app (empty: the flavor's defaults) and stay as the image's env, so the
+# boot expects the very checkout that was baked (a container's own -e still wins). After the
+# lean image's layers: the default build only adds an empty step.
+ARG VISOMASTER_IN_IMAGE=0
+ARG VISOMASTER_FLAVOR=
+ARG VISOMASTER_REPO_URL=
+ARG VISOMASTER_REF=
+ARG VISOMASTER_REQUIREMENTS=
+ARG VISOMASTER_EXTRA_INDEX_URLS=
+ENV VISOMASTER_FLAVOR=${VISOMASTER_FLAVOR} \
+    VISOMASTER_REPO_URL=${VISOMASTER_REPO_URL} \
+    VISOMASTER_REF=${VISOMASTER_REF} \
+    VISOMASTER_REQUIREMENTS=${VISOMASTER_REQUIREMENTS} \
+    VISOMASTER_EXTRA_INDEX_URLS=${VISOMASTER_EXTRA_INDEX_URLS}
+RUN --mount=type=secret,id=extra_ca \
+    if [ "$VISOMASTER_IN_IMAGE" = 1 ]; then \
+      /opt/red/bin/red-with-extra-ca \
+        /opt/red/tool/bin/pyinfra @local deploy.py -y --data red_phase=install \
+      && rm -rf /root/.cache /tmp/* /logs/*; \
+    fi
+
 EXPOSE 22 6080 8888
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
     CMD ["/opt/red/bin/red-healthcheck"]

@@ -34,6 +34,9 @@ endif
 RUN_ENV = SSH_PUBLIC_KEY PUBLIC_KEY VNC_PW VNC_PASSWORD VNC_RESOLUTION DISPLAY_SIZEW \
 	DISPLAY_SIZEH JUPYTER_TOKEN OPEN_BUTTON_TOKEN SSH_PORT JUPYTER_PORT NOVNC_PORT VNC_PORT \
 	PROVISIONING_SCRIPT
+# The app baked into the image: make image VISOMASTER_IN_IMAGE=1 [VISOMASTER_FLAVOR=fusion ...]
+APP_BUILD_ARGS = VISOMASTER_IN_IMAGE VISOMASTER_FLAVOR VISOMASTER_REPO_URL VISOMASTER_REF \
+	VISOMASTER_REQUIREMENTS VISOMASTER_EXTRA_INDEX_URLS
 CA_BUNDLE = .build/extra-ca.pem
 TEST_DEBS = podman buildah runc debootstrap uidmap fuse-overlayfs chromium shellcheck \
 	openssh-client python3-venv git curl ca-certificates
@@ -51,6 +54,7 @@ image:
 	@if [ -n "$(EXTRA_CA_DIR)" ]; then cat $(EXTRA_CA_DIR)/*.crt > $(CA_BUNDLE); fi
 	$(ENGINE) build $(BUILD_FLAGS) \
 		--build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg PYTHON_VERSION=$(PYTHON_VERSION) \
+		$(foreach name,$(APP_BUILD_ARGS),$(if $($(name)),--build-arg $(name)=$($(name)))) \
 		$(if $(EXTRA_CA_DIR),--secret id=extra_ca$(,)src=$(CA_BUNDLE)) \
 		-t $(IMAGE) .
 

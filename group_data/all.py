@@ -84,6 +84,10 @@ visomaster_repo_url = 'https://github.com/visomaster/VisoMaster.git'
 # tag, branch or commit (upstream: v0.1.6 = 537cff8, its latest release; fusion: main) (env
 # VISOMASTER_REF)
 visomaster_ref = 'v0.1.6'
+# bake the checkout at its ref and its packages into the image (build arg VISOMASTER_IN_IMAGE=1,
+# with the VISOMASTER_* build args choosing which); the models are still fetched and verified at
+# boot (env VISOMASTER_IN_IMAGE)
+visomaster_in_image = False
 # the checkout, in the workspace volume; it must stay writable (env VISOMASTER_DIR)
 visomaster_dir = '/workspace/VisoMaster'
 # converge the checkout on each converge; false leaves the directory alone (env

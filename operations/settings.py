@@ -101,13 +101,28 @@ def _resolve_host() -> Resolved:
         phase = resolve(data=host.data.get, cli=cli)["red_phase"]
         configure = phase != "install"
         build_env = os.environ if host.connector_cls is LocalConnector else {}
-        resolved = resolve(runtime_environment() if configure else {}, data=host.data.get,
-                           cli=cli, build_env=build_env)
+        resolved = resolve(runtime_environment() if configure else baked_app_env(build_env),
+                           data=host.data.get, cli=cli, build_env=build_env)
     except StrictSettingError as error:
         raise DeployError(str(error)) from None
     if configure:
         record(resolved.decisions, logs_dir=resolved.base_logs_dir)
     return resolved
+
+
+def baked_app_env(build_env: Mapping[str, str]) -> dict[str, str]:
+    """
+    What an image build resolves runtime settings from: nothing, except for a build that bakes
+    the app in (VISOMASTER_IN_IMAGE=1): then the build's VISOMASTER_* build args choose the app,
+    as they do again at boot (the Dockerfile keeps them as the image's env).
+    """
+    try:
+        baked = registry.BY_KEY["visomaster_in_image"].parser(
+            build_env.get("VISOMASTER_IN_IMAGE") or False)
+    except parse.Invalid:
+        return {}  # the strict setting stops the run with its own line
+    return {name: value for name, value in build_env.items()
+            if baked and name.startswith("VISOMASTER_")}
 
 
 def current() -> Resolved:

@@ -25,10 +25,13 @@ from operations._common import (
 )
 from redbox.log import SHELL_TIMESTAMP, startup_log
 
-# ffmpeg (recording), git (the checkout) and what Qt 6's xcb platform plugin loads.
+# ffmpeg (recording), git (the checkout), wmctrl and xdotool (a stop closes the app's window
+# like a user would) and what Qt 6's xcb platform plugin loads.
 APP_PACKAGES = [
     "ffmpeg",
     "git",
+    "wmctrl",
+    "xdotool",
     "libxcb-cursor0",
     "libxkbcommon0",
     "libxkbcommon-x11-0",
@@ -316,8 +319,12 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
         upload("visomaster", MENU_ENTRY, mode="644")
         # xfdesktop runs a launcher on the desktop only when it is executable.
         upload("visomaster", DESKTOP_ICON, shipped_as=MENU_ENTRY)
+    # An image build with VISOMASTER_IN_IMAGE=1 bakes the checkout and its packages in; the
+    # boot then finds both in state. The models are the boot's (they are verified there).
+    baking = install and app["visomaster_in_image"] and settings.get("red_phase") == "install"
     if configure:
         _warn_small_shm(app["visomaster_min_shm_mb"])
+    if configure or baking:
         if app["visomaster_checkout"]:
             _checkout(
                 name=f"Check out {app['visomaster_ref']} of VisoMaster into {app_dir}",
@@ -346,7 +353,7 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
                         "status": app["visomaster_status_file"]},
                 _ignore_errors=True,
             )
-        if app["visomaster_download_models"]:
+        if configure and app["visomaster_download_models"]:
             _models(
                 name=f"Download and verify VisoMaster's models in {app_dir}",
                 repo=app_dir,
@@ -364,12 +371,15 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
         environment={
             "DISPLAY": f":{settings.get('vnc_display')}",
             "QT_X11_NO_MITSHM": "1",
+            # The app's print()s reach its log as they happen.
+            "PYTHONUNBUFFERED": "1",
             "XDG_RUNTIME_DIR": XDG_RUNTIME_DIR,
             "HOME": "/root",
             "USER": "root",
         },
         autostart=app["visomaster_autostart"],
-        # Closing the app's window ends it for good; a crash brings it back, three times.
+        # Closing the app's window ends it for good; a crash brings it back after a pause
+        # (red-visomaster counts crashes: the third within 5 minutes is FATAL).
         autorestart="unexpected",
         startretries=3,
         startsecs=5,

@@ -248,3 +248,19 @@ def test_notes_on_failure_and_on_no_change():
     assert _checkout_notes({**SUMMARY, "action": "unchanged"}, True, "log") == []
     assert _checkout_notes(None, False, "log") == [
         "checkout FAILED without a report; details in log"]
+
+
+def test_an_image_that_bakes_the_app_in_checks_out_and_installs_but_leaves_the_models():
+    commands, _ = plan("vm_out_of_state", "red_phase=install", "visomaster_in_image=true")
+    assert len(matching(commands, CHECKOUT_APPLY)) == 1
+    assert len(matching(commands, PIP_APPLY)) == 1
+    assert not matching(commands, "red-app-models --")
+    assert not matching(commands, "df -Pk /dev/shm")  # a runtime check: the boot's
+
+
+def test_baking_reads_the_app_from_the_builds_visomaster_args_only():
+    from operations.settings import baked_app_env
+    build = {"VISOMASTER_IN_IMAGE": "1", "VISOMASTER_REF": "v2", "SSH_PORT": "2200"}
+    assert baked_app_env(build) == {"VISOMASTER_IN_IMAGE": "1", "VISOMASTER_REF": "v2"}
+    assert baked_app_env({"VISOMASTER_REF": "v2"}) == {}
+    assert baked_app_env({"VISOMASTER_IN_IMAGE": "0", "VISOMASTER_REF": "v2"}) == {}

@@ -161,6 +161,11 @@ SETTINGS: tuple[Setting, ...] = (
     _s("visomaster", "visomaster_ref", UPSTREAM["visomaster_ref"], parse.git_ref,
        "tag, branch or commit (upstream: v0.1.6 = 537cff8, its latest release; fusion: main)",
        env=("VISOMASTER_REF",), shown_default="the flavor's (upstream: v0.1.6)"),
+    _s("visomaster", "visomaster_in_image", False, parse.boolean,
+       "bake the checkout at its ref and its packages into the image (build arg "
+       "VISOMASTER_IN_IMAGE=1, with the VISOMASTER_* build args choosing which); the models "
+       "are still fetched and verified at boot", env=("VISOMASTER_IN_IMAGE",), strict=True,
+       build=True),
     _s("visomaster", "visomaster_dir", "/workspace/VisoMaster", parse.absolute_dir,
        "the checkout, in the workspace volume; it must stay writable",
        env=("VISOMASTER_DIR",)),

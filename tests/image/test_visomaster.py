@@ -50,7 +50,9 @@ CHECKOUT_LOG = "/logs/visomaster-checkout.log"
 STARTUP_LOG = "/logs/startup.log"
 MODELS_STATE = "/var/lib/red/models-state.json"
 CA_BUNDLE = "/tmp/red-test-ca.pem"
-TITLE = "Red fixture app"
+# Like the real app's window title ("VisoMaster v0.1.6"): red-visomaster finds it by title
+# when the window has no _NET_WM_PID (xmessage sets none).
+TITLE = "VisoMaster (Red fixture)"
 # Where xfdesktop puts the VisoMaster launcher on the default 1920x1080 desktop: third in the
 # first column, after File System and Home.
 DESKTOP_ICON = (71, 300)
@@ -60,11 +62,20 @@ CHECKOUT_ONLY = ("visomaster_install_requirements=false", "visomaster_download_m
 TIMINGS: dict[str, float] = {}
 
 MAIN_PY = f"""\
-import os
+import json, os, signal, subprocess, sys
 
-# The fixture app: one small window with a known title, like the real app's main window.
-os.execvp("xmessage", ["xmessage", "-title", "{TITLE}", "-geometry", "420x160+300+200",
-                       "-bg", "white", "-fg", "black", "VisoMaster fixture: hello"])
+# The fixture app: one small window with a known title, like the real app's main window. Like
+# the real app's closeEvent, closing the window saves last_workspace.json; a SIGTERM kills it
+# without saving (Python's default).
+print("fixture app: starting")
+window = subprocess.Popen(["xmessage", "-title", "{TITLE}", "-geometry", "420x160+300+200",
+                           "-bg", "white", "-fg", "black", "VisoMaster fixture: hello"])
+signal.signal(signal.SIGTERM, lambda *_: (window.kill(), os._exit(143)))
+window.wait()
+with open("last_workspace.json", "w") as fh:
+    json.dump({{"saved_by": "closeEvent"}}, fh)
+print("fixture app: window closed, workspace saved")
+sys.exit(0)
 """
 MODEL_SERVER = """\
 import hashlib, http.server, json, sys
@@ -154,6 +165,7 @@ def fixture_tree(root: Path) -> Path:
         "src/app-v2/app/new_in_v2.py": "NEW = 2\n",
         "src/other/README.md": "another project\n",
         "model_server.py": MODEL_SERVER,
+        "pip_index.py": (Path(__file__).parents[1] / "pip_index.py").read_text(),
         "setup.sh": FIXTURE_SCRIPT,
         "http/.keep": "",
     }
@@ -174,14 +186,15 @@ def fixture_tree(root: Path) -> Path:
 # driving the box
 
 
-def converge(box: Box, *data: str, check: bool = True) -> dict:
+def converge(box: Box, *data: str, check: bool = True, env: dict | None = None) -> dict:
     """The real deploy inside the box, as the entrypoint runs it; pyinfra's JSON report."""
     args = ["cd /opt/red/deploy && /opt/red/tool/bin/pyinfra @local deploy.py -y --json"]
     for item in data:
         args.append(f"--data {shlex.quote(item)}")
     started = time.monotonic()
-    result = podman("exec", "-e", f"PIP_CERT={CA_BUNDLE}", box.name, "bash", "-c", " ".join(args),
-                    check=False, timeout=600)
+    more_env = [arg for name, value in (env or {}).items() for arg in ("-e", f"{name}={value}")]
+    result = podman("exec", "-e", f"PIP_CERT={CA_BUNDLE}", *more_env, box.name, "bash", "-c",
+                    " ".join(args), check=False, timeout=600)
     report = json.loads(result.stdout) if result.stdout.strip() else {}
     report["seconds"] = time.monotonic() - started
     report["stderr"] = result.stderr
@@ -533,9 +546,15 @@ def test_pip_failure_is_reported_and_the_rest_carries_on(box, app):
                       "visomaster_download_models=false", "visomaster_extra_index_urls=[]")
     assert op(report, "Install VisoMaster's requirements_cu124.txt") == "error"
     assert op(report, "Upload /etc/supervisor/conf.d/visomaster.conf") == "success"
-    assert re.search(r"pip: installing /workspace/cases/badpip/requirements_cu124.txt into "
-                     r"/opt/red/venv FAILED \(exit 1\): .*no-such-package-red-test",
+    assert re.search(r"visomaster: installing /workspace/cases/badpip/requirements_cu124.txt "
+                     r"into /opt/red/venv FAILED \(exit 1\): .*no matching distribution for "
+                     r"no-such-package-red-test==0.0.1",
                      box.sh(f"cat {STARTUP_LOG}"))
+    # The next converge with the same inputs is inside the failure's backoff: not repeated.
+    again = converge(box, f"visomaster_dir={CASES}/badpip", "visomaster_checkout=false",
+                     "visomaster_download_models=false", "visomaster_extra_index_urls=[]")
+    assert op(again, "Install VisoMaster's requirements_cu124.txt") == "no_change"
+    assert "skipped: it failed 1 time(s) with these inputs" in box.sh(f"cat {STARTUP_LOG}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -654,6 +673,7 @@ def test_autostart_runs_the_app_on_the_desktop_and_it_shows_over_vnc(box, app, t
     assert f"command=/opt/red/bin/red-visomaster {APP} /opt/red/venv/bin/python" in conf
     assert "autostart=true" in conf and "autorestart=unexpected" in conf
     assert 'QT_X11_NO_MITSHM="1"' in conf and 'XDG_RUNTIME_DIR="/run/user/0"' in conf
+    assert 'PYTHONUNBUFFERED="1"' in conf
     geometry = wait_window(box)
     shown = capture(tmp_path)
     # The window's area is white on the VNC framebuffer, and was not before.
@@ -718,3 +738,159 @@ def test_a_missing_checkout_is_explained_not_retried_forever(box):
             "xwininfo", "-display", ":1", "-root", "-tree", check=False).stdout:
         assert time.monotonic() < deadline
         time.sleep(0.3)
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile networks, progress, a well-behaved app (issue 10)
+
+INDEX_PORT, DEAD_PORT, HOLE_PORT = 17993, 17994, 17995
+QUERIES = f"{FIX}/queries.log"
+PIP_STATE = "/var/lib/red/visomaster-pip.json"
+STATUS = "/var/lib/red/visomaster-status.json"
+PIP_LOG = "/logs/visomaster-pip.log"
+
+
+@pytest.fixture(scope="module")
+def indexes(box):
+    """In the box: a serving index (its query log), a blackholed one; DEAD_PORT refuses."""
+    box.sh(f"python3 {FIX}/pip_index.py wheel {FIX}/wheels red-fixture-a 1.0 && "
+           f"python3 {FIX}/pip_index.py wheel {FIX}/wheels red-fixture-b 2.0 && : > {QUERIES}")
+    pids = [box.exec("bash", "-c", f"setsid python3 {FIX}/pip_index.py {args} >/dev/null 2>&1 "
+                     "& echo $!").stdout.strip()
+            for args in (f"serve {INDEX_PORT} {FIX}/wheels {QUERIES}", f"blackhole {HOLE_PORT}")]
+    box.sh(f"for _ in $(seq 50); do curl -sf http://127.0.0.1:{INDEX_PORT}/simple/red-fixture-a/"
+           " >/dev/null && exit 0; sleep 0.2; done; exit 1")
+    yield
+    box.exec("kill", *pids, check=False)
+
+
+def app_copy(box: Box, name: str, requirements: str) -> str:
+    dest = f"{CASES}/{name}"
+    box.sh(f"rm -rf {dest} && cp -a {APP} {dest} && printf %s {shlex.quote(requirements)} "
+           f"> {dest}/requirements_cu124.txt")
+    return dest
+
+
+def pip_converge(box: Box, dest: str, *data: str, main_index: int = DEAD_PORT) -> dict:
+    """pip alone, with pip's main index on loopback (PyPI out of the way)."""
+    return converge(box, f"visomaster_dir={dest}", "visomaster_checkout=false",
+                    "visomaster_download_models=false", *data,
+                    env={"PIP_INDEX_URL": f"http://127.0.0.1:{main_index}/simple"})
+
+
+def test_pip_uses_the_files_index_line_and_the_ones_pip_would_ignore_with_progress(
+        box, app, indexes):
+    dest = app_copy(box, "idx", f"--extra-index-url http://127.0.0.1:{INDEX_PORT}/simple\n"
+                    "red-fixture-a==1.0\n"
+                    f"red-fixture-b==2.0 --extra-index-url http://127.0.0.1:{INDEX_PORT}/other\n")
+    report = pip_converge(box, dest, "visomaster_extra_index_urls=[]")
+    assert op(report, "Install VisoMaster's requirements_cu124.txt") == "success"
+    assert venv_version(box, "red-fixture-a") == "1.0"
+    assert venv_version(box, "red-fixture-b") == "2.0"
+    queries = box.sh(f"cat {QUERIES}").splitlines()
+    assert f"{INDEX_PORT} /simple/red-fixture-a/" in queries  # the file's own index line
+    assert f"{INDEX_PORT} /other/red-fixture-a/" in queries  # the requirement line's, passed on
+    state = json.loads(box.sh(f"cat {PIP_STATE}"))
+    assert state["result"] == "installed"
+    assert state["queried"][f"127.0.0.1:{DEAD_PORT}"] >= 1  # the (refused) main index, asked
+    # pip's progress in its log, the step in the status JSON and what `status` prints
+    log = box.sh(f"cat {PIP_LOG}")
+    assert "Collecting red-fixture-a==1.0" in log and "Successfully installed" in log
+    status = json.loads(box.sh(f"cat {STATUS}"))
+    assert (status["step"], status["state"], status["percent"]) == ("pip", "done", 100)
+    shown = box.sh(f"PYTHONPATH=/opt/red/lib python3 -m redbox.progress {STATUS}")
+    assert shown.startswith("visomaster: pip done 100%: ")
+
+
+def test_a_refused_index_fails_fast_with_its_cause_and_is_backed_off(box, app, indexes):
+    dest = app_copy(box, "refused", "red-fixture-a==1.0\n")
+    started = time.monotonic()
+    report = pip_converge(box, dest, f"visomaster_extra_index_urls=http://127.0.0.1:{DEAD_PORT}/x")
+    TIMINGS["pip_refused_index_converge"] = time.monotonic() - started
+    assert op(report, "Install VisoMaster's requirements_cu124.txt") == "error"
+    state = json.loads(box.sh(f"cat {PIP_STATE}"))
+    assert state["result"] == "failed" and state["failures"] == 1
+    assert f"index 127.0.0.1:{DEAD_PORT}: connection refused" in state["cause"]
+    line = box.sh(f"grep 'installing {dest}/requirements_cu124.txt' {STARTUP_LOG} | tail -n 1")
+    assert "connection refused" in line and "--retry-now" in line
+    again = pip_converge(box, dest, f"visomaster_extra_index_urls=http://127.0.0.1:{DEAD_PORT}/x")
+    assert op(again, "Install VisoMaster's requirements_cu124.txt") == "no_change"
+    # The documented command tries at once.
+    forced = box.exec("/opt/red/bin/red-app-pip", "--retry-now", check=False)
+    assert forced.returncode == 1 and "FAILED after" in forced.stdout
+    assert json.loads(box.sh(f"cat {PIP_STATE}"))["failures"] == 2
+
+
+def test_a_blackholed_index_ends_within_the_deadline_and_the_icon_says_installing(
+        box, app, indexes):
+    from concurrent.futures import ThreadPoolExecutor
+    dest = app_copy(box, "hole", "red-fixture-a==1.0\nred-fixture-b==2.0\n")
+    box.sh("pkill -x xmessage || true")
+    started = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:
+        # pip's own timeout above the deadline: the deadline is what ends it.
+        running = pool.submit(pip_converge, box, dest, "visomaster_pip_deadline=60",
+                              "visomaster_pip_timeout=100", "visomaster_extra_index_urls=[]",
+                              main_index=HOLE_PORT)
+        deadline = time.monotonic() + 40
+        while '"running"' not in box.sh(f"cat {STATUS} 2>/dev/null || true"):
+            assert time.monotonic() < deadline, box.sh(f"cat {STATUS}", check=False)
+            time.sleep(0.5)
+        box.exec("bash", "-c", "DISPLAY=:1 /opt/red/bin/red-visomaster-start")
+        titles = ""
+        for _ in range(30):
+            titles = box.exec("xwininfo", "-display", ":1", "-root", "-tree", check=False).stdout
+            if '"VisoMaster is being installed"' in titles:
+                break
+            time.sleep(0.3)
+        assert '"VisoMaster is being installed"' in titles
+        assert "RUNNING" not in box.sh("supervisorctl status visomaster", check=False)
+        report = running.result(timeout=300)
+    seconds = time.monotonic() - started
+    TIMINGS["pip_blackholed_index_converge"] = seconds
+    box.sh("pkill -x xmessage || true")
+    assert op(report, "Install VisoMaster's requirements_cu124.txt") == "error"
+    assert seconds < 60 + 30, seconds  # the deadline, pip's stop and the rest of the converge
+    state = json.loads(box.sh(f"cat {PIP_STATE}"))
+    assert "deadline of 60 s reached, pip stopped" in state["cause"]
+    assert f"127.0.0.1:{HOLE_PORT}" in state["queried"]
+
+
+def test_stop_closes_the_window_so_the_app_saves_its_workspace(box, app):
+    converge(box, *APP_DATA, "visomaster_ref=v2", "visomaster_autostart=false")
+    box.sh(f"rm -f {APP}/last_workspace.json; : > /var/lib/red/visomaster-crashes")
+    box.exec("supervisorctl", "start", "visomaster")
+    wait_window(box)
+    started = time.monotonic()
+    box.exec("supervisorctl", "stop", "visomaster")
+    TIMINGS["graceful_stop"] = time.monotonic() - started
+    assert json.loads(box.sh(f"cat {APP}/last_workspace.json")) == {"saved_by": "closeEvent"}
+    log = box.sh("tail -n 20 /logs/visomaster.log")
+    assert "stop requested: closing the app's window" in log
+    assert "the app closed its window and exited" in log
+    assert "SIGTERM" not in log.split("stop requested")[-1]
+    # Its output came through unbuffered, in order.
+    assert "fixture app: window closed, workspace saved" in log
+
+
+def test_a_crash_loop_backs_off_and_ends_fatal(box, app):
+    dest = f"{CASES}/crashy"
+    box.sh(f"rm -rf {dest} && cp -a {APP} {dest} && printf '%s\\n' 'import time' "
+           f"'print(\"crashing soon\")' 'time.sleep(6)' 'raise SystemExit(3)' > {dest}/main.py")
+    converge(box, f"visomaster_dir={dest}", "visomaster_checkout=false",
+             "visomaster_install_requirements=false", "visomaster_download_models=false",
+             "visomaster_autostart=false")
+    box.sh(": > /var/lib/red/visomaster-crashes")
+    box.exec("supervisorctl", "start", "visomaster")
+    wait_status(box, "FATAL", timeout=120)
+    log = box.sh("tail -n 40 /logs/visomaster.log")
+    assert "crashed 1 time(s) in the last 300 s: waiting 2 s" in log
+    assert "crashed 2 time(s) in the last 300 s: waiting 4 s" in log
+    assert "FATAL: VisoMaster crashed 3 times within 300 s: not restarting it" in log
+    status = json.loads(box.sh(f"cat {STATUS}"))
+    assert status["step"] == "app" and status["state"] == "failed"
+    assert "FATAL" in status["detail"]
+    # The desktop icon is a fresh start: it runs again (and crashes again, later).
+    box.exec("bash", "-c", "DISPLAY=:1 /opt/red/bin/red-visomaster-start")
+    wait_status(box, "RUNNING", timeout=30)
+    box.exec("supervisorctl", "stop", "visomaster")

@@ -149,19 +149,54 @@ def utc_stamp() -> str:
     return os.environ.get("RED_APP_CHECKOUT_TIMESTAMP") or logs_.stamp()
 
 
-def norm_url(url: str) -> str:
+# Hosts whose repository paths are case-insensitive (github.com/VisoMaster/VisoMaster is
+# github.com/visomaster/visomaster): the path is compared lower-cased there.
+CASE_INSENSITIVE_HOSTS = ("github.com", "gitlab.com", "bitbucket.org", "codeberg.org")
+_DEFAULT_PORTS = {"http": "80", "https": "443", "ssh": "22", "git": "9418"}
+_SCP_LIKE = re.compile(r"^(?:[^@/]+@)?(\[[^\]]+\]|[^:/]+):(?!//)(.*)$")
+
+
+def remote_key(url: str) -> str:
+    """
+    What identifies a remote as git hosts see it: host (case-insensitive) and path, whatever
+    the transport. https://github.com/VisoMaster/VisoMaster, ...VisoMaster.git and
+    git@github.com:visomaster/VisoMaster.git are one remote; a user name, a default port and a
+    trailing ".git" or "/" do not count. Local paths and file:// URLs compare as normalized
+    paths.
+    """
     u = url.strip()
     if u.startswith("file://"):
         u = u[len("file://"):]
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/]*)(.*)$", u)
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/]*)(.*)$", u)
+    scp = None if m or u.startswith("/") else _SCP_LIKE.match(u)
     if m:
-        u = m.group(1).lower() + m.group(2).lower() + m.group(3)
+        scheme, netloc, path = m.group(1).lower(), m.group(2), m.group(3)
+        hostport = netloc.rpartition("@")[2].lower()
+        host, _, port = hostport.rpartition(":") if re.search(r":\d+$", hostport) \
+            else (hostport, "", "")
+        if port and port == _DEFAULT_PORTS.get(scheme.replace("git+", "")):
+            port = ""
+        where = host + (f":{port}" if port else "")
+    elif scp:
+        where, path = scp.group(1).lower(), "/" + scp.group(2)
     else:
-        u = os.path.normpath(u) if u.startswith("/") else u
-    u = u.rstrip("/")
-    if u.endswith(".git"):
-        u = u[:-4]
-    return u.rstrip("/")
+        return _strip(os.path.normpath(u) if u.startswith("/") else u)
+    host = where.split(":")[0]
+    path = re.sub(r"/+", "/", path)
+    if host in CASE_INSENSITIVE_HOSTS:
+        path = path.lower()
+    return where + _strip(path)
+
+
+def _strip(path: str) -> str:
+    path = path.rstrip("/")
+    if path.lower().endswith(".git"):
+        path = path[:-4]
+    return path.rstrip("/")
+
+
+def same_remote(a: str, b: str) -> bool:
+    return remote_key(a) == remote_key(b)
 
 
 def last_line(text: str) -> str:
@@ -325,7 +360,7 @@ def inspect(ctx: Ctx) -> dict:  # noqa: PLR0911 (one return per state)
     if origin is None:
         st.update(kind="different_remote", reason="repository has no remote 'origin'")
         return st
-    if norm_url(origin) != norm_url(ctx.url):
+    if not same_remote(origin, ctx.url):
         st.update(kind="different_remote", reason=f"origin is {origin}, not {ctx.url}")
         return st
     st.update(kind="repo", reason="clone of URL")

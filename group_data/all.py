@@ -128,6 +128,15 @@ visomaster_models_attempts = 3
 visomaster_models_timeout = 3600
 # the models' verification record (JSON)
 visomaster_models_state = '/var/lib/red/models-state.json'
+# fetch and verify the CLIP weights the text masks load (ViT-B/16) at provisioning (env
+# VISOMASTER_DOWNLOAD_CLIP)
+visomaster_download_clip = True
+# where the CLIP ViT-B/16 weights come from (openai/CLIP's clip.py)
+visomaster_clip_url = 'https://openaipublic.azureedge.net/clip/models/5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt'
+# their SHA-256 (the URL's directory name)
+visomaster_clip_sha256 = '5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f'
+# the persistent CLIP cache; ~/.cache/clip (where CLIP looks) links to it
+visomaster_clip_dir = '/workspace/red-cache/clip'
 # start the app on the desktop at boot (env VISOMASTER_AUTOSTART)
 visomaster_autostart = False
 # below this /dev/shm size (MB) a warning names the --shm-size fix

@@ -52,8 +52,11 @@ APP_PACKAGES = [
     "libglib2.0-0",
 ]
 BIN = "/opt/red/bin"
-TOOLS = ("red-app-checkout", "red-app-models", "red-app-pip", "red-visomaster",
+TOOLS = ("red-app-checkout", "red-app-models", "red-app-pip", "red-app-clip", "red-visomaster",
          "red-visomaster-start")
+CLIP = f"{BIN}/red-app-clip"
+# Where CLIP's loader looks (os.path.expanduser("~/.cache/clip")): a link to the cache.
+CLIP_LINK = "/root/.cache/clip"
 CHECKOUT = f"{BIN}/red-app-checkout"
 MODELS = f"{BIN}/red-app-models"
 PIP = f"{BIN}/red-app-pip"
@@ -101,6 +104,16 @@ class _PipState(FactBase):
 
     def command(self, args: str) -> str:
         return f"if [ -x {PIP} ]; then {PIP} {args} --check 2>/dev/null; fi; true"
+
+    def process(self, output) -> dict | None:
+        return _last_json(output)
+
+
+class _ClipState(FactBase):
+    """Returns red-app-clip's ``--check`` report (verified, linked), or None."""
+
+    def command(self, args: str) -> str:
+        return f"if [ -x {CLIP} ]; then {CLIP} --check {args} 2>/dev/null; fi; true"
 
     def process(self, output) -> dict | None:
         return _last_json(output)
@@ -299,6 +312,33 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, time
     )
 
 
+@operation()
+def _clip(url: str, sha256: str, directory: str, log: str, *, bounds: dict):
+    """
+    Fetch the CLIP weights into the workspace's cache, verified, with ~/.cache/clip linked to
+    it (red-app-clip), unless they are there and verify.
+
+    + url: the weights' URL
+    + sha256: their SHA-256
+    + directory: the persistent cache
+    + log: the download's output
+    + bounds: attempts, backoff, deadline and status (the models' settings)
+    """
+    args = ["--url", url, "--sha256", sha256, "--dir", directory, "--link", CLIP_LINK,
+            "--attempts", str(int(bounds["attempts"])), "--deadline", str(int(bounds["deadline"])),
+            "--status", bounds["status"]]
+    report = host.get_fact(_ClipState, args=shlex.join(args)) or {}
+    if report.get("verified"):
+        host.noop(f"the CLIP weights in {directory} verify")
+        return
+    yield StringCommand(
+        "{", "echo", QuoteString(f"== red-app-clip {url}"), SHELL_TIMESTAMP, ";",
+        CLIP, *(QuoteString(arg) for arg in args), ";", "}", ">>", QuoteString(log), "2>&1",
+        "&&", _append_startup_log([f"CLIP weights in {directory} downloaded and verified"]),
+        failure_note(f"visomaster: CLIP weights NOT verified in {directory}", log),
+    )
+
+
 @deploy("Set up VisoMaster")
 def setup_visomaster(install: bool = True, configure: bool = True) -> list[Program]:
     """
@@ -364,6 +404,18 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
                 log=f"{logs}/visomaster-models.log",
                 _ignore_errors=True,
             )
+    if configure and app["visomaster_download_clip"]:
+        _clip(
+            name=f"Download and verify the CLIP weights into {app['visomaster_clip_dir']}",
+            url=app["visomaster_clip_url"],
+            sha256=app["visomaster_clip_sha256"],
+            directory=app["visomaster_clip_dir"],
+            log=f"{logs}/visomaster-models.log",
+            bounds={"attempts": app["visomaster_models_attempts"],
+                    "deadline": app["visomaster_models_timeout"],
+                    "status": app["visomaster_status_file"]},
+            _ignore_errors=True,
+        )
     program = Program(
         name="visomaster",
         command=f"{BIN}/red-visomaster {app_dir} {app_venv}/bin/python",

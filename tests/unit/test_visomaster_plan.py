@@ -264,3 +264,14 @@ def test_baking_reads_the_app_from_the_builds_visomaster_args_only():
     assert baked_app_env(build) == {"VISOMASTER_IN_IMAGE": "1", "VISOMASTER_REF": "v2"}
     assert baked_app_env({"VISOMASTER_REF": "v2"}) == {}
     assert baked_app_env({"VISOMASTER_IN_IMAGE": "0", "VISOMASTER_REF": "v2"}) == {}
+
+
+def test_the_clip_weights_are_fetched_verified_into_the_workspace(plans):
+    commands, _ = plans["vm_out_of_state"]
+    [clip] = matching(commands, "== red-app-clip")
+    assert "/opt/red/bin/red-app-clip --url https://openaipublic.azureedge.net/clip/models/" \
+        "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt " \
+        "--sha256 5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f " \
+        "--dir /workspace/red-cache/clip --link /root/.cache/clip --attempts 3 --deadline 3600" \
+        in clip
+    assert "CLIP weights NOT verified" in clip

@@ -118,6 +118,7 @@ git_ref = matching(GIT_REF, "is not a tag, branch or commit name", lambda text: 
     _option_like(text) or ".." in text or "@{" in text
     or text.endswith((".lock", "/", "."))))
 git_url = matching(_PRINTABLE, "is not a git URL", _option_like)
+sha256 = matching(re.compile(r"[0-9a-f]{64}"), "is not a SHA-256 (64 lowercase hex digits)")
 python_version = matching(re.compile(r"3\.[0-9]{1,2}"), "is not a Python version like 3.10")
 
 

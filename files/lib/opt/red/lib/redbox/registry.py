@@ -76,6 +76,9 @@ FUSION: dict[str, Any] = {
                                     "https://pypi.nvidia.com"],
 }
 VISOMASTER_FLAVORS: dict[str, dict[str, Any]] = {"upstream": UPSTREAM, "fusion": FUSION}
+# openai/CLIP's clip/clip.py _MODELS["ViT-B/16"]; the hash is the URL's directory name.
+CLIP_SHA256 = "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"
+CLIP_URL = f"https://openaipublic.azureedge.net/clip/models/{CLIP_SHA256}/ViT-B-16.pt"
 
 
 def _s(group: str, key: str, default: Any, parser, doc: str, **extra) -> Setting:
@@ -211,6 +214,16 @@ SETTINGS: tuple[Setting, ...] = (
        "seconds one downloader run may take before it is stopped"),
     _s("visomaster", "visomaster_models_state", "/var/lib/red/models-state.json",
        parse.absolute_dir, "the models' verification record (JSON)"),
+    _s("visomaster", "visomaster_download_clip", True, parse.boolean,
+       "fetch and verify the CLIP weights the text masks load (ViT-B/16) at provisioning",
+       env=("VISOMASTER_DOWNLOAD_CLIP",)),
+    _s("visomaster", "visomaster_clip_url", CLIP_URL, parse.http_url,
+       "where the CLIP ViT-B/16 weights come from (openai/CLIP's clip.py)",
+       shown_default="OpenAI's CDN"),
+    _s("visomaster", "visomaster_clip_sha256", CLIP_SHA256, parse.sha256,
+       "their SHA-256 (the URL's directory name)", shown_default="5806e77c...416f"),
+    _s("visomaster", "visomaster_clip_dir", "/workspace/red-cache/clip", parse.absolute_dir,
+       "the persistent CLIP cache; ~/.cache/clip (where CLIP looks) links to it"),
     _s("visomaster", "visomaster_autostart", False, parse.boolean,
        "start the app on the desktop at boot", env=("VISOMASTER_AUTOSTART",)),
     _s("visomaster", "visomaster_min_shm_mb", 1024, parse.integer(0, 1048576),

@@ -278,7 +278,8 @@ def _pip_install(venv: str, requirements: str, extra_index_urls: list[str], key:
 
 
 @operation()
-def _models(repo: str, python: str, attempts: int, state: str, log: str, *, timeout: int):
+def _models(repo: str, python: str, attempts: int, state: str, log: str, *, timeout: int,
+            pip_state: str, status: str):
     """
     Run the app's model downloader until every model file verifies (red-app-models), unless
     they already do; the result is kept in a state file for the diagnostic notebook.
@@ -289,7 +290,9 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, time
     + state: the state file
     + log: the downloader's output
     + timeout: seconds one downloader run may take (a hung one would hold the provisioning
-      lock for ever)
+      lock for ever); attempts x timeout bounds the step
+    + pip_state: red-app-pip's record (a failed install is named as the cause)
+    + status: the status JSON (per-file progress)
     """
     report = host.get_fact(_ModelsState, repo=repo, state=state)
     if report is None:
@@ -301,7 +304,8 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, time
     models = StringCommand(
         MODELS, "--repo", QuoteString(repo), "--models-data", MODELS_DATA,
         "--python", QuoteString(python), "--attempts", str(int(attempts)),
-        "--timeout", str(int(timeout)), "--state", QuoteString(state), ">/dev/null",
+        "--timeout", str(int(timeout)), "--state", QuoteString(state),
+        "--pip-state", QuoteString(pip_state), "--status", QuoteString(status), ">/dev/null",
     )
     yield StringCommand(
         "{", "echo", QuoteString(f"== red-app-models {repo}"), SHELL_TIMESTAMP, ";", models, ";",
@@ -401,6 +405,8 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
                 attempts=app["visomaster_models_attempts"],
                 timeout=app["visomaster_models_timeout"],
                 state=app["visomaster_models_state"],
+                pip_state=app["visomaster_pip_state"],
+                status=app["visomaster_status_file"],
                 log=f"{logs}/visomaster-models.log",
                 _ignore_errors=True,
             )

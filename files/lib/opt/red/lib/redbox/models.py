@@ -33,7 +33,8 @@ State file:
    "failed": [{"file": rel path, "path": abs path, "model": name, "reason": "missing" |
                "sha256 mismatch" | "unreadable", "expected": sha256, "actual": sha256 | null,
                "size": int | null}],
-   "skipped": [{"file", "model", "reason"}],
+   "skipped": [{"file", "model", "reason"}],  (reason "empty (0 bytes)": what upstream's
+   downloader leaves after an integrity failure)
    "time": ISO-8601 UTC, "repo", "models_data", "attempts": N, "downloads_run": int,
    "download_runs": [{"attempt", "exit_code", "seconds", "output_tail": [str]}],
    "reason": one-line summary, "error": str | null, "cache": {abs path: {...}}}
@@ -62,6 +63,7 @@ from types import MappingProxyType
 from redbox import lock
 from redbox import state as json_state
 from redbox.log import timestamp as now_iso
+from redbox.progress import Reporter
 
 TOOL = "red-app-models"
 DEFAULT_STATE = "/var/lib/red/models-state.json"
@@ -268,6 +270,11 @@ def verify(repo: str, entries: list[dict], cache: dict, use_cache: bool) -> tupl
             failed.append({**item, "reason": "unreadable", "detail": str(exc)})
             continue
         item["size"] = st.st_size
+        if st.st_size == 0:
+            # What upstream's downloader leaves after an integrity failure (and exits 0).
+            failed.append({**item, "reason": "empty (0 bytes)"})
+            cache.pop(path, None)
+            continue
         key = stat_key(st)
         cached = cache.get(path)
         if use_cache and cached and cached.get("sha256") == e["hash"] \
@@ -290,8 +297,65 @@ def verify(repo: str, entries: list[dict], cache: dict, use_cache: bool) -> tupl
 # downloader
 
 
-def run_downloader(cmd: list[str], repo: str, timeout: float | None) -> tuple[int | None, list]:
+class FileProgress:
+    """
+    Per-file progress of a downloader run, read from the model files as they grow (the
+    downloader's own output gives no totals): the file being written, its bytes, and the share
+    of files done. Lines go to stderr (the models log) and the step "models" to the status JSON.
+    """
+
+    def __init__(self, repo: str, entries: list[dict], status: str | None, every: float = 2.0):
+        self.paths = list(dict.fromkeys(resolve(repo, e["local_path"]) for e in entries))
+        self.sizes = {e["hash"]: None for e in entries}
+        self.reporter = Reporter(status, "models") if status else None
+        self.every = every
+        self.started = time.time()
+        self.stop = threading.Event()
+        self.last = ""
+
+    def snapshot(self) -> tuple[float, str]:
+        present, current, newest = 0, None, 0.0
+        for path in self.paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if st.st_size:
+                present += 1
+            if st.st_mtime >= max(newest, self.started - 1):
+                newest, current = st.st_mtime, (path, st.st_size)
+        percent = 100 * present / max(1, len(self.paths))
+        doing = (f"; writing {os.path.basename(current[0])}: {current[1]} bytes"
+                 if current else "")
+        return percent, f"{present} of {len(self.paths)} model files present{doing}"
+
+    def watch(self) -> None:
+        while not self.stop.wait(self.every):
+            self.report()
+
+    def report(self) -> None:
+        percent, detail = self.snapshot()
+        if detail != self.last:
+            self.last = detail
+            print(f"{TOOL}: {detail} ({percent:.0f}%)", file=sys.stderr, flush=True)
+            if self.reporter:
+                self.reporter.update("running", percent, detail)
+
+
+def run_downloader(cmd: list[str], repo: str, timeout: float | None,
+                   progress: FileProgress | None = None) -> tuple[int | None, list]:
     """Run cmd in repo, echo its output to stderr; (exit code or None, last output lines)."""
+    if progress is not None:
+        threading.Thread(target=progress.watch, daemon=True).start()
+    try:
+        return _run_downloader(cmd, repo, timeout)
+    finally:
+        if progress is not None:
+            progress.stop.set()
+            progress.report()
+
+
+def _run_downloader(cmd: list[str], repo: str, timeout: float | None) -> tuple[int | None, list]:
     tail: collections.deque = collections.deque(maxlen=20)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
@@ -364,6 +428,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=0,
                    help="kill a downloader run after this many seconds (0: no limit)")
     p.add_argument("--rehash", action="store_true", help="ignore cached hashes")
+    p.add_argument("--pip-state", help="red-app-pip's record: a failed install is the cause")
+    p.add_argument("--status", help="the status JSON for per-file progress (step models)")
     a = p.parse_args(argv)
     if a.attempts < 0:
         p.error("--attempts must be >= 0")
@@ -385,13 +451,21 @@ def converge(a: argparse.Namespace, repo: str, models_data: str, state: dict) ->
         return
     cache = {} if a.rehash else load_cache(a.state)
     checked, failed = verify(repo, entries, cache, use_cache=not a.rehash)
+    blocked = install_failed(a.pip_state) if failed and a.attempts else None
+    if blocked:
+        # The downloader imports the app's packages: without them every file would read as
+        # "missing" or "sha256 mismatch", hiding the real cause.
+        state["error"] = (f"not downloaded: the app's packages are not installed ({blocked}); "
+                          "the models are fetched by the first converge after the install")
+        a.attempts = 0
+    progress = FileProgress(repo, entries, a.status) if a.status else None
     while failed and state["downloads_run"] < a.attempts:
         state["downloads_run"] += 1
         n = state["downloads_run"]
         print(f"{TOOL}: {len(failed)} of {checked} model files missing or wrong; running "
               f"{shlex.join(a.cmd)} in {repo} (attempt {n}/{a.attempts})", file=sys.stderr)
         t0 = time.monotonic()
-        rc, tail = run_downloader(a.cmd, repo, a.timeout or None)
+        rc, tail = run_downloader(a.cmd, repo, a.timeout or None, progress)
         state["download_runs"].append({"attempt": n, "exit_code": rc,
                                        "seconds": round(time.monotonic() - t0, 1),
                                        "output_tail": tail})
@@ -402,6 +476,19 @@ def converge(a: argparse.Namespace, repo: str, models_data: str, state: dict) ->
         checked, failed = verify(repo, entries, cache, use_cache=False)
     state.update(checked=checked, failed=failed, ok=checked - len(failed),
                  verified=not failed, cache=cache)
+    if progress is not None and state["downloads_run"]:
+        progress.reporter.update(
+            "done" if not failed else "failed", 100 * (checked - len(failed)) / max(1, checked),
+            f"{checked - len(failed)} of {checked} model files verified", force=True)
+
+
+def install_failed(pip_state: str | None) -> str | None:
+    """Why the app's packages are missing, when red-app-pip's record says its install failed."""
+    record = json_state.read(pip_state) if pip_state else None
+    if not isinstance(record, dict) or record.get("result") != "failed":
+        return None
+    return (f"the last install of {record.get('requirements')} failed: {record.get('cause')}; "
+            "`red-app-pip --retry-now` tries it now")
 
 
 def main(argv: list[str] | None = None) -> int:

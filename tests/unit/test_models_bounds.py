@@ -1,0 +1,107 @@
+"""
+red-app-models (redbox.models), issue 10: a downloader double like upstream's (0-byte files,
+exit 0), a failed app install named as the cause instead of "sha256 mismatch", per-file
+progress in the status JSON, and the fork's ``Path(__file__)`` style of models_data.py.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_app_models import Assets, blob, make_repo, run_tool, sha
+
+
+@pytest.fixture
+def assets():
+    server = Assets()
+    yield server
+    server.close()
+
+
+# Upstream's downloader after an integrity failure: it truncates the file, fails on the
+# consumed stream, and still exits 0.
+ZERO_BYTE_DOWNLOADER = '''\
+import hashlib, os, urllib.request
+from app.processors import models_data
+
+for m in models_data.models_list:
+    os.makedirs(os.path.dirname(m["local_path"]), exist_ok=True)
+    with urllib.request.urlopen(m["url"], timeout=5) as resp:
+        data = resp.read()
+    if hashlib.sha256(data).hexdigest() != m["hash"]:
+        open(m["local_path"], "wb").close()
+        print("Integrity check failed for", m["model_name"])
+        continue
+    with open(m["local_path"], "wb") as out:
+        out.write(data)
+'''
+
+
+def test_a_downloader_leaving_zero_byte_files_and_exiting_0_is_not_trusted(assets, tmp_path):
+    repo = make_repo(tmp_path, assets, {"good": "good", "bad": "corrupt"})
+    assets.plan["/assets/v1.0.0/bad.onnx"] = ["corrupt"]
+    (repo / "download_models.py").write_text(ZERO_BYTE_DOWNLOADER)
+    rc, state, _ = run_tool(repo, tmp_path / "s.json", "--attempts", "2")
+    assert rc == 3 and state["downloads_run"] == 2
+    assert [run["exit_code"] for run in state["download_runs"]] == [0, 0]
+    assert {f["model"]: f["reason"] for f in state["failed"]} == {"bad": "empty (0 bytes)"}
+    assert (repo / "model_assets" / "bad.onnx").stat().st_size == 0
+
+
+def test_after_a_failed_install_the_models_step_names_it(assets, tmp_path):
+    repo = make_repo(tmp_path, assets, {"good": "good"})
+    pip_state = tmp_path / "pip.json"
+    pip_state.write_text(json.dumps({"result": "failed", "requirements": "/w/req.txt",
+                                     "cause": "index pypi.nvidia.com: read timed out x3"}))
+    rc, state, err = run_tool(repo, tmp_path / "s.json", "--pip-state", str(pip_state))
+    assert rc == 3 and state["downloads_run"] == 0 and not assets.hits
+    assert state["reason"] == (
+        "not downloaded: the app's packages are not installed (the last install of /w/req.txt "
+        "failed: index pypi.nvidia.com: read timed out x3; `red-app-pip --retry-now` tries it "
+        "now); the models are fetched by the first converge after the install")
+    assert "sha256" not in err
+    # Once the install succeeded, the download runs.
+    pip_state.write_text(json.dumps({"result": "installed"}))
+    rc, state, _ = run_tool(repo, tmp_path / "s.json", "--pip-state", str(pip_state))
+    assert rc == 0 and state["verified"] is True
+
+
+def test_per_file_progress_goes_to_the_status_json_and_the_log(assets, tmp_path):
+    repo = make_repo(tmp_path, assets, {"a": "good", "b": "good", "lp_c": "good"})
+    status = tmp_path / "status.json"
+    rc, _, err = run_tool(repo, tmp_path / "s.json", "--status", str(status))
+    assert rc == 0
+    assert "red-app-models: 3 of 3 model files present; writing " in err
+    assert "bytes (100%)" in err
+    record = json.loads(status.read_text())
+    assert (record["step"], record["state"], record["percent"]) == ("models", "done", 100)
+    assert record["detail"] == "3 of 3 model files verified"
+
+
+def test_the_forks_path_file_style_models_data(assets, tmp_path):
+    repo = make_repo(tmp_path, assets, {"a": "good"})
+    data = blob("a")
+    (repo / "app" / "processors" / "models_data.py").write_text(textwrap.dedent(f'''\
+        from pathlib import Path
+
+        # VisoMaster-Fusion: paths from the module's own location.
+        BASE_DIR = Path(__file__).resolve().parent.parent.parent
+        models_dir = str(BASE_DIR / "model_assets")
+        assets_repo = "{assets.base}/assets"
+
+        models_list = [
+            {{
+                "model_name": "a",
+                "local_path": f"{{models_dir}}/a.onnx",
+                "hash": "{sha(data)}",
+                "url": f"{{assets_repo}}/v1.0.0/a.onnx",
+            }},
+        ]
+        '''))
+    rc, state, _ = run_tool(repo, tmp_path / "s.json")
+    assert rc == 0 and state["checked"] == 1
+    assert Path(repo / "model_assets" / "a.onnx").read_bytes() == data

@@ -158,6 +158,12 @@ def _checkout_notes(summary: dict | None, ok: bool, log: str) -> list[str]:
     for aside in summary.get("moved_aside") or []:
         notes.append(f"{dest} was not a clone of {summary.get('url')} ({summary.get('reason')}): "
                      f"moved aside to {aside}, nothing in it deleted")
+    carried = summary.get("carried_over") or {}
+    if carried.get("files"):
+        notes.append(f"{len(carried['files'])} model/engine file(s) ({carried['bytes']} bytes) "
+                     f"moved from {carried['from']} into the new checkout {dest}, not "
+                     f"downloaded again: {', '.join(carried['files'][:10])}"
+                     + (" ..." if len(carried["files"]) > 10 else ""))
     for branch in summary.get("backup_branches") or []:
         notes.append(f"{branch['commits']} local commit(s) in {dest} kept on branch "
                      f"{branch['name']}")

@@ -275,3 +275,14 @@ def test_the_clip_weights_are_fetched_verified_into_the_workspace(plans):
         "--dir /workspace/red-cache/clip --link /root/.cache/clip --attempts 3 --deadline 3600" \
         in clip
     assert "CLIP weights NOT verified" in clip
+
+
+def test_notes_name_the_models_carried_into_a_new_remotes_tree():
+    notes = _checkout_notes({
+        **SUMMARY, "action": "cloned", "moved_aside": ["/workspace/VisoMaster.moved-aside-X"],
+        "carried_over": {"from": "/workspace/VisoMaster.moved-aside-X", "bytes": 3000000,
+                         "files": ["model_assets/a.onnx", "tensorrt-engines/a.trt"]},
+    }, True, "/logs/visomaster-checkout.log")
+    assert ("2 model/engine file(s) (3000000 bytes) moved from /workspace/VisoMaster.moved-aside-X"
+            " into the new checkout /workspace/VisoMaster, not downloaded again: "
+            "model_assets/a.onnx, tensorrt-engines/a.trt") in notes

@@ -533,6 +533,65 @@ def fresh_clone(ctx: Ctx, st: dict, summary: dict) -> None:
     summary.update(action="cloned", ref_type=loc[0], commit=loc[1],
                    branch=ctx.ref if loc[0] == "branch" else None)
     ctx.log(f"cloned {ctx.url} at {ctx.ref} ({loc[0]} {loc[1]}) into {d}")
+    if st["kind"] == "different_remote" and summary["moved_aside"]:
+        summary["carried_over"] = carry_over(ctx, summary["moved_aside"][-1])
+
+
+# Git-ignored files at least this big are what a remote change must not make the user fetch
+# again (models, TensorRT engines); smaller ignored files stay in the moved-aside tree.
+CARRY_MIN_BYTES = 1 << 20
+
+
+def ignored_files(g: Git, repo: str) -> list[str]:
+    """Untracked files the repository's own rules ignore (relative paths)."""
+    out = g.run(["ls-files", "-z", "--others", "--ignored", "--exclude-standard"], repo=repo,
+                check=False).out
+    return [rel for rel in out.split("\0") if rel]
+
+
+def carry_over(ctx: Ctx, aside: str) -> dict:
+    """
+    Move (rename: same filesystem, never a copy) the old tree's large git-ignored files into
+    the new clone, where the new tree ignores them too and has nothing at that path: a change
+    of remote (or flavor) keeps gigabytes of models and engines. Returns what moved.
+    """
+    g, d = ctx.git, ctx.dest
+    candidates = [rel for rel in ignored_files(g, aside)
+                  if os.path.isfile(os.path.join(aside, rel))
+                  and not os.path.islink(os.path.join(aside, rel))
+                  and os.path.getsize(os.path.join(aside, rel)) >= CARRY_MIN_BYTES
+                  and not os.path.lexists(os.path.join(d, rel))]
+    ignored_here: set[str] = set()
+    for start in range(0, len(candidates), 200):
+        check = g.run(["-c", "core.quotePath=false", "check-ignore", "--",
+                       *candidates[start:start + 200]], repo=d,
+                      check=False)
+        ignored_here.update(rel for rel in check.out.splitlines() if rel)
+    moved, kept, size = [], [], 0
+    for rel in candidates:
+        if rel not in ignored_here:
+            kept.append(rel)  # the new tree would track or show it: it stays aside
+            continue
+        target = os.path.join(d, rel)
+        try:
+            if parent_blocked(d, rel):
+                kept.append(rel)
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            length = os.path.getsize(os.path.join(aside, rel))
+            os.rename(os.path.join(aside, rel), target)
+        except OSError as exc:
+            ctx.log(f"could not move {rel} from {aside} ({exc}): it stays there")
+            kept.append(rel)
+            continue
+        moved.append(rel)
+        size += length
+    if moved:
+        ctx.log(f"carried {len(moved)} git-ignored file(s) ({size} bytes) from {aside} into "
+                f"{d} (moved, not copied): {', '.join(moved)}")
+    if kept:
+        ctx.log(f"left {len(kept)} large ignored file(s) in {aside}: {', '.join(kept)}")
+    return {"from": aside, "files": moved, "bytes": size, "left": kept}
 
 
 def move_aside(ctx: Ctx) -> str:

@@ -385,3 +385,21 @@ def test_shipped_notebooks_are_clean_nbformat_4(name):
             compile("".join(cell["source"]), name, "exec")
             # Troubleshooting only: nothing is installed from a notebook.
             assert "pip install" not in "".join(cell["source"])
+
+
+def test_status_prints_the_apps_current_step_and_percent(tmp_path, monkeypatch, capsys):
+    from redbox import progress
+    status = tmp_path / "visomaster-status.json"
+    progress.write(str(status), "checkout", "done", 100, "cloned")
+    progress.write(str(status), "pip", "running", 42, "collecting torch (12 packages so far)")
+    saved = tmp_path / "settings.json"
+    saved.write_text(json.dumps({"values": {"provisioning_state_dir": str(tmp_path / "state"),
+                                            "visomaster_status_file": str(status)}, "cli": []}))
+    values = box_settings({}, path=str(saved))
+    monkeypatch.setattr(red_provision, "_settings",
+                        lambda: (values, provisioning_settings(values)))
+    assert red_provision.status_report()["app"]["percent"] == 42
+    red_provision.cmd_status(type("Args", (), {"json": False})())
+    out = capsys.readouterr().out
+    assert "visomaster: pip running 42%: collecting torch (12 packages so far) (at " in out
+    assert "  last: checkout done 100%: cloned" in out

@@ -56,7 +56,7 @@ import subprocess
 import sys
 import time
 
-from redbox import lock, parse, state
+from redbox import lock, parse, progress, state
 from redbox import log as logs_
 from redbox.pids import alive as pid_alive
 from redbox.registry import BY_KEY
@@ -552,6 +552,8 @@ def status_report() -> dict:
         "provisioning_script": parse.show_url(url) if url else "",
         "scripts": [{"path": path, "exists": os.path.isfile(path)}
                     for path in (*prov.fallback_scripts, "/opt/red/bin/red-onstart")],
+        # The app's current step (checkout, pip, models, clip, app) and percent.
+        "app": progress.read(str(values["visomaster_status_file"])),
     }
 
 
@@ -584,6 +586,8 @@ def cmd_status(args) -> int:
     print(f"PROVISIONING_SCRIPT: {report['provisioning_script'] or '(unset)'}")
     for script in report["scripts"]:
         print(f"  {'exists ' if script['exists'] else 'missing'} {script['path']}")
+    for line in progress.lines(report["app"]):
+        print(line)
     print(f"logs: {report['logs_dir']}/provisioning.log, {report['logs_dir']}/converge.log")
     return 0
 

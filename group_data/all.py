@@ -131,9 +131,10 @@ visomaster_models_state = '/var/lib/red/models-state.json'
 # fetch and verify the CLIP weights the text masks load (ViT-B/16) at provisioning (env
 # VISOMASTER_DOWNLOAD_CLIP)
 visomaster_download_clip = True
-# where the CLIP ViT-B/16 weights come from (openai/CLIP's clip.py)
+# where the CLIP ViT-B/16 weights come from (openai/CLIP's clip.py; a mirror) (env
+# VISOMASTER_CLIP_URL)
 visomaster_clip_url = 'https://openaipublic.azureedge.net/clip/models/5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt'
-# their SHA-256 (the URL's directory name)
+# their SHA-256 (the URL's directory name) (env VISOMASTER_CLIP_SHA256)
 visomaster_clip_sha256 = '5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f'
 # the persistent CLIP cache; ~/.cache/clip (where CLIP looks) links to it
 visomaster_clip_dir = '/workspace/red-cache/clip'

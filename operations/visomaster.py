@@ -14,6 +14,7 @@ import shlex
 
 from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, QuoteString, StringCommand, deploy, operation
+from pyinfra.facts.files import File
 
 from operations import settings
 from operations._common import (
@@ -323,11 +324,12 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, time
 
 
 @operation()
-def _clip(url: str, sha256: str, directory: str, log: str, *, bounds: dict):
+def _clip(url: str, sha256: str, directory: str, log: str, *, repo: str, bounds: dict):
     """
     Fetch the CLIP weights into the workspace's cache, verified, with ~/.cache/clip linked to
-    it (red-app-clip), unless they are there and verify.
+    it (red-app-clip), unless they are there and verify; not before the app is checked out.
 
+    + repo: the app's checkout (no model list there yet: nothing to do)
     + url: the weights' URL
     + sha256: their SHA-256
     + directory: the persistent cache
@@ -337,6 +339,9 @@ def _clip(url: str, sha256: str, directory: str, log: str, *, bounds: dict):
     args = ["--url", url, "--sha256", sha256, "--dir", directory, "--link", CLIP_LINK,
             "--attempts", str(int(bounds["attempts"])), "--deadline", str(int(bounds["deadline"])),
             "--status", bounds["status"]]
+    if not host.get_fact(File, path=f"{repo}/{MODELS_DATA}"):
+        host.noop(f"no app in {repo} yet: the CLIP weights come with it")
+        return
     report = host.get_fact(_ClipState, args=shlex.join(args)) or {}
     if report.get("verified"):
         host.noop(f"the CLIP weights in {directory} verify")
@@ -422,6 +427,7 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
             url=app["visomaster_clip_url"],
             sha256=app["visomaster_clip_sha256"],
             directory=app["visomaster_clip_dir"],
+            repo=app_dir,
             log=f"{logs}/visomaster-models.log",
             bounds={"attempts": app["visomaster_models_attempts"],
                     "deadline": app["visomaster_models_timeout"],

@@ -277,7 +277,9 @@ def assert_in_state(box: Box, dest: str, ref: str, url: str = APP_URL) -> None:
 def box(tmp_path_factory):
     env = {"SSH_PORT": str(PORTS["ssh"]), "JUPYTER_PORT": str(PORTS["jupyter"]),
            "NOVNC_PORT": str(PORTS["novnc"]), "VNC_PORT": str(PORTS["vnc"]),
-           "VNC_PW": VNC_PASSWORD}
+           "VNC_PW": VNC_PASSWORD,
+           # OpenAI's CDN is not for tests: one test fetches the weights from loopback.
+           "VISOMASTER_DOWNLOAD_CLIP": "false"}
     started = start_box("red-vm-main", env, PORTS)
     try:
         TIMINGS["boot_to_ready"] = wait_ready(started, timeout=180)
@@ -575,10 +577,10 @@ def model_server(box):
     box.exec("kill", pid, check=False)
 
 
-def models_converge(box: Box) -> dict:
+def models_converge(box: Box, *more: str) -> dict:
     return converge(box, f"visomaster_repo_url={APP_URL}", "visomaster_ref=v1",
                     f"visomaster_dir={CASES}/models", "visomaster_install_requirements=false",
-                    "visomaster_models_attempts=2")
+                    "visomaster_models_attempts=2", *more)
 
 
 def test_models_good_corrupt_404_and_truncated_are_reported(box, model_server):
@@ -611,6 +613,24 @@ def test_models_verify_once_served_right_and_then_change_nothing(box, model_serv
     report = models_converge(box)
     assert op(report, "Download and verify") == "no_change"
     assert report["results"]["totals"]["success"] == 0
+
+
+def test_the_clip_weights_are_fetched_verified_and_linked_where_clip_looks(box, model_server):
+    box.sh(f"echo '{json.dumps({'ViT-B-16.pt': 'good'})}' > {FIX}/models-plan.json")
+    url = f"http://127.0.0.1:{MODELS_PORT}/clip/ViT-B-16.pt"
+    data = ("visomaster_download_clip=true", f"visomaster_clip_url={url}",
+            f"visomaster_clip_sha256={hashlib.sha256(blob('ViT-B-16.pt')).hexdigest()}",
+            "visomaster_download_models=false")
+    report = models_converge(box, *data)
+    assert op(report, "Download and verify the CLIP weights") == "success"
+    cached = "/workspace/red-cache/clip/ViT-B-16.pt"
+    assert sha(box, cached) == hashlib.sha256(blob("ViT-B-16.pt")).hexdigest()
+    assert box.sh("readlink /root/.cache/clip").strip() == "/workspace/red-cache/clip"
+    assert "ViT-B-16.pt: 200000 of 200000 bytes (100%)" in box.sh(
+        "cat /logs/visomaster-models.log")
+    assert op(models_converge(box, *data), "Download and verify the CLIP weights") == \
+        "no_change"
+    box.sh(f"echo '{{}}' > {FIX}/models-plan.json")
 
 
 def test_models_on_disk_without_a_state_file_verify_without_a_download(box, model_server):

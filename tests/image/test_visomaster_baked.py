@@ -88,6 +88,8 @@ def served(tmp_path_factory):
                     ["git", "clone", "-q", "--bare", ".", str(root / "http" / "app.git")]):
         subprocess.run(command, cwd=src, env=git, check=True)
     subprocess.run(["git", "update-server-info"], cwd=root / "http" / "app.git", check=True)
+    (root / "http" / "clip").mkdir()
+    (root / "http" / "clip" / "ViT-B-16.pt").write_bytes(blob("clip"))
     for name in MODEL_NAMES:
         (root / "http" / "assets").mkdir(exist_ok=True)
         (root / "http" / "assets" / f"{name}.onnx").write_bytes(blob(name))
@@ -146,7 +148,10 @@ def first_boot(name: str, tag: str) -> tuple[Box, float]:
     """Start a container of tag; seconds from `podman run` to the app's window on display :1."""
     env = {"SSH_PORT": str(PORTS["ssh"]), "JUPYTER_PORT": str(PORTS["jupyter"]),
            "NOVNC_PORT": str(PORTS["novnc"]), "VNC_PORT": str(PORTS["vnc"]),
-           "VISOMASTER_AUTOSTART": "true", **({} if tag.endswith("-baked") else APP_ENV)}
+           "VISOMASTER_AUTOSTART": "true", **({} if tag.endswith("-baked") else APP_ENV),
+           # The CLIP weights from loopback (a mirror), verified at boot like the models.
+           "VISOMASTER_CLIP_URL": f"http://127.0.0.1:{MODELS_PORT}/clip/ViT-B-16.pt",
+           "VISOMASTER_CLIP_SHA256": hashlib.sha256(blob("clip")).hexdigest()}
     started = time.monotonic()
     podman("rm", "-f", name, check=False)
     podman("run", "-d", "--name", name, "--shm-size", "512m", "--runtime", "runc",

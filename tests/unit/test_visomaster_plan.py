@@ -72,6 +72,7 @@ def test_fresh_box_runs_the_checkout_and_skips_what_needs_the_checkout(plans):
     # No checkout yet (the fake box does not change): no requirements file, no model list.
     assert not matching(commands, PIP_APPLY)
     assert not matching(commands, MODELS_APPLY)
+    assert not matching(commands, "== red-app-clip")  # it comes with the app
     assert "requirements file /workspace/VisoMaster/requirements_cu124.txt does not exist" \
         in output
 

@@ -71,8 +71,10 @@ deps:
 		python3 -m venv $(VENV); $(VENV)/bin/pip install -q -r requirements/dev.lock; \
 		cp requirements/dev.lock $(VENV)/.red-dev.lock; fi
 
+# ruff skips files without a .py suffix unless named: the extensionless Python tools are.
+PY_TOOLS = $(shell grep -rlE '^\#!.*python' files bench tests | grep -v '\.py$$')
 lint: deps
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check . $(PY_TOOLS)
 	$(VENV)/bin/actionlint .github/workflows/*.yml
 	shellcheck $$(grep -rlE '^#!/(usr/bin/env |bin/)(ba)?sh' files .ci bench tests)
 

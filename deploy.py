@@ -13,6 +13,7 @@ from operations.jupyter import setup_jupyter
 from operations.notebooks import setup_notebooks
 from operations.provisioning import setup_provisioning
 from operations.python import setup_python
+from operations.runtime import setup_runtime
 from operations.ssh import setup_ssh
 from operations.supervisor import setup_supervisor
 from operations.visomaster import setup_visomaster
@@ -24,6 +25,8 @@ install = runtime.red_phase in ("install", "all")
 configure = runtime.red_phase in ("configure", "all")
 
 setup_base(install=install)
+# Before the concerns that ship tools: they import the box-side library.
+setup_runtime(install=install, configure=configure)
 if install:
     setup_python()
 programs = [

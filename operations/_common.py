@@ -26,6 +26,7 @@ from pyinfra.facts.server import AuthorizedKeys, Command
 from pyinfra.operations import apt, files
 
 from operations import settings
+from redbox.log import SHELL_STAMP, SHELL_TIMESTAMP, startup_log
 
 ROOT = settings.ROOT
 # Hosts whose apt lists this run already refreshes: per host, since pyinfra runs the deploy
@@ -278,7 +279,7 @@ def venv(path: str, python: str):
         yield StringCommand(
             "mv",
             QuoteString(path),
-            StringCommand(QuoteString(f"{path}.moved-aside-"), "$(date +%Y%m%d-%H%M%S)"),
+            StringCommand(QuoteString(f"{path}.moved-aside-"), SHELL_STAMP),
         )
     yield StringCommand(python, "-m", "venv", QuoteString(path))
 
@@ -289,12 +290,12 @@ def failure_note(what: str, log: str) -> StringCommand:
     goes to stderr, one line naming the failure and the log to ``<logs>/startup.log``, and the
     command's exit code is kept.
     """
-    startup_log = f"{settings.get('base_logs_dir')}/startup.log"
     return StringCommand(
         "|| { rc=$?; tail -n 20", QuoteString(log), ">&2;",
-        "printf '%s %s (exit %s): %s; details in %s\\n'", '"$(date -u +%Y-%m-%dT%H:%M:%SZ)"',
+        "printf '%s %s (exit %s): %s; details in %s\\n'", SHELL_TIMESTAMP,
         QuoteString(what), '"$rc"', '"$(tail -n 1', QuoteString(log), '2>/dev/null)"',
-        QuoteString(log), ">>", QuoteString(startup_log), "2>/dev/null;", "exit $rc; }",
+        QuoteString(log), ">>", QuoteString(startup_log(settings.get("base_logs_dir"))),
+        "2>/dev/null;", "exit $rc; }",
     )
 
 
@@ -360,7 +361,7 @@ def pip_requirements(
         return
     # Relative paths in a requirements file (wheels, -e .) are pip's working directory's.
     yield StringCommand(
-        "(", "echo", QuoteString(f"== pip install -r {target}"), "$(date -u);",
+        "(", "echo", QuoteString(f"== pip install -r {target}"), SHELL_TIMESTAMP, ";",
         "cd", QuoteString(str(Path(target).parent)), "&&", pip, ")",
         ">>", QuoteString(log), "2>&1 &&", record,
         failure_note(f"pip: installing {target} into {venv} FAILED", log),

@@ -16,6 +16,7 @@ from pyinfra.operations import files
 
 from operations import settings
 from operations._common import static_file
+from redbox.log import SHELL_STAMP, SHELL_TIMESTAMP, startup_log
 
 NOTEBOOKS = ("find_provisioning_script.ipynb", "check_visomaster_and_gpu.ipynb")
 
@@ -50,14 +51,14 @@ def _notebook(src: str, dest: str, record: str, logs_dir: str):
         stem_q = shlex.quote(str(path.with_suffix("")))
         suffix_q = shlex.quote(path.suffix) if path.suffix else ""
         yield (
-            f"stamp=$(date -u +%Y%m%d-%H%M%S); aside={stem_q}.moved-aside-$stamp{suffix_q}; "
+            f"stamp={SHELL_STAMP}; aside={stem_q}.moved-aside-$stamp{suffix_q}; "
             f"n=1; while [ -e \"$aside\" ]; do n=$((n+1)); "
             f"aside={stem_q}.moved-aside-$stamp-$n{suffix_q}; done; "
             f"mv -- {shlex.quote(dest)} \"$aside\" || exit 1; "
-            f"line=\"$(date -u +%Y-%m-%dT%H:%M:%SZ) notebooks: \"{shlex.quote(dest)}\" differs "
+            f"line={SHELL_TIMESTAMP}\" notebooks: \"{shlex.quote(dest)}\" differs "
             "from what Red shipped last time (edited?): moved aside to $aside; the new version "
             "is shipped\"; echo \"$line\"; "
-            f"{{ echo \"$line\" >> {shlex.quote(logs_dir + '/startup.log')}; }} 2>/dev/null || true"
+            f"{{ echo \"$line\" >> {shlex.quote(startup_log(logs_dir))}; }} 2>/dev/null || true"
         )
     staging = f"{dest}.red-new"
     yield FileUploadCommand(src, staging)

@@ -15,10 +15,11 @@ from pyinfra.operations import files
 
 from operations import settings
 from operations._common import upload
+from redbox.provision import OWN_SCRIPTS
 from redbox.resolve import SETTINGS_FILE, settings_file_payload
 
 TOOLS = ("red-provision", "red-onstart")
-SCRIPTS = ("/vast_ai_provisioning_script.sh", "/src/provisioning_script.sh")
+SCRIPTS = OWN_SCRIPTS
 PROFILE = "/etc/profile.d/red.sh"
 # PAM's pam_env reads it for every SSH session, `ssh box cmd` included (Vast's documented
 # place for a template's env): one marked block of ours, the rest of the file left alone.

@@ -17,7 +17,6 @@ import os
 import re
 import textwrap
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.connectors.local import LocalConnector
 
 from redbox import parse, registry
+from redbox.log import startup_log, timestamp
 from redbox.resolve import (
     SEED_SCRIPTS,
     ProvisioningSettings,
@@ -182,8 +182,8 @@ def append_log(lines: Iterable[str], topic: str, logs_dir: str | None = None) ->
     Append timestamped ``<topic>: <line>`` lines to ``<logs>/startup.log`` on this machine.
     Returns False (having written nothing) when the log cannot be written.
     """
-    log_path = Path(logs_dir or get("base_logs_dir")) / "startup.log"
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    log_path = Path(startup_log(logs_dir or get("base_logs_dir")))
+    stamp = timestamp()
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a", encoding="utf-8") as log:

@@ -24,6 +24,7 @@ from operations._common import (
     supervisor_program,
     upload,
 )
+from redbox.log import SHELL_TIMESTAMP, startup_log
 
 # ffmpeg (recording), git (the checkout) and what Qt 6's xcb platform plugin loads.
 APP_PACKAGES = [
@@ -150,11 +151,10 @@ def _checkout_notes(summary: dict | None, ok: bool, log: str) -> list[str]:
 
 def _append_startup_log(lines: list[str]) -> StringCommand:
     """Append timestamped lines to the box's startup log; never fails (safe after ``&&``)."""
-    startup_log = f"{settings.get('base_logs_dir')}/startup.log"
-    stamped = [arg for line in lines
-               for arg in ('"$(date -u +%Y-%m-%dT%H:%M:%SZ)"', QuoteString(line))]
+    stamped = [arg for line in lines for arg in (SHELL_TIMESTAMP, QuoteString(line))]
     return StringCommand(
-        "{", "printf '%s visomaster: %s\\n'", *stamped, ">>", QuoteString(startup_log),
+        "{", "printf '%s visomaster: %s\\n'", *stamped, ">>",
+        QuoteString(startup_log(settings.get("base_logs_dir"))),
         "2>/dev/null;", "true;", "}",
     )
 
@@ -203,7 +203,7 @@ def _checkout(url: str, ref: str, dest: str, log: str, *, retries: int, backoff:
 
 
 @operation()
-def _models(repo: str, python: str, attempts: int, state: str, log: str):
+def _models(repo: str, python: str, attempts: int, state: str, log: str, *, timeout: int):
     """
     Run the app's model downloader until every model file verifies (red-app-models), unless
     they already do; the result is kept in a state file for the diagnostic notebook.
@@ -213,6 +213,8 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str):
     + attempts: downloader runs before giving up
     + state: the state file
     + log: the downloader's output
+    + timeout: seconds one downloader run may take (a hung one would hold the provisioning
+      lock for ever)
     """
     report = host.get_fact(_ModelsState, repo=repo, state=state)
     if report is None:
@@ -224,10 +226,11 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str):
     models = StringCommand(
         MODELS, "--repo", QuoteString(repo), "--models-data", MODELS_DATA,
         "--python", QuoteString(python), "--attempts", str(int(attempts)),
-        "--state", QuoteString(state), ">/dev/null",
+        "--timeout", str(int(timeout)), "--state", QuoteString(state), ">/dev/null",
     )
     yield StringCommand(
-        "{", "echo", QuoteString(f"== red-app-models {repo}"), "$(date -u);", models, ";", "}",
+        "{", "echo", QuoteString(f"== red-app-models {repo}"), SHELL_TIMESTAMP, ";", models, ";",
+        "}",
         ">>", QuoteString(log), "2>&1", "&&", _append_startup_log(
             [f"model files in {repo} downloaded and verified (state in {state})"]),
         failure_note(f"visomaster: models NOT verified (state in {state})", log),
@@ -286,6 +289,7 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
                 repo=app_dir,
                 python=f"{app_venv}/bin/python",
                 attempts=app["visomaster_models_attempts"],
+                timeout=app["visomaster_models_timeout"],
                 state=app["visomaster_models_state"],
                 log=f"{logs}/visomaster-models.log",
                 _ignore_errors=True,

@@ -320,6 +320,17 @@ def test_a_run_killed_midway_is_reported_and_the_next_one_converges(prov_box):
     wait_ready(prov_box, TOKEN)
 
 
+def test_the_tools_and_the_tool_venv_find_the_one_box_side_library(prov_box):
+    found = prov_box.sh("cd / && /opt/red/tool/bin/python3 -c "
+                        "'import redbox.provision, redbox.checkout, redbox.models, redbox; "
+                        "print(redbox.__file__)'")
+    assert found.strip() == "/opt/red/lib/redbox/__init__.py"
+    # The system Python's tools find it through their entry points.
+    for tool in ("red-app-checkout", "red-app-models", "red-provision"):
+        usage = prov_box.sh(f"cd / && /opt/red/bin/{tool} --help")
+        assert usage.startswith(f"usage: {tool}"), usage
+
+
 def test_a_second_converge_changes_nothing(prov_box):
     totals = prov_box.converge_json()["results"]["totals"]
     assert totals["success"] == 0 and totals["error"] == 0, totals

@@ -10,8 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from importlib.machinery import SourceFileLoader
-from importlib.util import module_from_spec, spec_from_loader
 from types import SimpleNamespace
 
 import pytest
@@ -19,24 +17,15 @@ import pytest
 from operations import settings
 from operations._common import PortListeners
 from operations.provisioning import _profile
+from redbox import provision as red_provision
+from redbox.resolve import box_settings, provisioning_settings
 from tests.conftest import ROOT
 from tests.fixtures.fake_inventory import DEBIAN_12
 from tests.script_server import serve
 
-RED_PROVISION = ROOT / "files/provisioning/opt/red/bin/red-provision"
 NOTEBOOKS = ROOT / "files/notebooks/notebooks"
 # This machine's loopback: ports of the image tier's range, off any box's.
 SERVER_PORT, CLOSED_PORT = 25970, 25979
-
-
-def load_red_provision():
-    loader = SourceFileLoader("red_provision", str(RED_PROVISION))
-    module = module_from_spec(spec_from_loader("red_provision", loader))
-    loader.exec_module(module)
-    return module
-
-
-red_provision = load_red_provision()
 
 
 def resolve(env):
@@ -313,8 +302,11 @@ def test_status_reads_an_in_progress_marker_without_a_lock_holder_as_interrupted
     state.mkdir()
     (state / "in-progress").write_text(json.dumps({"pid": 999999, "by": "x", "started": "t"}))
     (state / "lock").write_text("")
-    defaults = {**settings.DEFAULTS, "provisioning_state_dir": str(state)}
-    monkeypatch.setattr(settings, "DEFAULTS", defaults)
+    saved = tmp_path / "settings.json"
+    saved.write_text(json.dumps({"values": {"provisioning_state_dir": str(state)}, "cli": []}))
+    values = box_settings({}, path=str(saved))
+    monkeypatch.setattr(red_provision, "_settings",
+                        lambda: (values, provisioning_settings(values)))
     report = red_provision.status_report()
     assert report["converge"]["state"] == "interrupted"
     with open(state / "lock") as handle:
@@ -363,6 +355,8 @@ def test_plan_ships_the_scripts_and_notebooks_at_build_time(tmp_path):
                  "/notebooks/check_visomaster_and_gpu.ipynb.red-new"):
         assert dest in output, dest
     assert "/etc/profile.d/red.sh" not in output
+    # The box-side library goes on the box before any tool that imports it.
+    assert output.index("Upload /opt/red/lib/redbox") < output.index("/opt/red/bin/red-provision")
 
 
 def test_plan_skips_our_sshd_when_another_holds_its_port(tmp_path):

@@ -1,0 +1,64 @@
+"""Bounded retries: a number of attempts, exponential backoff between them, a total deadline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+
+class Attempts:
+    """
+    Iterate over attempt numbers 1..attempts, pausing ``backoff * 2**(n-2)`` seconds before
+    attempt n (backoff 2: 2, 4, 8 s). With a ``deadline`` (seconds from the start), no attempt
+    starts whose pause would end past it; ``out_of_time`` then says so and ``remaining()`` bounds
+    each attempt's own timeout. ``on_pause(seconds)`` runs before each pause.
+    """
+
+    def __init__(self, attempts: int, backoff: float, deadline: float | None = None,
+                 on_pause: Callable[[float], None] | None = None, *,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
+        self.attempts = max(1, int(attempts))
+        self.backoff = max(0.0, backoff)
+        self.deadline = deadline
+        self.on_pause = on_pause
+        self.sleep = sleep
+        self.clock = clock
+        self.started = clock()
+        self.out_of_time = False
+        self.made = 0
+
+    def pause(self, attempt: int) -> float:
+        """Seconds to wait before an attempt (none before the first)."""
+        return 0.0 if attempt <= 1 else self.backoff * 2 ** (attempt - 2)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline)."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - (self.clock() - self.started))
+
+    def __iter__(self) -> Iterator[int]:
+        for attempt in range(1, self.attempts + 1):
+            pause = self.pause(attempt)
+            left = self.remaining()
+            if left is not None and (left <= 0 or pause >= left):
+                self.out_of_time = True
+                return
+            if pause:
+                if self.on_pause:
+                    self.on_pause(pause)
+                self.sleep(pause)
+            self.made = attempt
+            yield attempt
+
+    def summary(self) -> str:
+        """How the attempts ended: "after 3 attempts", and whether the deadline stopped them."""
+        text = f"after {self.made} attempts"
+        if self.out_of_time:
+            text += f" (deadline of {self.deadline:g} s reached)"
+        return text
+
+    def why_stopped(self, detail: str) -> str:
+        """The failure line after the last attempt: ``detail (after N attempts...)``."""
+        return f"{detail} ({self.summary()})"

@@ -250,22 +250,6 @@ def test_refused_and_silent_servers_fail_within_their_bounds(server, tmp_path):
     assert time.monotonic() - start < 10
 
 
-def test_wget_is_the_fallback_when_curl_is_missing(server, tmp_path, monkeypatch):
-    real_which = red_provision.shutil.which
-    monkeypatch.setattr(red_provision.shutil, "which",
-                        lambda name: None if name == "curl" else real_which(name))
-    if real_which("wget") is None:
-        pytest.skip("wget is not installed here")
-    dest, _ = red_provision.download(server + "/ok.sh", prov(), str(tmp_path / "s.sh"), Lines())
-    assert dest is not None
-    dest, reason = red_provision.download(server + "/nope", prov(), str(tmp_path / "t.sh"),
-                                          Lines())
-    assert dest is None and reason == "HTTP 404"
-    dest, reason = red_provision.download(server + "/page", prov(), str(tmp_path / "t.sh"),
-                                          Lines())
-    assert dest is None and "HTML page" in reason
-
-
 def test_a_script_that_never_ends_is_stopped_with_its_children(tmp_path):
     script = tmp_path / "hang.sh"
     marker = tmp_path / "child.pid"

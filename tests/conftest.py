@@ -1,8 +1,33 @@
-"""Shared by every test tier: the repository root on sys.path (deploy code is imported)."""
+"""
+Shared by every test tier: the repository root on sys.path (deploy code is imported), and a
+skipped test fails the run: a test that did not run tells nothing, and the bar is no skips.
+"""
 
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    # xfail is a skip too (pytest reports it as skipped, with wasxfail).
+    if report.skipped:
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SKIPPED and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SKIPPED:
+        terminalreporter.write_line(
+            f"FAILED: {len(_SKIPPED)} test(s) skipped, and a skipped test fails the run: "
+            + ", ".join(_SKIPPED), red=True)

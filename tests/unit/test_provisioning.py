@@ -8,7 +8,6 @@ import fcntl
 import json
 import os
 import subprocess
-import sys
 import time
 from importlib.machinery import SourceFileLoader
 from importlib.util import module_from_spec, spec_from_loader
@@ -21,6 +20,7 @@ from operations._common import PortListeners
 from operations.provisioning import _profile
 from tests.conftest import ROOT
 from tests.fixtures.fake_inventory import DEBIAN_12
+from tests.plan import plan as run_plan
 from tests.script_server import serve
 
 RED_PROVISION = ROOT / "files/provisioning/opt/red/bin/red-provision"
@@ -331,11 +331,8 @@ def plan(tmp_path, *data, ss_22=None):
         f"box = [('@fake/box', {{'fake_responses': {responses!r}, 'fake_delay': 0, "
         "'fake_delay_jitter': 0, 'python_version': '3.11'})]\n"
     )
-    args = [sys.executable, "-m", "pyinfra", str(inventory), "deploy.py", "-y", "--debug"]
-    for item in data:
-        args += ["--data", item]
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    return result.returncode, result.stdout + result.stderr
+    result = run_plan(data=data, inventory=str(inventory))
+    return result.code, result.output
 
 
 def test_plan_ships_the_scripts_and_notebooks_at_build_time(tmp_path):

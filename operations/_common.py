@@ -225,7 +225,9 @@ def venv(path: str, python: str):
         yield StringCommand(
             "mv",
             QuoteString(path),
-            StringCommand(QuoteString(f"{path}.moved-aside-"), "$(date +%Y%m%d-%H%M%S)"),
+            # One word: the quoted prefix and the time, without a space between.
+            StringCommand(QuoteString(f"{path}.moved-aside-"), "$(date +%Y%m%d-%H%M%S)",
+                          _separator=""),
         )
     yield StringCommand(python, "-m", "venv", QuoteString(path))
 

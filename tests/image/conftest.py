@@ -125,8 +125,3 @@ def target_programs(target_settings):
     """The deploy's programs as the target's settings make them (operations/programs.py)."""
     return programs(target_settings, data=settings.DEFAULTS.get)
 
-
-@pytest.fixture(scope="module")
-def target_ports(target_programs) -> dict[str, int]:
-    """The target's service ports, by program name (as in MAIN_PORTS)."""
-    return {program.name: program.port for program in target_programs if program.port}

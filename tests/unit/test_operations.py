@@ -151,7 +151,8 @@ FILE_KWARGS = {"requirements_file": REQS, "pip_args": ["--extra-index-url=https:
                "stamp_key": "ref=v1", "log": "/logs/pip.log"}
 FILE_INSTALL = (
     f"( echo '== pip install -r {REQS}' {SHELL_TIMESTAMP} ; cd /workspace/App && "
-    f"{PIP} --progress-bar off -r {REQS} --extra-index-url=https://x.test ) >> /logs/pip.log 2>&1 && echo "
+    f"{PIP} --progress-bar off -r {REQS} --extra-index-url=https://x.test ) >> /logs/pip.log "
+    "2>&1 && echo "
     f"{FILE_STAMP} > {STAMP} || {{ rc=$?; tail -n 20 /logs/pip.log >&2; printf '%s %s (exit %s): "
     f"%s; details in %s\\n' {SHELL_TIMESTAMP} "
     f"'pip: installing {REQS} into {VENV} FAILED' \"$rc\" \"$(tail -n 1 /logs/pip.log "

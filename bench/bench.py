@@ -27,20 +27,20 @@ from tests.boxes import (  # noqa: E402 - the repo root must be on sys.path firs
     image,
     jupyter_status,
     podman,
+    ports,
+    ports_env,
     remove,
     start_box,
     wait_ready,
 )
 from tests.script_server import serve  # noqa: E402
 
-PORTS = {"ssh": 26022, "jupyter": 26888, "novnc": 26080, "vnc": 26901}
+# A port for each of the deploy's programs that listens (operations/programs.py).
+PORTS = ports(26020)
 ENV = {
     # GitHub is unreachable from the build machines: the app's checkout is measured apart.
     "VISOMASTER_CHECKOUT": "false",
-    "SSH_PORT": str(PORTS["ssh"]),
-    "JUPYTER_PORT": str(PORTS["jupyter"]),
-    "NOVNC_PORT": str(PORTS["novnc"]),
-    "VNC_PORT": str(PORTS["vnc"]),
+    **ports_env(PORTS),
     "VNC_PW": "bench-pw",
     "JUPYTER_TOKEN": "bench-token-0123456789",
 }
@@ -105,10 +105,6 @@ def noop_converge(box) -> float:
     return elapsed
 
 
-# What "serving again" means per program: its port answers (Jupyter: its API returns 200).
-SERVICE_PORT = {"sshd": "ssh", "xvnc": "vnc", "novnc": "novnc", "jupyter": "jupyter"}
-
-
 def kill_recovery(box, program: str) -> tuple[float, float]:
     """
     kill -9 of a program's process: seconds until it serves again (its port answers; the
@@ -130,11 +126,11 @@ def kill_recovery(box, program: str) -> tuple[float, float]:
 
 
 def _serving(box, program: str, old_pid: int) -> bool:
-    port = SERVICE_PORT.get(program)
-    if port == "jupyter":
+    """Its port answers (Jupyter: its API returns 200); a program without a port: a new pid."""
+    if program == "jupyter":
         return jupyter_status(PORTS["jupyter"], ENV["JUPYTER_TOKEN"]) == 200
-    if port:
-        return answers(box, port, PORTS[port])
+    if program in PORTS:
+        return answers(box, program, PORTS[program])
     pid = box.sh(f"supervisorctl pid {program}", check=False).strip()
     return pid.isdigit() and int(pid) not in (0, old_pid)
 

@@ -434,12 +434,27 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
                     "status": app["visomaster_status_file"]},
             _ignore_errors=True,
         )
-    program = Program(
+    program = build_program(app_dir, app["visomaster_autostart"])
+    return [supervisor_program(program)]
+
+
+def build_program(app_dir: str, autostart: bool, data=settings.get) -> Program:
+    """
+    The app's program on the VNC desktop (no pyinfra host needed).
+
+    + app_dir: the checkout it runs
+    + autostart: start it with supervisord
+    + data: where other settings come from (the host's data; ``settings.DEFAULTS.get``)
+    """
+    return Program(
         name="visomaster",
-        command=f"{BIN}/red-visomaster {app_dir} {app_venv}/bin/python",
+        command=f"{BIN}/red-visomaster",
         priority=60,
+        module=__name__,
         environment={
-            "DISPLAY": f":{settings.get('vnc_display')}",
+            "RED_APP_DIR": app_dir,
+            "RED_APP_PYTHON": f"{data('python_app_venv')}/bin/python",
+            "DISPLAY": f":{data('vnc_display')}",
             "QT_X11_NO_MITSHM": "1",
             # The app's print()s reach its log as they happen.
             "PYTHONUNBUFFERED": "1",
@@ -447,14 +462,13 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
             "HOME": "/root",
             "USER": "root",
         },
-        autostart=app["visomaster_autostart"],
+        autostart=autostart,
         # Closing the app's window ends it for good; a crash brings it back after a pause
         # (red-visomaster counts crashes: the third within 5 minutes is FATAL).
         autorestart="unexpected",
         startretries=3,
         startsecs=5,
     )
-    return [supervisor_program(program)]
 
 
 def _warn_small_shm(minimum_mb: int) -> None:

@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.boxes import PROGRAMS, RUN_FLAGS, answers, podman, port_open
+from tests.boxes import PORT_SETTINGS, PROGRAMS, RUN_FLAGS, answers, podman, port_open, ports_env
+from tests.boxes import ports as program_ports
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "freshbox"
@@ -110,8 +111,8 @@ class FreshBox:
 
 def box_ports(index: int) -> dict[str, int]:
     base = PORT_BASE + 100 * index
-    return {"box_ssh": base + 22, "ssh": base + 23, "vnc": base + 59, "novnc": base + 80,
-            "jupyter": base + 88}
+    # The box's own sshd on base + 22; Red's programs from base + 23 up.
+    return {"box_ssh": base + 22, **program_ports(base + 23)}
 
 
 def instance(instance_id: int, label: str, ssh_port: int) -> dict:
@@ -141,10 +142,7 @@ def start(index: int, public_key: str, image: str = IMAGE,
         "FRESHBOX_SSH_PORT": str(ports["box_ssh"]),
         "SSH_PUBLIC_KEY": public_key,
         # Red's services on ports of their own: the box's sshd keeps "22".
-        "SSH_PORT": str(ports["ssh"]),
-        "JUPYTER_PORT": str(ports["jupyter"]),
-        "NOVNC_PORT": str(ports["novnc"]),
-        "VNC_PORT": str(ports["vnc"]),
+        **ports_env({name: port for name, port in ports.items() if name in PORT_SETTINGS}),
         **APP_OFF_ENV,
         **(extra_env or {}),
     }
@@ -180,7 +178,7 @@ def remove_index(*indexes: int) -> None:
 def wait_running(box: FreshBox, timeout: float = 120) -> float:
     """Wait until every supervisor program runs and Red's ports answer; the seconds it took."""
     start_time = time.monotonic()
-    wanted = ("ssh", "jupyter", "novnc", "vnc")
+    wanted = PORT_SETTINGS
     while time.monotonic() - start_time < timeout:
         running = set(box.program_pids()) >= set(PROGRAMS)
         if running and all(answers(box, name, box.ports[name]) for name in wanted):

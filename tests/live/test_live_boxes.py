@@ -78,7 +78,7 @@ def test_first_converge_over_ssh_starts_the_services(box, operator, first_run):
     assert set(box.program_pids()) >= set(PROGRAMS)
     assert box.sh("tr '\\0' ' ' < /proc/1/cmdline").startswith("/bin/sh /usr/local/sbin/")
     # Red's sshd answers on SSH_PORT with the key, presenting this box's pinned host key.
-    login = ssh(operator, box, box.ports["ssh"], "id -u")
+    login = ssh(operator, box, box.ports["sshd"], "id -u")
     assert login.returncode == 0, login.stderr
     assert login.stdout.strip() == "0"
 
@@ -152,8 +152,9 @@ def test_dry_run_diff_shows_only_the_resolution_change(box, resolution_dry_run):
     assert removed and len(removed) == len(added), run.stderr[-4000:]
     for old, new in zip(removed, added, strict=True):
         assert OLD in old and old.replace(OLD, NEW) == new, (old, new)
-    assert (f"command=/opt/red/bin/red-xvnc 1 {box.ports['vnc']} {NEW} 24 "
-            "/etc/red/secrets/vnc_password") in added
+    assert (f"command=/usr/bin/env RED_DISPLAY=1 RED_VNC_PORT={box.ports['xvnc']} "
+            f"RED_VNC_RESOLUTION={NEW} RED_VNC_DEPTH=24 "
+            "RED_VNC_PASSWORD_FILE=/etc/red/secrets/vnc_password /opt/red/bin/red-xvnc") in added
     # Nothing changed on the box.
     assert after == before
 

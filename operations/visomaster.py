@@ -312,7 +312,8 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, time
         MODELS, "--repo", QuoteString(repo), "--models-data", MODELS_DATA,
         "--python", QuoteString(python), "--attempts", str(int(attempts)),
         "--timeout", str(int(timeout)), "--state", QuoteString(state),
-        "--pip-state", QuoteString(pip_state), "--status", QuoteString(status), ">/dev/null",
+        *(("--pip-state", QuoteString(pip_state)) if pip_state else ()),
+        "--status", QuoteString(status), ">/dev/null",
     )
     yield StringCommand(
         "{", "echo", QuoteString(f"== red-app-models {repo}"), SHELL_TIMESTAMP, ";", models, ";",
@@ -416,7 +417,9 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
                 attempts=app["visomaster_models_attempts"],
                 timeout=app["visomaster_models_timeout"],
                 state=app["visomaster_models_state"],
-                pip_state=app["visomaster_pip_state"],
+                # Only an install this converge runs can be why the downloader cannot run.
+                pip_state=app["visomaster_pip_state"] if app["visomaster_install_requirements"]
+                else "",
                 status=app["visomaster_status_file"],
                 log=f"{logs}/visomaster-models.log",
                 _ignore_errors=True,

@@ -55,14 +55,23 @@ def test_a_downloader_leaving_zero_byte_files_and_exiting_0_is_not_trusted(asset
 def test_after_a_failed_install_the_models_step_names_it(assets, tmp_path):
     repo = make_repo(tmp_path, assets, {"good": "good"})
     pip_state = tmp_path / "pip.json"
-    pip_state.write_text(json.dumps({"result": "failed", "requirements": "/w/req.txt",
+    requirements = str(repo / "requirements_cu124.txt")
+    # A failure of another checkout's install says nothing about this one.
+    pip_state.write_text(json.dumps({"result": "failed", "requirements": "/w/req.txt"}))
+    rc, state, _ = run_tool(repo, tmp_path / "other.json", "--pip-state", str(pip_state))
+    assert rc == 0 and state["downloads_run"] == 1
+    for model in repo.glob("model_assets/*.onnx"):
+        model.unlink()
+    assets.hits.clear()
+    pip_state.write_text(json.dumps({"result": "failed", "requirements": requirements,
                                      "cause": "index pypi.nvidia.com: read timed out x3"}))
     rc, state, err = run_tool(repo, tmp_path / "s.json", "--pip-state", str(pip_state))
     assert rc == 3 and state["downloads_run"] == 0 and not assets.hits
     assert state["reason"] == (
-        "not downloaded: the app's packages are not installed (the last install of /w/req.txt "
-        "failed: index pypi.nvidia.com: read timed out x3; `red-app-pip --retry-now` tries it "
-        "now); the models are fetched by the first converge after the install")
+        "not downloaded: the app's packages are not installed (the last install of "
+        f"{requirements} failed: index pypi.nvidia.com: read timed out x3; `red-app-pip "
+        "--retry-now` tries it now); the models are fetched by the first converge after the "
+        "install")
     assert "sha256" not in err
     # Once the install succeeded, the download runs.
     pip_state.write_text(json.dumps({"result": "installed"}))

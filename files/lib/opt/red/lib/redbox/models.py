@@ -451,7 +451,7 @@ def converge(a: argparse.Namespace, repo: str, models_data: str, state: dict) ->
         return
     cache = {} if a.rehash else load_cache(a.state)
     checked, failed = verify(repo, entries, cache, use_cache=not a.rehash)
-    blocked = install_failed(a.pip_state) if failed and a.attempts else None
+    blocked = install_failed(a.pip_state, repo) if failed and a.attempts else None
     if blocked:
         # The downloader imports the app's packages: without them every file would read as
         # "missing" or "sha256 mismatch", hiding the real cause.
@@ -482,10 +482,15 @@ def converge(a: argparse.Namespace, repo: str, models_data: str, state: dict) ->
             f"{checked - len(failed)} of {checked} model files verified", force=True)
 
 
-def install_failed(pip_state: str | None) -> str | None:
-    """Why the app's packages are missing, when red-app-pip's record says its install failed."""
+def install_failed(pip_state: str | None, repo: str) -> str | None:
+    """
+    Why the app's packages are missing, when red-app-pip's record says the install of this
+    checkout's requirements failed (a record about another checkout says nothing about it).
+    """
     record = json_state.read(pip_state) if pip_state else None
     if not isinstance(record, dict) or record.get("result") != "failed":
+        return None
+    if os.path.dirname(os.path.abspath(str(record.get("requirements")))) != repo:
         return None
     return (f"the last install of {record.get('requirements')} failed: {record.get('cause')}; "
             "`red-app-pip --retry-now` tries it now")

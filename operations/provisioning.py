@@ -24,7 +24,8 @@ PROFILE = "/etc/profile.d/red.sh"
 # PAM's pam_env reads it for every SSH session, `ssh box cmd` included (Vast's documented
 # place for a template's env): one marked block of ours, the rest of the file left alone.
 PAM_ENVIRONMENT = "/etc/environment"
-PAM_BLOCK_MARKER = "# {mark} Red's settings (operations/provisioning.py): rewritten on converge"
+# awk reads the marker inside a quoted regex: no quotes, slashes or parentheses in it.
+PAM_BLOCK_MARKER = "# {mark} Red settings of the provisioning concern: rewritten on converge"
 # pam_env strips one pair of quotes and knows no escapes: such values cannot be written.
 _PAM_UNSAFE = ('"', "'", "\\", "\n", "\r", "$", "`")
 

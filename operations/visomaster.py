@@ -459,11 +459,11 @@ def build_program(app_dir: str, autostart: bool, data=settings.get) -> Program:
             "RED_APP_PYTHON": f"{data('python_app_venv')}/bin/python",
             "DISPLAY": f":{data('vnc_display')}",
             "QT_X11_NO_MITSHM": "1",
-            # The app's print()s reach its log as they happen.
-            "PYTHONUNBUFFERED": "1",
             "XDG_RUNTIME_DIR": XDG_RUNTIME_DIR,
             "HOME": "/root",
             "USER": "root",
+            # The app's print()s reach its log as they happen.
+            "PYTHONUNBUFFERED": "1",
         },
         autostart=autostart,
         # Closing the app's window ends it for good; a crash brings it back after a pause

@@ -831,7 +831,8 @@ def test_pip_uses_the_files_index_line_and_the_ones_pip_would_ignore_with_progre
 
 
 def test_a_refused_index_fails_fast_with_its_cause_and_is_backed_off(box, app, indexes):
-    dest = app_copy(box, "refused", "red-fixture-a==1.0\n")
+    # Not installed yet (an installed one is "already satisfied" without asking any index).
+    dest = app_copy(box, "refused", "red-absent-a==1.0\n")
     started = time.monotonic()
     report = pip_converge(box, dest, f"visomaster_extra_index_urls=http://127.0.0.1:{DEAD_PORT}/x")
     TIMINGS["pip_refused_index_converge"] = time.monotonic() - started
@@ -853,7 +854,7 @@ def test_a_refused_index_fails_fast_with_its_cause_and_is_backed_off(box, app, i
 def test_a_blackholed_index_ends_within_the_deadline_and_the_icon_says_installing(
         box, app, indexes):
     from concurrent.futures import ThreadPoolExecutor
-    dest = app_copy(box, "hole", "red-fixture-a==1.0\nred-fixture-b==2.0\n")
+    dest = app_copy(box, "hole", "red-absent-b==1.0\nred-absent-c==1.0\n")
     close_window(box, "VisoMaster is being installed")
     started = time.monotonic()
     with ThreadPoolExecutor(1) as pool:

@@ -153,18 +153,24 @@ class VastAPI(ThreadingHTTPServer):
                  faults: Iterable[dict[str, Any]] = (), rejected: dict | None = None,
                  port: int = 0, other: str = "http://127.0.0.2:9"):
         super().__init__(("127.0.0.1", port), _Handler)
-        self.pages = pages
-        self.tokens = {page["next_token"]: index + 2 for index, page in enumerate(pages)
-                       if page.get("next_token")}
+        self.lock = threading.Lock()
+        self.serve_pages(pages)
         self.key = key
         self.faults = list(faults)
         self.rejected = rejected or REJECTED
         self.other = other
         self.seen: list[dict[str, Any]] = []
         self.attempts: dict[int, int] = {}
-        self.lock = threading.Lock()
         self.closing = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def serve_pages(self, pages: list[dict[str, Any]]) -> None:
+        """Answer ``pages`` from now on (the account's instances changed)."""
+
+        with self.lock:
+            self.pages = pages
+            self.tokens = {page["next_token"]: index + 2 for index, page in enumerate(pages)
+                           if page.get("next_token")}
 
     @property
     def url(self) -> str:

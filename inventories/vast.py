@@ -19,6 +19,7 @@ Environment:
   ``http://`` only for loopback hosts.
 + ``VAST_API_TIMEOUT``: seconds for the whole listing, every page and retry included
   (default 30)
++ ``https_proxy``/``no_proxy``: honoured for https:// servers (a CONNECT tunnel)
 + ``VAST_LABEL``: only instances whose label matches this glob (``fnmatch``, case-sensitive)
 + ``VAST_INSTANCES_JSON``: a saved listing instead of the API: the output of
   ``vastai show instances --raw`` (a JSON list) or an API answer (``{"instances": [...]}``)
@@ -50,6 +51,7 @@ listing is ever partial. The README's inventory section lists them and what to d
 
 from __future__ import annotations
 
+import base64
 import http.client
 import ipaddress
 import json
@@ -255,8 +257,10 @@ class _Listing:
     One listing: every request shares the deadline; the key goes only to the origin.
     """
 
-    def __init__(self, url: urllib.parse.SplitResult, key: _Key, timeout: float):
+    def __init__(self, url: urllib.parse.SplitResult, key: _Key, timeout: float,
+                 proxy: urllib.parse.SplitResult | None = None):
         self.url = url
+        self.proxy = proxy
         self.origin = _origin(url)
         self.key = key
         self.timeout = timeout
@@ -321,7 +325,14 @@ class _Listing:
             raise self.timed_out(page, "no time left")
         connection: http.client.HTTPConnection
         port = target.port
-        if target.scheme == "https":
+        if target.scheme == "https" and self.proxy:
+            # Through the https_proxy: a CONNECT tunnel, TLS to Vast end to end.
+            connection = http.client.HTTPSConnection(
+                self.proxy.hostname, self.proxy.port or 80, timeout=remaining,
+                context=ssl.create_default_context(),
+            )
+            connection.set_tunnel(target.hostname, port or 443, headers=_proxy_auth(self.proxy))
+        elif target.scheme == "https":
             connection = http.client.HTTPSConnection(
                 target.hostname, port, timeout=remaining, context=ssl.create_default_context(),
             )
@@ -370,6 +381,38 @@ class _Listing:
                 _retry_after(answer.headers),
             )
         return answer
+
+
+def _https_proxy(env: Mapping[str, str], host: str) -> urllib.parse.SplitResult | None:
+    """
+    The ``https_proxy`` to reach ``host`` through (as requests and urllib read it), unless
+    ``no_proxy`` lists the host or a domain of it.
+    """
+
+    raw = (env.get("https_proxy") or env.get("HTTPS_PROXY") or "").strip()
+    if not raw:
+        return None
+    for entry in (env.get("no_proxy") or env.get("NO_PROXY") or "").split(","):
+        domain = entry.strip().lstrip(".").lower()
+        if domain == "*" or (domain and (host == domain or host.endswith("." + domain))):
+            return None
+    proxy = urllib.parse.urlsplit(raw if "://" in raw else f"http://{raw}")
+    try:
+        proxy.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        proxy = None
+    if proxy is None or proxy.scheme != "http" or not proxy.hostname:
+        raise VastInventoryError("https_proxy must be http://host:port for the Vast API")
+    return proxy
+
+
+def _proxy_auth(proxy: urllib.parse.SplitResult) -> dict[str, str]:
+    if not proxy.username:
+        return {}
+    user = urllib.parse.unquote(proxy.username)
+    password = urllib.parse.unquote(proxy.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Proxy-Authorization": f"Basic {token}"}
 
 
 def _origin(url: urllib.parse.SplitResult) -> tuple[str, str, int]:
@@ -476,12 +519,13 @@ def _page_instances(payload: Any, source: str) -> list[dict[str, Any]]:
     return instances
 
 
-def _fetch_all(url: urllib.parse.SplitResult, key: _Key, timeout: float) -> list[dict[str, Any]]:
+def _fetch_all(url: urllib.parse.SplitResult, key: _Key, timeout: float,
+               proxy: urllib.parse.SplitResult | None = None) -> list[dict[str, Any]]:
     """
     Page through the v1 listing until ``next_token`` ends; any failing page fails it all.
     """
 
-    listing = _Listing(url, key, timeout)
+    listing = _Listing(url, key, timeout, proxy)
     query = {
         "select_filters": "{}",
         "order_by": json.dumps([{"col": "id", "dir": "asc"}]),
@@ -554,7 +598,8 @@ def load_instances(env: Mapping[str, str], home: Path | None = None) -> list[dic
     else:
         url = _instances_url(env)
         timeout = _api_timeout(env)
-        instances = _fetch_all(url, _api_key(env, home or Path.home()), timeout)
+        proxy = _https_proxy(env, url.hostname or "") if url.scheme == "https" else None
+        instances = _fetch_all(url, _api_key(env, home or Path.home()), timeout, proxy)
     return [_strip(i) for i in instances]
 
 

@@ -509,6 +509,46 @@ def test_bad_settings_are_errors_before_any_traffic(inv, tmp_path, env, message)
         inv.load_instances({"VAST_API_KEY": GOOD_KEY, **env}, home=tmp_path)
 
 
+def test_https_goes_through_the_https_proxy_in_a_tunnel_with_the_key_inside(inv, tmp_path):
+    # A loopback "proxy" that refuses every CONNECT: what it saw is all a proxy can see.
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[bytes] = []
+
+    def refuse():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                seen.append(conn.recv(4096))
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=refuse, daemon=True).start()
+    env = {"VAST_API_URL": "https://console.example.invalid", "VAST_API_KEY": GOOD_KEY,
+           "https_proxy": f"http://me:s%40cret@127.0.0.1:{listener.getsockname()[1]}",
+           "no_proxy": "localhost,.vast.ai"}
+    try:
+        with pytest.raises(inv.VastInventoryError, match=r"after 3 attempts.*Tunnel connection "
+                                                         r"failed: 403 Forbidden"):
+            inv.load_instances(env, home=tmp_path)
+    finally:
+        listener.close()
+    assert len(seen) == 3
+    assert seen[0].startswith(b"CONNECT console.example.invalid:443 HTTP/1.")
+    assert b"Proxy-Authorization: Basic bWU6c0BjcmV0" in seen[0]  # me:s@cret
+    assert GOOD_KEY.encode() not in b"".join(seen)
+
+
+def test_no_proxy_keeps_matching_hosts_direct(inv):
+    env = {"https_proxy": "proxy.internal:3128", "no_proxy": "localhost, .vast.ai"}
+    assert inv._https_proxy(env, "console.vast.ai") is None
+    assert inv._https_proxy(env, "vast.ai") is None
+    assert inv._https_proxy(env, "notvast.ai").hostname == "proxy.internal"
+    with pytest.raises(inv.VastInventoryError, match="https_proxy must be http://host:port"):
+        inv._https_proxy({"https_proxy": "socks5://127.0.0.1:1080"}, "console.vast.ai")
+
+
 @pytest.mark.parametrize("url", ["http://localhost:1", "http://127.3.4.5:1", "http://[::1]:1"])
 def test_plain_http_is_allowed_for_loopback_hosts(inv, url):
     parts = inv._instances_url({"VAST_API_URL": url})

@@ -307,7 +307,7 @@ class _Listing:
             location = answer.headers.get("Location", "")
             current = urllib.parse.urlunsplit(target)
             target = urllib.parse.urlsplit(urllib.parse.urljoin(current, location))
-            if _origin(target) != self.origin:
+            if _origin(target) != self.origin:  # a garbled port counts as another origin
                 # requests (the CLI) drops the key on such a redirect; the listing would
                 # then fail at the other end anyway, so refuse it here and say where.
                 raise VastInventoryError(
@@ -344,15 +344,15 @@ class _Listing:
             "Accept": "application/json",
             "User-Agent": "red-pyinfra-inventory",
         }
-        watchdog: threading.Timer | None = None
+        # A socket timeout bounds each read, not their sum: a server (or proxy) dripping a
+        # byte at a time would never trip it. At the deadline the watchdog shuts whatever
+        # socket the connection has then, in the TLS handshake or the body alike.
+        watchdog = threading.Timer(remaining, lambda: _shut(connection.sock))
+        watchdog.daemon = True
         answering = False
         try:
-            connection.connect()
-            # A socket timeout bounds each read, not the sum: a server dripping a byte at a
-            # time would never trip it. At the deadline the watchdog shuts the socket.
-            watchdog = threading.Timer(self.remaining(), _shut, (connection.sock,))
-            watchdog.daemon = True
             watchdog.start()
+            connection.connect()
             connection.request("GET", path, headers=headers)
             response = connection.getresponse()
             answering = True
@@ -361,19 +361,17 @@ class _Listing:
                 raise TimeoutError  # the watchdog cut the answer short
             answer = _Answer(response.status, response.reason, response.headers, body)
         except TimeoutError:
-            cause = "answer still incomplete" if answering else "no answer"
-            raise self.timed_out(page, cause) from None
+            raise self.timed_out(page, _cut_short(answering)) from None
         except ssl.SSLCertVerificationError as e:
             raise VastInventoryError(
                 f"TLS certificate of {_show_origin(target)} not trusted: {e.verify_message}",
             ) from None
         except (OSError, http.client.HTTPException, ValueError) as e:
-            if self.remaining() <= 0:
-                raise self.timed_out(page, "answer still incomplete") from None
+            if self.remaining() <= 0:  # the watchdog shut the socket
+                raise self.timed_out(page, _cut_short(answering)) from None
             raise _Retryable(f"cannot reach {_show_origin(target)}: {_describe(e)}") from None
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
+            watchdog.cancel()
             connection.close()
         if answer.status in _RETRY_STATUS:
             raise _Retryable(
@@ -381,6 +379,10 @@ class _Listing:
                 _retry_after(answer.headers),
             )
         return answer
+
+
+def _cut_short(answering: bool) -> str:
+    return "answer still incomplete" if answering else "no answer"
 
 
 def _https_proxy(env: Mapping[str, str], host: str) -> urllib.parse.SplitResult | None:
@@ -417,7 +419,11 @@ def _proxy_auth(proxy: urllib.parse.SplitResult) -> dict[str, str]:
 
 def _origin(url: urllib.parse.SplitResult) -> tuple[str, str, int]:
     default = 443 if url.scheme == "https" else 80
-    return (url.scheme, (url.hostname or "").lower(), url.port or default)
+    try:
+        port = url.port or default
+    except ValueError:
+        port = -1
+    return (url.scheme, (url.hostname or "").lower(), port)
 
 
 def _show_origin(url: urllib.parse.SplitResult) -> str:
@@ -426,6 +432,8 @@ def _show_origin(url: urllib.parse.SplitResult) -> str:
 
 
 def _shut(sock: socket.socket | None) -> None:
+    """Shut a socket down from another thread: a read blocked on it returns at once."""
+
     if sock is None:
         return
     try:

@@ -7,7 +7,8 @@ It serves recorded pages (``{"instances": [...], "next_token": ..., "total_insta
 25 a page at most) and follows ``after_token`` from one to the next; it checks the Bearer key,
 ``limit`` (1..25) and that ``select_filters``/``order_by`` are JSON, answers the retired
 ``/api/v0/instances/`` with 410, and plays recorded faults (tests/fixtures/vast/api/faults.json)
-on chosen pages: an error status for some attempts, a redirect, a body dripped a byte at a time.
+on chosen pages: an error status for some attempts, a redirect, a body dripped a byte at a time,
+no answer at all.
 
     with VastAPI(pages_of(records)) as api:
         env = {"VAST_API_URL": api.url, "VAST_API_KEY": GOOD_KEY}
@@ -105,6 +106,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Location", item["redirect"].format(other=self.server.other))
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif "hang" in item:
+            self.server.closing.wait(item["hang"])  # no byte of answer
         elif "drip" in item:
             body = json.dumps(self.server.pages[item["page"] - 1]).encode()
             self.send_response(200)

@@ -412,6 +412,19 @@ def test_same_origin_redirect_is_followed_with_the_key(inv, tmp_path):
     assert [r["authorization"] for r in api.seen[:2]] == [f"Bearer {GOOD_KEY}"] * 2
 
 
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [("http://127.0.0.1:port/x", r"redirected to another origin \(http://127\.0\.0\.1:-1\)"),
+     ("https://{host}/api/v1/instances/", r"redirected to another origin \(https://"),
+     ("/api/v1/instances/?limit=25", r"more than 5 redirects$")],
+)
+def test_odd_redirects_end_in_one_line(inv, tmp_path, location, message):
+    faults = [{"page": 1, "times": 99, "status": 302, "redirect": location}]
+    with _api(faults=faults) as api, pytest.raises(inv.VastInventoryError, match=message):
+        api.faults[0]["redirect"] = location.replace("{host}", api.url[len("http://"):])
+        inv.load_instances(_api_env(api), home=tmp_path)
+
+
 def test_a_dripping_body_cannot_hold_the_listing_past_its_deadline(tmp_path, capsys):
     started = time.monotonic()
     with _api(**scenario("dripping_body")) as api:
@@ -421,6 +434,16 @@ def test_a_dripping_body_cannot_hold_the_listing_past_its_deadline(tmp_path, cap
     assert re.fullmatch(r"Vast API listing did not finish within 3 s at http://127\.0\.0\.1:\d+"
                         r"/api/v1/instances/ \(page 3: answer still incomplete\); raise "
                         r"VAST_API_TIMEOUT to wait longer", line), line
+
+
+def test_a_server_that_never_answers_times_out_at_the_deadline(inv, tmp_path):
+    started = time.monotonic()
+    with _api(faults=[{"page": 2, "times": 9, "hang": 30}]) as api, \
+            pytest.raises(inv.VastInventoryError) as error:
+        inv.load_instances(_api_env(api, VAST_API_TIMEOUT="1.5"), home=tmp_path)
+    assert 1.5 <= time.monotonic() - started < 3
+    assert str(error.value).startswith("Vast API listing did not finish within 1.5 s at http://")
+    assert "(page 2: no answer)" in str(error.value)
 
 
 def test_the_deadline_covers_retry_pauses(inv, tmp_path):

@@ -213,7 +213,7 @@ def test_host_data_is_complete(inv, instances, tmp_path):
 
 @pytest.mark.parametrize("number", sorted(SHAPE_ENDPOINTS))
 def test_every_record_shape_gets_its_endpoint(inv, number):
-    (record,) = [r for r in SHAPES if r["id"] == SHAPE + number][:1]
+    record = next(r for r in SHAPES if r["id"] == SHAPE + number)  # the first listing
     expected = SHAPE_ENDPOINTS[number]
     if expected is None:
         with pytest.raises(inv.VastInventoryError, match=r"no usable SSH endpoint"):

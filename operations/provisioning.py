@@ -24,8 +24,9 @@ PROFILE = "/etc/profile.d/red.sh"
 # PAM's pam_env reads it for every SSH session, `ssh box cmd` included (Vast's documented
 # place for a template's env): one marked block of ours, the rest of the file left alone.
 PAM_ENVIRONMENT = "/etc/environment"
-# awk reads the marker inside a quoted regex: no quotes, slashes or parentheses in it.
-PAM_BLOCK_MARKER = "# {mark} Red settings of the provisioning concern: rewritten on converge"
+# pyinfra's files.block puts a marker into an awk regex inside single quotes, unescaped: no
+# quote, slash, parenthesis or other regex character in a marker.
+PAM_BLOCK_MARKER = "# {mark} Red settings, managed by the deploy: rewritten on converge"
 # pam_env strips one pair of quotes and knows no escapes: such values cannot be written.
 _PAM_UNSAFE = ('"', "'", "\\", "\n", "\r", "$", "`")
 

@@ -65,6 +65,32 @@ def vncdo(password: str, target: Path) -> subprocess.CompletedProcess:
 
 # Seconds a new kernel may take to import ipykernel and report idle (a busy 2-core box).
 KERNEL_TIMEOUT = 60
+# Run in the box's Jupyter venv: a kernel_info_request over the server's kernel websocket;
+# prints the reply's language_info.
+KERNEL_INFO = """
+import json, sys, uuid
+from tornado.httpclient import HTTPRequest
+from tornado.ioloop import IOLoop
+from tornado.websocket import websocket_connect
+
+
+async def main(url, token):
+    ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": "token " + token}))
+    msg_id = uuid.uuid4().hex
+    ws.write_message(json.dumps({
+        "header": {"msg_id": msg_id, "msg_type": "kernel_info_request", "username": "red",
+                   "session": uuid.uuid4().hex, "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "content": {}, "channel": "shell"}))
+    while True:
+        message = json.loads(await ws.read_message())
+        if (message.get("msg_type") == "kernel_info_reply"
+                and message["parent_header"].get("msg_id") == msg_id):
+            print(json.dumps(message["content"]["language_info"]))
+            return
+
+
+IOLoop.current().run_sync(lambda: main(sys.argv[1], sys.argv[2]), timeout=60)
+"""
 # The desktop paints its background some seconds after Xvnc answers (longer on a busy box).
 PAINT_TIMEOUT = 60
 
@@ -144,7 +170,12 @@ def test_jupyter_lists_and_starts_the_app_kernel(box):
     status, kernel = call("POST", "/api/kernels", {"name": "red-app"})
     assert status == 201
     try:
-        # Started means the kernel answers: "idle" once the app venv's ipykernel is up.
+        # Jupyter reports "starting" until a client talks to the kernel: ask it over the
+        # server's websocket, as JupyterLab does, then the kernel must be idle.
+        url = f"ws://127.0.0.1:{MAIN_PORTS['jupyter']}/api/kernels/{kernel['id']}/channels"
+        info = box.exec("/opt/red/jupyter/bin/python", "-c", KERNEL_INFO, url, JUPYTER_TOKEN,
+                        timeout=KERNEL_TIMEOUT + 30)
+        assert json.loads(info.stdout.strip().splitlines()[-1])["name"] == "python"
         deadline = time.monotonic() + KERNEL_TIMEOUT
         while True:
             _, state = call("GET", f"/api/kernels/{kernel['id']}")

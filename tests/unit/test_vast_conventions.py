@@ -46,3 +46,10 @@ def test_port_holders_are_found_without_ss():
     found = [PortListeners().process(output) for output in outputs]
     assert found[0] == found[1] and found[0][0]["name"].startswith("python")
     assert found[0][0]["pid"] and not found[0][0]["supervised"]
+
+
+def test_pam_block_marker_survives_pyinfras_awk_regex():
+    # files.block's Block fact puts the marker, unescaped, in a single-quoted awk regex.
+    from operations.provisioning import PAM_BLOCK_MARKER
+
+    assert not set(PAM_BLOCK_MARKER) & set("'\"/()[]\\.*+?|^$")

@@ -218,11 +218,20 @@ def _fallback(setting: Setting, source: str, raw: Any, problem: str, result: Res
 
 
 def settings_file_payload(resolved: Resolved, cli: Iterable[str]) -> dict:
-    """What the deploy writes to SETTINGS_FILE: non-secret values, and the --data keys."""
+    """
+    What the deploy writes to SETTINGS_FILE: the non-secret values that did not come from the
+    environment (a tool reads the environment itself: a copy would outlive a change of it),
+    and the --data keys.
+    """
     values = {key: value for key, value in resolved.values.items()
-              if not BY_KEY[key].secret}
+              if not BY_KEY[key].secret and not _from_env(resolved, BY_KEY[key])}
     return {"values": values, "cli": sorted(set(cli) - {
         key for key in cli if key in BY_KEY and BY_KEY[key].secret})}
+
+
+def _from_env(resolved: Resolved, setting: Setting) -> bool:
+    source = resolved.sources.get(setting.key, "")
+    return source in setting.env or source == "/".join(DISPLAY_SIZE_ENV)
 
 
 def box_settings(env: Mapping[str, str] | None = None, path: str = SETTINGS_FILE) -> Resolved:

@@ -36,8 +36,9 @@ ONSTART_MARKER = ("# {mark} Red's on-start (operations/provisioning.py): rewritt
                   "--data provisioning_onstart_block=false removes it")
 ONSTART_BLOCK = [
     "# Vast runs this file at every container start: Red's on-start flow brings the services",
-    "# back (a converge of this box) and runs PROVISIONING_SCRIPT once (/logs/provisioning.log).",
-    "if [ -x /opt/red/bin/red-onstart ]; then /opt/red/bin/red-onstart </dev/null & fi",
+    "# back (a converge of this box) and runs PROVISIONING_SCRIPT once (/logs/provisioning.log);",
+    "# nothing when the template's own on-start line already ran it in this start.",
+    "[ ! -x /opt/red/bin/red-onstart ] || /opt/red/bin/red-onstart --once-per-boot </dev/null &",
 ]
 # pam_env strips one pair of quotes and knows no escapes: such values cannot be written.
 _PAM_UNSAFE = ('"', "'", "\\", "\n", "\r", "$", "`")

@@ -79,9 +79,8 @@ def test_saved_data_gives_back_the_users_choices_not_the_per_run_keys(tmp_path):
     }))
     assert red_provision.saved_data(str(saved)) == [
         "--data", 'python_version="3.11"', "--data", 'vnc_resolution="1600x900"']
-    # pyinfra parses each value back to what it was (a string stays a string, not 3.11).
-    from pyinfra_cli.util import parse_cli_arg
-    assert parse_cli_arg('"3.11"') == "3.11"
+    # pyinfra JSON-parses a --data value: a string stays a string (not the number 3.11).
+    assert json.loads('"3.11"') == "3.11"
     assert red_provision.saved_data(str(tmp_path / "missing.json")) == []
 
 

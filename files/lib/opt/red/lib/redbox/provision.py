@@ -2,7 +2,7 @@
 
 Usage:
     red-provision run [--no-start-supervisor] [--by NAME]
-    red-provision onstart [--wait-for-supervisord] [--force]
+    red-provision onstart [--wait-for-supervisord] [--force] [--once-per-boot]
     red-provision status [--json]
     red-provision logs-dir
 
@@ -39,6 +39,8 @@ onstart   The seed's on-start script (/opt/red/bin/red-onstart). First the servi
           gets SIGTERM and, 10 s later, SIGKILL. Every step, and the script's output, goes to
           <logs>/provisioning.log with timestamps, and to stdout (the container log); the
           outcome to <state>/onstart.json.
+          --once-per-boot (Red's block in /root/onstart.sh): one line and nothing else when
+          the flow already ran in this container start (the template's own on-start line).
           Exit: 0 when the script succeeded (or had already), 1 otherwise.
 status    Print the markers, the lock and the scripts (read-only); --json for programs.
 logs-dir  Print the logs directory to use, creating it: /logs, or when that cannot be written
@@ -532,8 +534,11 @@ def cmd_run(args) -> int:
                     skip_app=args.skip_app)
 
 
-def ensure_services(values, prov, logs: str | None, log, wait: bool) -> bool:
-    """supervisord answers: waited for (entrypoint mode), or started by a converge."""
+def ensure_services(values, prov, logs: str | None, log, wait: bool) -> tuple[bool, bool]:
+    """
+    supervisord answers: waited for (entrypoint mode), or started by a converge;
+    (whether to go on, whether this converged the box).
+    """
     socket = str(values["supervisor_socket"])
     if wait:
         start = time.monotonic()
@@ -541,7 +546,7 @@ def ensure_services(values, prov, logs: str | None, log, wait: bool) -> bool:
             if time.monotonic() - start > prov.supervisor_wait:
                 log(f"ERROR: supervisord did not answer within {prov.supervisor_wait} s: "
                     "provisioning skipped (run /opt/red/bin/red-onstart by hand)")
-                return False
+                return False, False
             time.sleep(0.5)
     elif not supervisord_running(socket):
         log("supervisord is not running (Vast's ssh/jupyter mode, where Vast owns PID 1): "
@@ -553,18 +558,41 @@ def ensure_services(values, prov, logs: str | None, log, wait: bool) -> bool:
                            stdin=subprocess.DEVNULL)
         if not supervisord_running(socket):
             log("ERROR: supervisord does not answer: see supervisord.log; provisioning goes on")
-            return True
+        return True, True
     log("supervisord is running: the services are up")
-    return True
+    return True, False
+
+
+def container_start() -> str:
+    """This container start's identity: the host's boot and PID 1's start time."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            boot = handle.read().strip()
+        with open("/proc/1/stat", encoding="ascii") as handle:
+            started = handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+    return f"{boot}/{started}"
 
 
 def cmd_onstart(args) -> int:
     values, prov = _settings()
+    paths = markers(prov.state_dir)
+    this_start = container_start()
+    previous = read_json(paths["onstart.json"]) or {}
+    if args.once_per_boot and this_start and previous.get("container_start") == this_start:
+        print(f"{now()} red-onstart: the on-start flow already ran in this container start "
+              f"(pid {previous.get('pid')}, {previous.get('status')}): not again")
+        return 0
+    return _onstart_flow(args, values, prov, paths, this_start)
+
+
+def _onstart_flow(args, values, prov, paths: dict[str, str], this_start: str) -> int:
     logs = _logs_and_decisions(values, prov)
     log = tool_log(logs, "red-onstart")
-    paths = markers(prov.state_dir)
     os.makedirs(prov.state_dir, mode=0o700, exist_ok=True)
     record = {"pid": os.getpid(), "started": now(), "status": "running",
+              "container_start": this_start,
               "mode": "entrypoint" if args.wait_for_supervisord else "on-start",
               "log": os.path.join(logs, "provisioning.log") if logs else None}
     write_json(paths["onstart.json"], record)
@@ -579,7 +607,8 @@ def cmd_onstart(args) -> int:
 
     log("on-start flow begins: the services first, then PROVISIONING_SCRIPT or the seed's "
         "local scripts")
-    if not ensure_services(values, prov, logs, log, args.wait_for_supervisord):
+    go_on, converged = ensure_services(values, prov, logs, log, args.wait_for_supervisord)
+    if not go_on:
         return finish("supervisord-not-answering")
     fallback = next((script for script in prov.fallback_scripts if os.path.isfile(script)), None)
     # Entrypoint mode: the foreground converge skipped the app's slow steps. Our own provisioning
@@ -589,9 +618,25 @@ def cmd_onstart(args) -> int:
         log("services are up: converging the app's checkout, packages and models")
         converge(values, prov, logs, "red-onstart (app)")
 
+    path, status = _which_script(args, prov, paths, record, log, fallback=fallback,
+                                 converged=converged)
+    if path is None:
+        outcome, reason = status if isinstance(status, tuple) else (status, None)
+        return finish(outcome, **({"reason": reason} if reason else {}))
+    clock_script = time.monotonic()
+    outcome, code = run_script(path, prov.script_timeout, logs, log)
+    if outcome == "ok" and prov.script_url:
+        mark_script_done(paths[SCRIPT_DONE], prov.script_url, path,
+                         time.monotonic() - clock_script)
+        log(f"recorded in {paths[SCRIPT_DONE]}: later boots with this URL skip it")
+    return finish(outcome, exit_code=code)
+
+
+def _which_script(args, prov, paths, record, log, *, fallback, converged):
+    """(the script to run, None), or (None, the flow's outcome [and its reason])."""
     if prov.url_problem:
         log(f"ERROR: PROVISIONING_SCRIPT {prov.url_problem}: nothing downloaded")
-        return finish("bad-url", reason=prov.url_problem)
+        return None, ("bad-url", prov.url_problem)
     if prov.script_url:
         shown = parse.show_url(prov.script_url)
         record["source"] = shown
@@ -601,30 +646,29 @@ def cmd_onstart(args) -> int:
             log(f"PROVISIONING_SCRIPT {shown} already ran OK on {done.get('finished')} "
                 f"(sha256 {str(done.get('script_sha256'))[:16]}...): not run again (Vast runs it "
                 f"once; to run it again: red-onstart --force, or remove {paths[SCRIPT_DONE]})")
-            return finish("already-done")
+            return None, "already-done"
         log(f"Using PROVISIONING_SCRIPT: {shown}"
             + (" (--force: run again although it already succeeded)" if done else ""))
         path, reason = download(prov.script_url, prov,
                                 os.path.join(prov.state_dir, "downloaded-script.sh"), log)
         if path is None:
             log(f"ERROR: PROVISIONING_SCRIPT not run: {reason}")
-            return finish("download-failed", reason=reason)
+            return None, ("download-failed", reason)
+    elif converged and fallback in OWN_SCRIPTS:
+        # Vast's ssh/jupyter mode at container start: our script is the converge just done.
+        log(f"Found script: {fallback}: not run, it is the converge this flow just did")
+        record["source"] = fallback
+        return None, "ok"
     else:
         path = fallback
         if path is None:
             log(f"ERROR: No provisioning script found (looked for "
                 f"{', '.join(prov.fallback_scripts)}; PROVISIONING_SCRIPT is unset)")
-            return finish("no-script")
+            return None, "no-script"
         record["source"] = path
         write_json(paths["onstart.json"], record)
         log(f"Found script: {path}")
-    clock_script = time.monotonic()
-    outcome, code = run_script(path, prov.script_timeout, logs, log)
-    if outcome == "ok" and prov.script_url:
-        mark_script_done(paths[SCRIPT_DONE], prov.script_url, path,
-                         time.monotonic() - clock_script)
-        log(f"recorded in {paths[SCRIPT_DONE]}: later boots with this URL skip it")
-    return finish(outcome, exit_code=code)
+    return path, None
 
 
 def status_report() -> dict:
@@ -733,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--by", default="red-provision", help="who asked, for the markers")
     onstart = commands.add_parser("onstart", help="the seed's on-start flow")
     onstart.add_argument("--wait-for-supervisord", action="store_true")
+    onstart.add_argument("--once-per-boot", action="store_true",
+                         help="nothing when the flow already ran in this container start")
     onstart.add_argument("--force", action="store_true",
                          help="run PROVISIONING_SCRIPT even when it already succeeded")
     status = commands.add_parser("status", help="markers, lock and scripts")

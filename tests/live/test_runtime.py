@@ -39,21 +39,20 @@ OURS = tuple(program for program in PROGRAMS if program != "sshd")
 
 @pytest.fixture(scope="module")
 def box(freshbox_image, operator: Operator):
+    """The box, with the user's /root/onstart.sh, before any converge."""
     ports = freshbox.box_ports(INDEX)
     started = freshbox.start(INDEX, operator.public_key, freshbox_image, extra_env={
         "SSH_PORT": str(ports["box_ssh"]), "FRESHBOX_LAUNCH": "ssh"})
     started.sh(f"printf %s {shlex.quote(USER_ONSTART)} > /root/onstart.sh")
     operator.list_instances([started.instance()])
-    try:
-        yield started
-    finally:
-        freshbox.remove(started)
+    yield started
+    freshbox.remove(started)
 
 
 @pytest.fixture(scope="module")
 def first_run(box, operator: Operator):
-    run = operator.deploy("-y", "--json")
-    TIMINGS["first converge over SSH, Vast ssh-mode box"] = run.seconds
+    TIMINGS["first converge over SSH, Vast ssh-mode box"] = (run := operator.deploy(
+        "-y", "--json")).seconds
     return run
 
 

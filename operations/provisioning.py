@@ -28,12 +28,14 @@ PROFILE = "/etc/profile.d/red.sh"
 # PAM's pam_env reads it for every SSH session, `ssh box cmd` included (Vast's documented
 # place for a template's env): one marked block of ours, the rest of the file left alone.
 PAM_ENVIRONMENT = "/etc/environment"
-PAM_BLOCK_MARKER = "# {mark} Red's settings (operations/provisioning.py): rewritten on converge"
+# pyinfra's files.block puts a marker into an awk regex inside single quotes, unescaped: no
+# quote, slash, parenthesis or other regex character in a marker.
+PAM_BLOCK_MARKER = "# {mark} Red settings, managed by the deploy: rewritten on converge"
 # Vast saves the template's on-start script here and runs it at every container start (ssh and
 # jupyter modes): Red's block runs the on-start flow; the user's own lines stay as they are.
 ONSTART = "/root/onstart.sh"
-ONSTART_MARKER = ("# {mark} Red's on-start (operations/provisioning.py): rewritten on converge; "
-                  "--data provisioning_onstart_block=false removes it")
+ONSTART_MARKER = ("# {mark} Red on-start block, managed by the deploy: rewritten on converge; "
+                  "provisioning_onstart_block=false removes it")
 ONSTART_BLOCK = [
     "# Vast runs this file at every container start: Red's on-start flow brings the services",
     "# back (a converge of this box) and runs PROVISIONING_SCRIPT once (/logs/provisioning.log);",

@@ -561,7 +561,8 @@ def test_vast_mode_brings_up_our_supervisor_without_a_second_sshd_or_jupyter(mod
         assert f"launch: Vast's {mode} mode (/.launch): Vast owns PID 1" in startup
         # Red's block joined the user's on-start line, which stays as it was.
         onstart_text = box.sh("cat /root/onstart.sh")
-        assert onstart_text.startswith(f"{ONSTART_COMMAND}\n# BEGIN Red's on-start"), onstart_text
+        assert onstart_text.startswith(f"{ONSTART_COMMAND}\n# BEGIN Red on-start block"), \
+            onstart_text
         assert "red-onstart --once-per-boot" in onstart_text
 
         # The on-start command again (a restart of the instance): nothing restarts.

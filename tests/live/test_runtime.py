@@ -172,7 +172,8 @@ def test_onstart_keeps_the_users_lines_and_gains_reds_block(box, first_run):
     text = box.sh("cat /root/onstart.sh")
     assert text.startswith(USER_ONSTART), text
     block = text[len(USER_ONSTART):]
-    assert block.count("# BEGIN Red's on-start") == 1 and block.count("# END Red's on-start") == 1
+    assert block.count("# BEGIN Red on-start block") == 1
+    assert block.count("# END Red on-start block") == 1
     assert "/opt/red/bin/red-onstart --once-per-boot" in block
 
 

@@ -155,3 +155,13 @@ def test_tar_of_the_repository_is_small():
     data = runtime.tree_tarball(ROOT, "x").getvalue()
     assert len(data) < 2_000_000
     assert tarfile.open(fileobj=io.BytesIO(data)).getmember("deploy.py")
+
+
+def test_block_markers_survive_pyinfras_awk_regex_and_shell_quoting():
+    # files.block writes each marker unescaped into `awk '/MARKER/ ...'` to update or remove a
+    # block: a quote, a slash or a regex character there breaks the update or the removal.
+    from operations.provisioning import ONSTART_MARKER, PAM_BLOCK_MARKER
+    for marker in (ONSTART_MARKER, PAM_BLOCK_MARKER):
+        for mark in ("BEGIN", "END"):
+            text = marker.format(mark=mark)
+            assert not set(text) & set("'\"/\\()[]{}.*+?|^$"), text

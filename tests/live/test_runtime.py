@@ -144,6 +144,7 @@ def test_an_ssh_converge_after_the_boxs_own_changes_nothing(box, operator, first
 
 def test_a_newer_controller_updates_the_deploy_copy_only(box, operator, first_run, tmp_path):
     newer = tmp_path / "newer"
+    newer.mkdir()
     for name in (*DEPLOY_TREE, "inventories"):
         source = ROOT / name
         if source.is_dir():

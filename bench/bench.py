@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """
 Red's benchmark: cold build time, image size, boot-to-ready, no-op re-converge and kill -9
-recovery per service. Prints a Markdown table; it asserts nothing (tests do that).
+recovery per service, and the Vast inventory's load time. Prints a Markdown table; it asserts
+nothing (tests do that).
 
     make bench                       # the test image on the local Debian 12 base
     bench/bench.py --skip-build      # reuse RED_TEST_IMAGE as it is
+    bench/bench.py --inventory-only  # only the inventory (no podman)
 """
 
 from __future__ import annotations
@@ -27,20 +29,20 @@ from tests.boxes import (  # noqa: E402 - the repo root must be on sys.path firs
     image,
     jupyter_status,
     podman,
+    ports,
+    ports_env,
     remove,
     start_box,
     wait_ready,
 )
 from tests.script_server import serve  # noqa: E402
 
-PORTS = {"ssh": 26022, "jupyter": 26888, "novnc": 26080, "vnc": 26901}
+# A port for each of the deploy's programs that listens (operations/programs.py).
+PORTS = ports(26020)
 ENV = {
     # GitHub is unreachable from the build machines: the app's checkout is measured apart.
     "VISOMASTER_CHECKOUT": "false",
-    "SSH_PORT": str(PORTS["ssh"]),
-    "JUPYTER_PORT": str(PORTS["jupyter"]),
-    "NOVNC_PORT": str(PORTS["novnc"]),
-    "VNC_PORT": str(PORTS["vnc"]),
+    **ports_env(PORTS),
     "VNC_PW": "bench-pw",
     "JUPYTER_TOKEN": "bench-token-0123456789",
 }
@@ -105,10 +107,6 @@ def noop_converge(box) -> float:
     return elapsed
 
 
-# What "serving again" means per program: its port answers (Jupyter: its API returns 200).
-SERVICE_PORT = {"sshd": "ssh", "xvnc": "vnc", "novnc": "novnc", "jupyter": "jupyter"}
-
-
 def kill_recovery(box, program: str) -> tuple[float, float]:
     """
     kill -9 of a program's process: seconds until it serves again (its port answers; the
@@ -130,22 +128,73 @@ def kill_recovery(box, program: str) -> tuple[float, float]:
 
 
 def _serving(box, program: str, old_pid: int) -> bool:
-    port = SERVICE_PORT.get(program)
-    if port == "jupyter":
+    """Its port answers (Jupyter: its API returns 200); a program without a port: a new pid."""
+    if program == "jupyter":
         return jupyter_status(PORTS["jupyter"], ENV["JUPYTER_TOKEN"]) == 200
-    if port:
-        return answers(box, port, PORTS[port])
+    if program in PORTS:
+        return answers(box, program, PORTS[program])
     pid = box.sh(f"supervisorctl pid {program}", check=False).strip()
     return pid.isdigit() and int(pid) not in (0, old_pid)
+
+
+# -- the Vast inventory: loading 300 instances (12 pages of the v1 API, or the offline file)
+
+
+def inventory_load(runs: int) -> list[tuple[str, str]]:
+    """
+    Seconds to load inventories/vast.py as pyinfra does (module code included) for 300
+    instances: from the loopback v1 API stand-in (12 pages of 25) and from the offline file
+    (`vastai show instances --raw`'s flat list). Medians of ``runs``.
+    """
+    # Imported here: this section stands alone (the rest of the bench needs none of it).
+    import importlib.util  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from unittest import mock  # noqa: PLC0415
+
+    from tests.vast_api import GOOD_KEY, VastAPI, recorded  # noqa: PLC0415
+
+    pages = recorded("instances_300")["pages"]
+
+    def load(env: dict[str, str]) -> float:
+        spec = importlib.util.spec_from_file_location("red_vast_bench", ROOT / "inventories" /
+                                                      "vast.py")
+        module = importlib.util.module_from_spec(spec)
+        start = time.monotonic()
+        with mock.patch.dict(os.environ, env, clear=True):
+            spec.loader.exec_module(module)
+        elapsed = time.monotonic() - start
+        if len(module.vast) != 180:  # the running ones of the 300
+            raise SystemExit(f"inventory listed {len(module.vast)} hosts, not 180")
+        return elapsed
+
+    with tempfile.TemporaryDirectory(prefix="red-bench-inventory-") as home, \
+            VastAPI(pages) as api:
+        offline = Path(home, "instances.json")
+        offline.write_text(json.dumps([r for page in pages for r in page["instances"]]))
+        online = [load({"HOME": home, "VAST_API_URL": api.url, "VAST_API_KEY": GOOD_KEY})
+                  for _ in range(runs)]
+        requests = len(api.seen) / runs
+        files = [load({"HOME": home, "VAST_INSTANCES_JSON": str(offline)}) for _ in range(runs)]
+    return [
+        (f"inventory load, 300 instances from the v1 API ({requests:.0f} pages; median of {runs})",
+         f"{statistics.median(online) * 1000:.0f} ms"),
+        (f"inventory load, 300 instances from the offline file (median of {runs})",
+         f"{statistics.median(files) * 1000:.0f} ms"),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--skip-build", action="store_true", help="reuse the image as it is")
     parser.add_argument("--runs", type=int, default=3, help="repetitions for medians")
+    parser.add_argument("--inventory-only", action="store_true",
+                        help="measure only the Vast inventory's load time")
     args = parser.parse_args()
 
-    rows = []
+    rows = inventory_load(max(args.runs, 5))
+    if args.inventory_only:
+        print_table(rows)
+        return
     if not args.skip_build:
         rows.append(("cold build (no cache, Debian 12 base)", f"{cold_build():.0f} s"))
     size = int(podman("image", "inspect", "--format", "{{.Size}}", image()).stdout)
@@ -174,7 +223,10 @@ def main() -> None:
                          f"{serving:.2f} s / {running:.2f} s"))
     finally:
         remove(NAME)
+    print_table(rows)
 
+
+def print_table(rows: list[tuple[str, str]]) -> None:
     width = max(len(name) for name, _ in rows)
     print(f"| {'measure'.ljust(width)} | value |")
     print(f"|{'-' * (width + 2)}|-------|")

@@ -24,7 +24,7 @@ DESKTOP_PACKAGES = [
     "novnc",
     "websockify",
 ]
-WRAPPERS = ("red-xvnc", "red-desktop")
+WRAPPERS = ("red-xvnc", "red-desktop", "red-novnc")
 # Our xfconf defaults, searched before the distro's (see files/desktop/etc/red/xdg).
 XDG_CONFIG_DIRS = "/etc/red/xdg:/etc/xdg"
 SESSION_XML = "/etc/red/xdg/xfce4/xfconf/xfce-perchannel-xml/xfce4-session.xml"
@@ -46,28 +46,46 @@ def setup_desktop(runtime: settings.RuntimeSettings, install: bool = True,
             upload("desktop", f"/opt/red/bin/{wrapper}")
         upload("desktop", SESSION_XML, mode="644")
     password_path = settings.secret_path("vnc_password")
-    xvnc_restart_on = []
+    xvnc, desktop, novnc = build_programs(runtime)
     if configure:
-        xvnc_restart_on.append(
+        xvnc.restart_on.append(
             secret(name=f"Keep the VNC password in {password_path}", path=password_path,
                    value=runtime.vnc_password, length=8)
         )
-    display = settings.get("vnc_display")
-    programs = [
+    return [supervisor_program(program) for program in (xvnc, desktop, novnc)]
+
+
+def build_programs(runtime: settings.RuntimeSettings, data=settings.get) -> list[Program]:
+    """
+    Xvnc, the xfce session and noVNC for these settings (no pyinfra host needed).
+
+    + runtime: the resolved runtime settings
+    + data: where other settings come from (the host's data; ``settings.DEFAULTS.get``)
+    """
+    display = data("vnc_display")
+    return [
         Program(
             name="xvnc",
-            command=(
-                f"/opt/red/bin/red-xvnc {display} {runtime.vnc_port} "
-                f"{runtime.vnc_resolution} {settings.get('vnc_depth')} {password_path}"
-            ),
+            command="/opt/red/bin/red-xvnc",
             priority=20,
-            restart_on=xvnc_restart_on,
+            module=__name__,
+            environment={
+                "RED_DISPLAY": display,
+                "RED_VNC_PORT": runtime.vnc_port,
+                "RED_VNC_RESOLUTION": runtime.vnc_resolution,
+                "RED_VNC_DEPTH": data("vnc_depth"),
+                "RED_VNC_PASSWORD_FILE": f"{data('secrets_dir')}/vnc_password",
+            },
+            port_setting="vnc_port",
+            port=runtime.vnc_port,
         ),
         Program(
             name="desktop",
-            command=f"/opt/red/bin/red-desktop {display}",
+            command="/opt/red/bin/red-desktop",
             priority=30,
+            module=__name__,
             environment={
+                "RED_DISPLAY": display,
                 "HOME": "/root",
                 "USER": "root",
                 "SHELL": "/bin/bash",
@@ -78,11 +96,13 @@ def setup_desktop(runtime: settings.RuntimeSettings, install: bool = True,
         ),
         Program(
             name="novnc",
-            command=(
-                f"/usr/bin/websockify --web /usr/share/novnc --heartbeat 30 "
-                f"0.0.0.0:{runtime.novnc_port} 127.0.0.1:{runtime.vnc_port}"
-            ),
+            command="/opt/red/bin/red-novnc",
             priority=40,
+            module=__name__,
+            environment={"RED_NOVNC_PORT": runtime.novnc_port, "RED_VNC_PORT": runtime.vnc_port},
+            port_setting="novnc_port",
+            port=runtime.novnc_port,
+            # The browser's way in: every client authenticates to Xvnc with the VNC password.
+            public=True,
         ),
     ]
-    return [supervisor_program(program) for program in programs]

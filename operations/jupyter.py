@@ -58,19 +58,32 @@ def setup_jupyter(runtime: settings.RuntimeSettings, install: bool = True,
             secret(name=f"Keep the Jupyter token in {token_path}", path=token_path,
                    value=runtime.jupyter_token, length=32)
         )
-    program = Program(
-        name="jupyter",
-        command=(
-            f"/opt/red/bin/red-jupyter {jupyter_venv} {runtime.jupyter_port} "
-            f"{settings.get('jupyter_root_dir')} {token_path}"
-        ),
-        priority=50,
-        # Vast's jupyter mode runs its own Jupyter on JUPYTER_PORT: ours must not fight it.
-        autostart=autostart_unless_port_taken(
-            "jupyter", runtime.jupyter_port, "JUPYTER_PORT", configure
-        ),
-        # Jupyter needs a few seconds to import before it counts as started.
-        startsecs=5,
-        restart_on=restart_on,
+    program = build_program(runtime)
+    program.restart_on = restart_on
+    # Vast's jupyter mode runs its own Jupyter on JUPYTER_PORT: ours must not fight it.
+    program.autostart = autostart_unless_port_taken(
+        "jupyter", runtime.jupyter_port, settings.PORT_ENV["jupyter_port"], configure
     )
     return [supervisor_program(program)]
+
+
+def build_program(runtime: settings.RuntimeSettings, data=settings.get) -> Program:
+    """JupyterLab's program for these settings (no pyinfra host needed)."""
+    return Program(
+        name="jupyter",
+        command="/opt/red/bin/red-jupyter",
+        priority=50,
+        module=__name__,
+        environment={
+            "RED_JUPYTER_VENV": data("jupyter_venv"),
+            "RED_JUPYTER_PORT": runtime.jupyter_port,
+            "RED_JUPYTER_ROOT_DIR": data("jupyter_root_dir"),
+            "RED_JUPYTER_TOKEN_FILE": f"{data('secrets_dir')}/jupyter_token",
+        },
+        port_setting="jupyter_port",
+        port=runtime.jupyter_port,
+        # Always behind the token.
+        public=True,
+        # Jupyter needs a few seconds to import before it counts as started.
+        startsecs=5,
+    )

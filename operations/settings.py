@@ -231,6 +231,8 @@ def _append_on_box(lines: Iterable[str], topic: str, logs_dir: str) -> None:
 
 
 PROVISIONING_SCRIPT_ENV = registry.BY_KEY["provisioning_script"].env[0]
+# Each service port's env name (sshd_port -> SSH_PORT).
+PORT_ENV = {setting.key: setting.env[0] for setting in registry.SETTINGS if setting.distinct_port}
 README_TABLE_START = "<!-- settings table: generated from the registry (make settings-docs) -->"
 README_TABLE_END = "<!-- end of settings table -->"
 _GROUP_HEADINGS = {

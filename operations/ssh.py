@@ -67,12 +67,25 @@ def setup_ssh(runtime: settings.RuntimeSettings, install: bool = True, configure
             name="Add public keys from SSH_PUBLIC_KEY/PUBLIC_KEY to /root/.ssh/authorized_keys",
             keys=runtime.ssh_authorized_keys,
         )
-    program = Program(
-        name="sshd",
-        command=f"/opt/red/bin/red-sshd {runtime.sshd_port}",
-        priority=10,
-        # Vast's ssh/jupyter modes run their own sshd on the port: ours must not fight it.
-        autostart=autostart_unless_port_taken("sshd", runtime.sshd_port, "SSH_PORT", configure),
-        restart_on=restart_on,
+    program = build_program(runtime)
+    program.restart_on = restart_on
+    # Vast's ssh/jupyter modes run their own sshd on the port: ours must not fight it.
+    program.autostart = autostart_unless_port_taken(
+        "sshd", runtime.sshd_port, settings.PORT_ENV["sshd_port"], configure
     )
     return [supervisor_program(program)]
+
+
+def build_program(runtime: settings.RuntimeSettings) -> Program:
+    """sshd's program for these settings (no pyinfra host needed)."""
+    return Program(
+        name="sshd",
+        command="/opt/red/bin/red-sshd",
+        priority=10,
+        module=__name__,
+        environment={"RED_SSHD_PORT": runtime.sshd_port},
+        port_setting="sshd_port",
+        port=runtime.sshd_port,
+        # Key-only (templates/ssh/etc/ssh/sshd_config.d/red.conf.j2).
+        public=True,
+    )

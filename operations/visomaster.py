@@ -294,24 +294,38 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
                 log=f"{logs}/visomaster-models.log",
                 _ignore_errors=True,
             )
-    program = Program(
+    program = build_program(app_dir, app["visomaster_autostart"])
+    return [supervisor_program(program)]
+
+
+def build_program(app_dir: str, autostart: bool, data=settings.get) -> Program:
+    """
+    The app's program on the VNC desktop (no pyinfra host needed).
+
+    + app_dir: the checkout it runs
+    + autostart: start it with supervisord
+    + data: where other settings come from (the host's data; ``settings.DEFAULTS.get``)
+    """
+    return Program(
         name="visomaster",
-        command=f"{BIN}/red-visomaster {app_dir} {app_venv}/bin/python",
+        command=f"{BIN}/red-visomaster",
         priority=60,
+        module=__name__,
         environment={
-            "DISPLAY": f":{settings.get('vnc_display')}",
+            "RED_APP_DIR": app_dir,
+            "RED_APP_PYTHON": f"{data('python_app_venv')}/bin/python",
+            "DISPLAY": f":{data('vnc_display')}",
             "QT_X11_NO_MITSHM": "1",
             "XDG_RUNTIME_DIR": XDG_RUNTIME_DIR,
             "HOME": "/root",
             "USER": "root",
         },
-        autostart=app["visomaster_autostart"],
+        autostart=autostart,
         # Closing the app's window ends it for good; a crash brings it back, three times.
         autorestart="unexpected",
         startretries=3,
         startsecs=5,
     )
-    return [supervisor_program(program)]
 
 
 def _warn_small_shm(minimum_mb: int) -> None:

@@ -14,13 +14,38 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
+from operations.programs import default_programs, port_env
+
 RUN_FLAGS = [
     "--runtime", "runc", "--network", "host",
     "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
 ]
-PROGRAMS = ("sshd", "xvnc", "desktop", "novnc", "jupyter")
+# The deploy's own programs (operations/programs.py): those that run from boot, and the port
+# setting of each that listens.
+DEPLOYED = default_programs()
+PROGRAMS = tuple(program.name for program in DEPLOYED if program.autostart)
+PORT_SETTINGS = {program.name: program.port_setting for program in DEPLOYED
+                 if program.port_setting}
+# Listening off loopback, each authenticated (SSH key, VNC password, Jupyter token).
+PUBLIC = tuple(program.name for program in DEPLOYED if program.public)
 TOKEN_FILE = "/etc/red/secrets/jupyter_token"
+# The provisioning boxes' token, and where the on-start flow keeps its records.
+TOKEN = "prov-token-0123456789"
+STATE = "/var/lib/red/provisioning"
+# The app's checkout is left out of boots that test something else (test_visomaster.py
+# checks it out from loopback fixtures).
+NO_APP = {"VISOMASTER_CHECKOUT": "false"}
 VNC_PASSWORD_FILE = "/etc/red/secrets/vnc_password"
+
+
+def ports(base: int) -> dict[str, int]:
+    """A port for each program that listens, from ``base`` up: a box on ports of its own."""
+    return {name: base + index for index, name in enumerate(PORT_SETTINGS)}
+
+
+def ports_env(ports: dict[str, int]) -> dict[str, str]:
+    """The env that gives a box these ports, e.g. ``{"SSH_PORT": "22020", ...}``."""
+    return {port_env(PORT_SETTINGS[name]): str(port) for name, port in ports.items()}
 
 
 def image() -> str:
@@ -68,13 +93,37 @@ class Box:
         return pids
 
 
-def start_box(name: str, env: dict[str, str], ports: dict[str, int]) -> Box:
-    podman("rm", "-f", name, check=False)
-    args = ["run", "-d", "--name", name, "--shm-size", "512m", *RUN_FLAGS]
+def start_box(name: str, env: dict[str, str], ports: dict[str, int], *extra: str,
+              command: list[str] | None = None) -> Box:
+    """A box of the image; ``extra`` goes before the image (e.g. --entrypoint, -v)."""
+    remove(name)
+    args = ["run", "-d", "--name", name, "--shm-size", "512m", *RUN_FLAGS, *extra]
     for key, value in env.items():
         args += ["-e", f"{key}={value}"]
-    podman(*args, image())
+    podman(*args, image(), *(command or []))
     return Box(name, env, ports)
+
+
+def service_env(ports: dict[str, int]) -> dict[str, str]:
+    """A provisioning box's env: these ports, the known token, no app checkout."""
+    return {**ports_env(ports), "JUPYTER_TOKEN": TOKEN, "VNC_PW": "prov-vnc", **NO_APP}
+
+
+def onstart_record(box: Box) -> dict:
+    text = box.sh(f"cat {STATE}/onstart.json 2>/dev/null", check=False)
+    return json.loads(text) if text.strip() else {}
+
+
+def wait_onstart(box: Box, timeout: float = 120) -> dict:
+    """Wait for the on-start flow to finish; its record."""
+    start_time = time.monotonic()
+    while time.monotonic() - start_time < timeout:
+        record = onstart_record(box)
+        if record.get("status") not in (None, "running"):
+            return record
+        time.sleep(0.5)
+    raise AssertionError(f"on-start flow still running after {timeout} s:\n"
+                         + box.sh("tail -n 30 /logs/provisioning.log", check=False))
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -91,7 +140,7 @@ def answers(box, name: str, port: int) -> bool:
     never by connecting: it counts a connection closed before authentication as a failed
     login, and after five it refuses every client from that address for a while.
     """
-    if name == "vnc":
+    if name == "xvnc":
         return bool(box.sh(f"ss -Hltn 'sport = :{port}'", check=False).strip())
     return port_open(port)
 

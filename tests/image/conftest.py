@@ -22,17 +22,16 @@ import subprocess
 import pytest
 
 from operations import settings
-from tests.boxes import remove, start_box, wait_ready
+from operations.programs import programs
+from tests.boxes import NO_APP, ports, ports_env, remove, start_box, wait_ready
 
 VNC_PASSWORD = "Red-vnc1"
 # Shell metacharacters: the token must reach Jupyter as data, never run.
 JUPYTER_TOKEN = "tok$(touch${IFS}/tmp/pwned)`id`;'\"-0123456789"
 MAIN_BOX = "red-test-main"
-# GitHub is unreachable here: these boxes leave the app alone (test_visomaster.py checks it
-# out from fixture repositories).
-NO_APP = {"VISOMASTER_CHECKOUT": "false"}
-MAIN_PORTS = {"ssh": 22022, "jupyter": 18888, "novnc": 16080, "vnc": 15901}
-GENERATED_PORTS = {"ssh": 22122, "jupyter": 18988, "novnc": 16180, "vnc": 5901}
+MAIN_PORTS = ports(22020)
+# Its VNC_PORT is bad: Xvnc falls back to the default port.
+GENERATED_PORTS = {**ports(22120), "xvnc": settings.DEFAULTS["vnc_port"]}
 # A resolution that tries to smuggle a supervisor program into a config file.
 INJECTION = "1280x720\n[program:evil]\ncommand=touch /tmp/evil"
 
@@ -62,10 +61,7 @@ def box(request, ssh_key):
     _needs_the_image(request)
     env = {
         **NO_APP,
-        "SSH_PORT": str(MAIN_PORTS["ssh"]),
-        "JUPYTER_PORT": str(MAIN_PORTS["jupyter"]),
-        "NOVNC_PORT": str(MAIN_PORTS["novnc"]),
-        "VNC_PORT": str(MAIN_PORTS["vnc"]),
+        **ports_env(MAIN_PORTS),
         "VNC_PW": VNC_PASSWORD,
         "JUPYTER_TOKEN": JUPYTER_TOKEN,
         "VNC_RESOLUTION": "1280x800",
@@ -84,9 +80,7 @@ def generated_box(request):
     _needs_the_image(request)
     env = {
         **NO_APP,
-        "SSH_PORT": str(GENERATED_PORTS["ssh"]),
-        "JUPYTER_PORT": str(GENERATED_PORTS["jupyter"]),
-        "NOVNC_PORT": str(GENERATED_PORTS["novnc"]),
+        **ports_env(GENERATED_PORTS),
         # Bad on purpose: each falls back with one line in /logs/startup.log.
         "VNC_PORT": "59o1",
         "VNC_PW": "abc",
@@ -127,11 +121,7 @@ def target_settings(host) -> settings.RuntimeSettings:
 
 
 @pytest.fixture(scope="module")
-def target_ports(target_settings) -> dict[str, int]:
-    """The target's service ports, named as in MAIN_PORTS."""
-    return {
-        "ssh": target_settings.sshd_port,
-        "jupyter": target_settings.jupyter_port,
-        "novnc": target_settings.novnc_port,
-        "vnc": target_settings.vnc_port,
-    }
+def target_programs(target_settings):
+    """The deploy's programs as the target's settings make them (operations/programs.py)."""
+    return programs(target_settings, data=settings.DEFAULTS.get)
+

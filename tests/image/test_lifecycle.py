@@ -4,8 +4,7 @@ import time
 
 import pytest
 
-from tests.boxes import PROGRAMS, podman, remove, start_box, wait_ready
-from tests.image.conftest import NO_APP
+from tests.boxes import NO_APP, PROGRAMS, podman, ports, ports_env, remove, start_box, wait_ready
 
 SECRET_AND_KEY_FILES = "/etc/red/secrets/* /etc/ssh/ssh_host_*_key"
 LONG_VNC_PASSWORD = "longer-than-8ch"
@@ -35,11 +34,10 @@ def test_restart_keeps_generated_secrets_and_host_keys(generated_box):
 @pytest.fixture(scope="module")
 def other_box():
     """A second container of the image, with a VNC password longer than VNC reads."""
+    other_ports = ports(22220)
     other = start_box("red-test-other", {
-        **NO_APP,
-        "SSH_PORT": "22222", "JUPYTER_PORT": "18777", "NOVNC_PORT": "16280", "VNC_PORT": "16901",
-        "VNC_PASSWORD": LONG_VNC_PASSWORD,
-    }, {"ssh": 22222, "jupyter": 18777, "novnc": 16280, "vnc": 16901})
+        **NO_APP, **ports_env(other_ports), "VNC_PASSWORD": LONG_VNC_PASSWORD,
+    }, other_ports)
     try:
         wait_ready(other)
         yield other

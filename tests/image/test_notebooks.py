@@ -14,10 +14,19 @@ import subprocess
 
 import pytest
 
-from tests.boxes import PROGRAMS, Box, remove, wait_ready
-from tests.image.test_provisioning import TOKEN, service_env, start, wait_onstart
+from tests.boxes import (
+    PROGRAMS,
+    TOKEN,
+    Box,
+    ports,
+    remove,
+    service_env,
+    start_box,
+    wait_onstart,
+    wait_ready,
+)
 
-NB_PORTS = {"ssh": 25522, "jupyter": 25588, "novnc": 25580, "vnc": 25591}
+NB_PORTS = ports(25520)
 FIND = "/notebooks/find_provisioning_script.ipynb"
 APP = "/notebooks/check_visomaster_and_gpu.ipynb"
 RECORD = "/var/lib/red/notebooks/find_provisioning_script.ipynb.sha256"
@@ -64,7 +73,7 @@ def execute(box: Box, path: str, replace: dict[str, str] | None = None) -> list[
 
 @pytest.fixture(scope="module")
 def nb_box():
-    box = start("red-prov-nb", service_env(NB_PORTS), NB_PORTS)
+    box = start_box("red-prov-nb", service_env(NB_PORTS), NB_PORTS)
     try:
         wait_ready(box, TOKEN)
         assert wait_onstart(box)["status"] == "ok"

@@ -21,16 +21,26 @@ import time
 
 import pytest
 
-from tests.boxes import PROGRAMS, RUN_FLAGS, Box, image, jupyter_status, podman, remove, wait_ready
+from tests.boxes import (
+    PROGRAMS,
+    STATE,
+    TOKEN,
+    Box,
+    jupyter_status,
+    onstart_record,
+    podman,
+    remove,
+    service_env,
+    wait_onstart,
+    wait_ready,
+)
+from tests.boxes import ports as ports_of
+from tests.boxes import start_box as start
 from tests.script_server import serve
 
 SERVER_PORT, CLOSED_PORT = 25080, 25099
 SERVER = f"http://127.0.0.1:{SERVER_PORT}"
-PROV_PORTS = {"ssh": 25022, "jupyter": 25888, "novnc": 25680, "vnc": 25901}
-TOKEN = "prov-token-0123456789"
-# The app's checkout needs GitHub, which this machine cannot reach: left out of these boots.
-QUIET_APP = {"VISOMASTER_CHECKOUT": "false"}
-STATE = "/var/lib/red/provisioning"
+PROV_PORTS = ports_of(25020)
 SCRIPTS = ("/vast_ai_provisioning_script.sh", "/src/provisioning_script.sh")
 STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
 
@@ -54,42 +64,6 @@ ROUTES = {
 def script_server():
     with serve(SERVER_PORT, ROUTES, never_seconds=120) as url:
         yield url
-
-
-def service_env(ports: dict[str, int]) -> dict[str, str]:
-    return {
-        "SSH_PORT": str(ports["ssh"]), "JUPYTER_PORT": str(ports["jupyter"]),
-        "NOVNC_PORT": str(ports["novnc"]), "VNC_PORT": str(ports["vnc"]),
-        "JUPYTER_TOKEN": TOKEN, "VNC_PW": "prov-vnc", **QUIET_APP,
-    }
-
-
-def start(name: str, env: dict[str, str], ports: dict[str, int], *extra: str,
-          command: list[str] | None = None) -> Box:
-    """A box of the image; ``extra`` goes before the image (e.g. --entrypoint, -v)."""
-    remove(name)
-    args = ["run", "-d", "--name", name, "--shm-size", "512m", *RUN_FLAGS, *extra]
-    for key, value in env.items():
-        args += ["-e", f"{key}={value}"]
-    podman(*args, image(), *(command or []))
-    return Box(name, env, ports)
-
-
-def onstart_record(box: Box) -> dict:
-    text = box.sh(f"cat {STATE}/onstart.json 2>/dev/null", check=False)
-    return json.loads(text) if text.strip() else {}
-
-
-def wait_onstart(box: Box, timeout: float = 120) -> dict:
-    """Wait for the on-start flow to finish; its record."""
-    start_time = time.monotonic()
-    while time.monotonic() - start_time < timeout:
-        record = onstart_record(box)
-        if record.get("status") not in (None, "running"):
-            return record
-        time.sleep(0.5)
-    raise AssertionError(f"on-start flow still running after {timeout} s:\n"
-                         + box.sh("tail -n 30 /logs/provisioning.log", check=False))
 
 
 def onstart(box: Box, *env: str, timeout: float = 300):
@@ -142,7 +116,7 @@ def test_boot_downloads_and_runs_the_provisioning_script(prov_box):
     for expected in ("red-onstart: supervisord is running: the services are up",
                      f"red-onstart: Using PROVISIONING_SCRIPT: {SERVER}/ok.sh",
                      "script: hello from the provisioning script",
-                     f"script: it sees SSH_PORT={PROV_PORTS['ssh']}",
+                     f"script: it sees SSH_PORT={PROV_PORTS['sshd']}",
                      "red-onstart: on-start flow finished: ok"):
         assert expected in text, text
     assert prov_box.sh("test -e /tmp/prov-ran && echo yes").strip() == "yes"
@@ -196,7 +170,7 @@ def test_login_shells_get_the_settings_as_data_and_no_secret(prov_box):
             "\"$SSH_PORT\" \"$VAST_TCP_PORT_22\" \"${CONTAINER_API_KEY-unset}\" "
             "\"${JUPYTER_TOKEN-unset}\"'"
         )
-        assert shown == f"{nasty}|{PROV_PORTS['ssh']}|40022|unset|unset"
+        assert shown == f"{nasty}|{PROV_PORTS['sshd']}|40022|unset|unset"
         assert prov_box.sh("ls /tmp/pwned /tmp/pwned2 2>/dev/null | wc -l").strip() == "0"
         assert TOKEN not in prov_box.sh("cat /etc/profile.d/red.sh")
     finally:
@@ -348,11 +322,11 @@ def test_ssh_sessions_see_the_settings_but_no_secret(prov_box, ssh_key):
     result = subprocess.run(
         ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
          "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-i", str(ssh_key),
-         "-p", str(PROV_PORTS["ssh"]), "root@127.0.0.1",
+         "-p", str(PROV_PORTS["sshd"]), "root@127.0.0.1",
          'echo "$PROVISIONING_SCRIPT|$SSH_PORT|${JUPYTER_TOKEN-unset}"'],
         capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"{SERVER}/ok.sh|{PROV_PORTS['ssh']}|unset"
+    assert result.stdout.strip() == f"{SERVER}/ok.sh|{PROV_PORTS['sshd']}|unset"
     environment = prov_box.sh("cat /etc/environment")
     assert f'PROVISIONING_SCRIPT="{SERVER}/ok.sh"' in environment
     for secret in (TOKEN, "prov-vnc"):
@@ -446,7 +420,7 @@ def test_the_container_log_tells_the_boot_and_not_the_programs_logs(prov_box):
 def test_a_hanging_script_or_server_at_boot_does_not_delay_the_services(
     script_server, name, extra_env, status, expected
 ):
-    ports = {"ssh": 25122, "jupyter": 25188, "novnc": 25180, "vnc": 25191}
+    ports = ports_of(25120)
     box = start(f"red-prov-boot-{name}", {**service_env(ports), **extra_env}, ports)
     try:
         ready = wait_ready(box, TOKEN, timeout=120)
@@ -463,7 +437,7 @@ def test_a_hanging_script_or_server_at_boot_does_not_delay_the_services(
 
 
 def test_logs_removed_at_boot_are_recreated():
-    ports = {"ssh": 25222, "jupyter": 25288, "novnc": 25280, "vnc": 25291}
+    ports = ports_of(25220)
     box = start("red-prov-nologs", service_env(ports), ports,
                 "--entrypoint", "bash",
                 command=["-c", "rm -rf /logs && exec /opt/red/bin/red-entrypoint"])
@@ -479,7 +453,7 @@ def test_logs_removed_at_boot_are_recreated():
 
 
 def test_unwritable_logs_at_boot_are_said_on_stderr_and_services_come_up(tmp_path):
-    ports = {"ssh": 25322, "jupyter": 25388, "novnc": 25380, "vnc": 25391}
+    ports = ports_of(25320)
     box = start("red-prov-rologs", service_env(ports), ports, "-v", f"{tmp_path}:/logs:ro")
     try:
         wait_ready(box, TOKEN)
@@ -513,16 +487,16 @@ def listeners(box: Box, port: int) -> set[int]:
 
 @pytest.mark.parametrize("mode", ["ssh", "jupyter"])
 def test_vast_mode_brings_up_our_supervisor_without_a_second_sshd_or_jupyter(mode):
-    ports = {"ssh": 25422, "jupyter": 25488, "novnc": 25480, "vnc": 25491}
+    ports = ports_of(25420)
     jupyter = FAKE_JUPYTER.format(port=ports["jupyter"]) if mode == "jupyter" else ""
     box = start(f"red-prov-vast-{mode}", service_env(ports), ports, "--entrypoint", "bash",
-                command=["-c", VAST_INIT.format(ssh=ports["ssh"], jupyter=jupyter,
+                command=["-c", VAST_INIT.format(ssh=ports["sshd"], jupyter=jupyter,
                                                 launch="jupyter" if mode == "jupyter" else "ssh")])
     try:
         deadline = time.monotonic() + 30
-        while not listeners(box, ports["ssh"]) and time.monotonic() < deadline:
+        while not listeners(box, ports["sshd"]) and time.monotonic() < deadline:
             time.sleep(0.2)
-        vast_sshd = listeners(box, ports["ssh"])
+        vast_sshd = listeners(box, ports["sshd"])
         vast_jupyter = listeners(box, ports["jupyter"])
         assert vast_sshd and (bool(vast_jupyter) == (mode == "jupyter"))
         box.sh(f"echo {ONSTART_COMMAND} > /root/onstart.sh")
@@ -548,7 +522,7 @@ def test_vast_mode_brings_up_our_supervisor_without_a_second_sshd_or_jupyter(mod
             assert "autostart=false" in box.sh(f"cat /etc/supervisor/conf.d/{program}.conf")
         assert healthy(box)
         # No second sshd (or Jupyter): the ports are still held by Vast's processes alone.
-        assert listeners(box, ports["ssh"]) == vast_sshd
+        assert listeners(box, ports["sshd"]) == vast_sshd
         assert box.sh("pgrep -cx sshd", check=False).strip() == "1"
         if mode == "jupyter":
             assert listeners(box, ports["jupyter"]) == vast_jupyter
@@ -556,7 +530,7 @@ def test_vast_mode_brings_up_our_supervisor_without_a_second_sshd_or_jupyter(mod
             token = box.sh("cat /etc/red/secrets/jupyter_token").strip()
             assert jupyter_status(ports["jupyter"], token) == 200
         startup = box.sh("cat /logs/startup.log")
-        assert f"ports: sshd: port {ports['ssh']} is held by sshd (pid " in startup
+        assert f"ports: sshd: port {ports['sshd']} is held by sshd (pid " in startup
         assert ("ports: jupyter: port" in startup) == (mode == "jupyter")
         assert f"launch: Vast's {mode} mode (/.launch): Vast owns PID 1" in startup
         # Red's block joined the user's on-start line, which stays as it was.

@@ -9,6 +9,7 @@ Ports are what the deploy resolves from the target's own env (PID 1's), so the s
 hold for the podman box, the live tests' loopback boxes and a rented Vast box.
 """
 
+import ipaddress
 import json
 from pathlib import Path
 
@@ -37,14 +38,35 @@ def test_health_check_reports_healthy(host):
     assert host.check_output("/opt/red/bin/red-healthcheck") == "healthy"
 
 
-def test_only_ssh_novnc_and_jupyter_listen_off_loopback(host, target_ports):
-    listeners = host.check_output("ss -Hltn | awk '{print $4}'").split()
-    public = {address.rsplit(":", 1)[1] for address in listeners
-              if not address.startswith(("127.", "[::1]"))}
-    ours = {str(port) for port in target_ports.values()}
-    assert public & ours == {str(target_ports[name]) for name in ("ssh", "novnc", "jupyter")}
-    assert host.socket(f"tcp://127.0.0.1:{target_ports['vnc']}").is_listening
-    assert not host.socket(f"tcp://0.0.0.0:{target_ports['vnc']}").is_listening
+def _off_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]").split("%", 1)[0]
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "*" (every address)
+        return True
+
+
+def test_nothing_but_our_authenticated_programs_listens_off_loopback(host, target_programs):
+    # Every TCP/UDP listener off 127.0.0.0/8 and ::1 whose process runs in this box. With host
+    # networking (the podman boxes) ss also sees the host's sockets: those have no process
+    # here and belong to the host, not to the box.
+    public = {program.port for program in target_programs if program.public}
+    strays, ours = [], set()
+    for line in host.check_output("ss -Hlntup").splitlines():
+        fields = line.split()
+        local = fields[4]
+        if not _off_loopback(local) or "users:((" not in line:
+            continue
+        port = int(local.rsplit(":", 1)[1])
+        if port in public:
+            ours.add(port)
+        else:
+            strays.append(line)
+    assert strays == [], "listening off loopback, not one of our authenticated programs"
+    assert ours == public
+    vnc = next(program.port for program in target_programs if program.name == "xvnc")
+    assert host.socket(f"tcp://127.0.0.1:{vnc}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{vnc}").is_listening
 
 
 def test_seed_directories_exist_with_sane_permissions(host):

@@ -33,14 +33,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.boxes import Box, podman, remove, start_box, wait_ready
-from tests.unit.test_app_models import DOWNLOADER
+from tests.boxes import Box, podman, ports, ports_env, remove, start_box, wait_ready
+from tests.fixtures.app_downloader import DOWNLOADER
 
 pytestmark = pytest.mark.image
 
-PORTS = {"ssh": 23022, "jupyter": 19888, "novnc": 17080, "vnc": 17901}
+PORTS = ports(23020)
 GIT_HTTP_PORT = 17991
 MODELS_PORT = 17992
+# The repository the box boots with: loopback, where nothing listens, so the boot's checkout
+# fails the same way on a machine with internet as on one without.
+UNREACHABLE_PORT = 17993
+BOOT_URL = f"http://127.0.0.1:{UNREACHABLE_PORT}/VisoMaster.git"
 VNC_PASSWORD = "Red-vm-1"
 FIX = "/srv/red-fixtures"
 APP_URL = f"file://{FIX}/app.git"
@@ -262,9 +266,7 @@ def assert_in_state(box: Box, dest: str, ref: str, url: str = APP_URL) -> None:
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory):
-    env = {"SSH_PORT": str(PORTS["ssh"]), "JUPYTER_PORT": str(PORTS["jupyter"]),
-           "NOVNC_PORT": str(PORTS["novnc"]), "VNC_PORT": str(PORTS["vnc"]),
-           "VNC_PW": VNC_PASSWORD}
+    env = {**ports_env(PORTS), "VNC_PW": VNC_PASSWORD, "VISOMASTER_REPO_URL": BOOT_URL}
     started = start_box("red-vm-main", env, PORTS)
     try:
         TIMINGS["boot_to_ready"] = wait_ready(started, timeout=180)
@@ -287,10 +289,10 @@ def box(tmp_path_factory):
 # boot
 
 
-def test_boot_without_the_upstream_repo_still_serves_and_says_why(box):
+def test_boot_with_an_unreachable_repo_still_serves_and_says_why(box):
     log = box.sh(f"cat {STARTUP_LOG}")
-    assert re.search(r"visomaster: checkout of https://github.com/visomaster/VisoMaster.git at "
-                     r"v0.1.6 into /workspace/VisoMaster FAILED: .*Could not resolve host", log)
+    assert re.search(rf"visomaster: checkout of {re.escape(BOOT_URL)} at v0.1.6 into "
+                     r"/workspace/VisoMaster FAILED: git clone .* failed after \d+ attempts", log)
     assert "converge done" in log
     assert box.sh("ls -d /workspace/VisoMaster* 2>/dev/null || true").strip() == ""
 
@@ -651,9 +653,10 @@ def test_autostart_runs_the_app_on_the_desktop_and_it_shows_over_vnc(box, app, t
     report = converge(box, *APP_DATA, "visomaster_ref=v2", "visomaster_autostart=true")
     assert op(report, "Apply the changed supervisor program visomaster") == "success"
     conf = box.sh("cat /etc/supervisor/conf.d/visomaster.conf")
-    assert f"command=/opt/red/bin/red-visomaster {APP} /opt/red/venv/bin/python" in conf
+    assert (f"command=/usr/bin/env RED_APP_DIR={APP} RED_APP_PYTHON=/opt/red/venv/bin/python "
+            "DISPLAY=:1 QT_X11_NO_MITSHM=1 XDG_RUNTIME_DIR=/run/user/0 ") in conf
+    assert conf.split("command=", 1)[1].split("\n", 1)[0].endswith(" /opt/red/bin/red-visomaster")
     assert "autostart=true" in conf and "autorestart=unexpected" in conf
-    assert 'QT_X11_NO_MITSHM="1"' in conf and 'XDG_RUNTIME_DIR="/run/user/0"' in conf
     geometry = wait_window(box)
     shown = capture(tmp_path)
     # The window's area is white on the VNC framebuffer, and was not before.
@@ -674,7 +677,7 @@ def wait_status(box: Box, status: str, timeout: float = 30) -> None:
 
 def vncdo(*actions: str) -> None:
     vncdo_bin = Path(sys.executable).with_name("vncdo")
-    result = subprocess.run([str(vncdo_bin), "-s", f"127.0.0.1::{PORTS['vnc']}", "-p",
+    result = subprocess.run([str(vncdo_bin), "-s", f"127.0.0.1::{PORTS['xvnc']}", "-p",
                              VNC_PASSWORD, *actions], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 

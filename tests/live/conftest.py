@@ -24,7 +24,9 @@ def freshbox_image():
 
 @pytest.fixture(scope="session")
 def operator(tmp_path_factory):
-    return freshbox.Operator(tmp_path_factory.mktemp("operator"))
+    operator = freshbox.Operator(tmp_path_factory.mktemp("operator"))
+    yield operator
+    operator.close()
 
 
 def pytest_terminal_summary(terminalreporter):

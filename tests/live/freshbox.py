@@ -1,7 +1,8 @@
 """
 "Fresh Vast boxes" for the live tier: bare Debian 12 containers with only sshd and python3
 (tests/fixtures/freshbox, not Red's image), reached over SSH on loopback ports, and pyinfra
-runs against them through the real inventory, inventories/vast.py, fed by its offline source.
+runs against them through the real inventory, inventories/vast.py, which lists them from the
+loopback stand-in for Vast's v1 API (tests/vast_api.py), a few instances a page.
 
 Shared by the live tests and tests/live/measure.py.
 
@@ -23,7 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.boxes import PROGRAMS, RUN_FLAGS, answers, podman, port_open
+from tests.boxes import PORT_SETTINGS, PROGRAMS, RUN_FLAGS, answers, podman, port_open, ports_env
+from tests.boxes import ports as program_ports
+from tests.vast_api import GOOD_KEY, VastAPI, pages_of
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "freshbox"
@@ -47,6 +50,8 @@ APP_OFF_ENV = {
     "VISOMASTER_INSTALL_REQUIREMENTS": "false",
     "VISOMASTER_DOWNLOAD_MODELS": "false",
 }
+# Instances per page of the API stand-in: small, so that a fleet spans pages.
+PAGE_SIZE = 2
 # Seconds measured by the tests, printed at the end of the run (see conftest).
 TIMINGS: dict[str, float] = {}
 
@@ -107,11 +112,19 @@ class FreshBox:
         """This box as the Vast API lists it: direct SSH to its own sshd on loopback."""
         return instance(self.instance_id, self.label, self.ports["box_ssh"])
 
+    def proxied_instance(self) -> dict:
+        """
+        The same instance on another route, as when Vast moves it to its SSH proxy: no
+        22/tcp mapping, ssh_host:ssh_port = Red's sshd, which serves the box's host keys.
+        """
+        return dict(self.instance(), image_runtype="ssh_proxy", ports={},
+                    ssh_host="localhost", ssh_port=self.ports["ssh"])
+
 
 def box_ports(index: int) -> dict[str, int]:
     base = PORT_BASE + 100 * index
-    return {"box_ssh": base + 22, "ssh": base + 23, "vnc": base + 59, "novnc": base + 80,
-            "jupyter": base + 88}
+    # The box's own sshd on base + 22; Red's programs from base + 23 up.
+    return {"box_ssh": base + 22, **program_ports(base + 23)}
 
 
 def instance(instance_id: int, label: str, ssh_port: int) -> dict:
@@ -121,7 +134,7 @@ def instance(instance_id: int, label: str, ssh_port: int) -> dict:
         "actual_status": "running",
         "intended_status": "running",
         "image_uuid": "debian:12",
-        "image_runtype": "ssh",
+        "image_runtype": "ssh_direc ssh_proxy",
         "public_ipaddr": "127.0.0.1\n",
         # Never used while the direct mapping exists; unresolvable on purpose.
         "ssh_host": "ssh.invalid",
@@ -129,6 +142,8 @@ def instance(instance_id: int, label: str, ssh_port: int) -> dict:
         "gpu_name": "none",
         "num_gpus": 0,
         "ports": {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(ssh_port)}]},
+        "start_date": 1755000000.0,
+        "extra_env": [],
     }
 
 
@@ -141,10 +156,7 @@ def start(index: int, public_key: str, image: str = IMAGE,
         "FRESHBOX_SSH_PORT": str(ports["box_ssh"]),
         "SSH_PUBLIC_KEY": public_key,
         # Red's services on ports of their own: the box's sshd keeps "22".
-        "SSH_PORT": str(ports["ssh"]),
-        "JUPYTER_PORT": str(ports["jupyter"]),
-        "NOVNC_PORT": str(ports["novnc"]),
-        "VNC_PORT": str(ports["vnc"]),
+        **ports_env({name: port for name, port in ports.items() if name in PORT_SETTINGS}),
         **APP_OFF_ENV,
         **(extra_env or {}),
     }
@@ -180,7 +192,7 @@ def remove_index(*indexes: int) -> None:
 def wait_running(box: FreshBox, timeout: float = 120) -> float:
     """Wait until every supervisor program runs and Red's ports answer; the seconds it took."""
     start_time = time.monotonic()
-    wanted = ("ssh", "jupyter", "novnc", "vnc")
+    wanted = PORT_SETTINGS
     while time.monotonic() - start_time < timeout:
         running = set(box.program_pids()) >= set(PROGRAMS)
         if running and all(answers(box, name, box.ports[name]) for name in wanted):
@@ -218,8 +230,8 @@ class Run:
 class Operator:
     """
     The person at the keyboard: a home directory of their own (their per-instance known_hosts
-    land in ~/.ssh/red_known_hosts), an SSH key, and the Vast account's instances as a saved
-    API response (VAST_INSTANCES_JSON).
+    land in ~/.ssh/red_known_hosts), an SSH key and an API key, and the Vast account, whose
+    instances the v1 API stand-in lists. ``close()`` stops the stand-in.
     """
 
     def __init__(self, directory: Path):
@@ -230,15 +242,19 @@ class Operator:
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "red-live",
                             "-f", str(self.key)], check=True)
         self.public_key = self.key.with_suffix(".pub").read_text().strip()
-        self.instances_file = directory / "instances.json"
+        self.api = VastAPI(pages_of([])).__enter__()
 
     def list_instances(self, instances: list[dict]) -> None:
-        self.instances_file.write_text(json.dumps({"instances": instances}, indent=1))
+        self.api.serve_pages(pages_of(instances, PAGE_SIZE))
+
+    def close(self) -> None:
+        self.api.__exit__(None, None, None)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items()
                if not key.startswith(("VAST_", "SSH_AUTH_SOCK"))}
-        env.update(HOME=str(self.home), VAST_INSTANCES_JSON=str(self.instances_file), **extra)
+        env.update(HOME=str(self.home), VAST_API_URL=self.api.url, VAST_API_KEY=GOOD_KEY,
+                   **extra)
         return env
 
     def deploy(self, *args: str, timeout: float = 900, **env: str) -> Run:

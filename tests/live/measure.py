@@ -64,6 +64,7 @@ def main() -> None:
                 figures["first_converge_fleet_s"] / figures["first_converge_1_box_s"])
         finally:
             freshbox.remove(*boxes)
+            operator.close()
     print(json.dumps({key: round(value, 2) if isinstance(value, float) else value
                       for key, value in figures.items()}, indent=1))
 

@@ -4,9 +4,11 @@ Live boxes: the deploy converging fresh boxes over SSH through inventories/vast.
 In order, on one fresh box: the inventory lists it; the first run converges it and starts the
 services; a second run changes nothing; the image tier's testinfra suite passes against it
 over SSH; a dry run with a changed setting shows exactly that change and changes nothing; the
-real run applies it, restarting only Xvnc (and the desktop, whose X server that is). Then a
-re-rented box on the same ip:port: refused under its old instance id, trusted under its new
-one. Then a fleet of three fresh boxes in one run, and a run where one box is unreachable.
+real run applies it, restarting only Xvnc (and the desktop, whose X server that is). The same
+instance moved to another route keeps its pinned host key. Then a re-rented box on the same
+ip:port: refused under its old instance id, trusted under its new one. Then a fleet of three
+fresh boxes in one run, and a run where one box is unreachable. The inventory lists the boxes
+from the loopback v1 API stand-in, two instances a page.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def test_first_converge_over_ssh_starts_the_services(box, operator, first_run):
     assert set(box.program_pids()) >= set(PROGRAMS)
     assert box.sh("tr '\\0' ' ' < /proc/1/cmdline").startswith("/bin/sh /usr/local/sbin/")
     # Red's sshd answers on SSH_PORT with the key, presenting this box's pinned host key.
-    login = ssh(operator, box, box.ports["ssh"], "id -u")
+    login = ssh(operator, box, box.ports["sshd"], "id -u")
     assert login.returncode == 0, login.stderr
     assert login.stdout.strip() == "0"
 
@@ -152,8 +154,9 @@ def test_dry_run_diff_shows_only_the_resolution_change(box, resolution_dry_run):
     assert removed and len(removed) == len(added), run.stderr[-4000:]
     for old, new in zip(removed, added, strict=True):
         assert OLD in old and old.replace(OLD, NEW) == new, (old, new)
-    assert (f"command=/opt/red/bin/red-xvnc 1 {box.ports['vnc']} {NEW} 24 "
-            "/etc/red/secrets/vnc_password") in added
+    assert (f"command=/usr/bin/env RED_DISPLAY=1 RED_VNC_PORT={box.ports['xvnc']} "
+            f"RED_VNC_RESOLUTION={NEW} RED_VNC_DEPTH=24 "
+            "RED_VNC_PASSWORD_FILE=/etc/red/secrets/vnc_password /opt/red/bin/red-xvnc") in added
     # Nothing changed on the box.
     assert after == before
 
@@ -174,6 +177,25 @@ def test_apply_changes_what_the_dry_run_showed_and_restarts_only_xvnc(
         assert after[program] == before["pids"][program], (program, before, after)
     again = operator.deploy("-y", "--json", "--data", f"vnc_resolution={NEW}")
     assert again.returncode == 0 and again.totals["success"] == 0, again.changed_ops()
+
+
+def test_the_same_instance_on_another_route_keeps_its_pin(box, operator, first_run):
+    # Vast moves the instance to its SSH proxy: same id, another host:port (Red's sshd, which
+    # serves the box's host keys), same key. Accepted from the pin, not trusted anew.
+    pin = operator.known_hosts_file(box)
+    keys = [line.split()[1:] for line in pin.read_text().splitlines()]
+    assert keys and all(line.startswith(f"[127.0.0.1]:{box.ports['box_ssh']} ")
+                        for line in pin.read_text().splitlines())
+    operator.list_instances([box.proxied_instance()])
+    try:
+        moved = operator.pyinfra("exec", "--key", str(operator.key), "--", "true")
+    finally:
+        operator.list_instances([box.instance()])
+    assert moved.returncode == 0, moved.tail()
+    assert "Added host key" not in moved.stderr, moved.tail()
+    lines = pin.read_text().splitlines()
+    assert [line.split()[1:] for line in lines] == keys
+    assert all(line.split()[0] == f"[localhost]:{box.ports['ssh']}" for line in lines)
 
 
 def test_rerented_box_on_the_same_address_is_refused_under_its_old_id(
@@ -212,6 +234,8 @@ def test_fleet_of_three_converges_in_one_parallel_run(fleet, operator):
     run = operator.deploy("-y", "--json")
     TIMINGS["first converge over SSH, fleet of 3 fresh boxes"] = run.seconds
     assert run.returncode == 0, run.tail()
+    # Three instances, two a page: the inventory followed next_token to the second page.
+    assert any(request["query"].get("after_token") for request in operator.api.seen)
     assert run.totals["error"] == 0 and not run.json()["results"]["failed_hosts"]
     started = {}
     for member in fleet:

@@ -68,7 +68,7 @@ def wait_services(box, timeout: float = 180) -> float:
         now = states(box)
         if all(now.get(name) == "RUNNING" for name in OURS) and now.get("sshd") == "STOPPED" \
                 and all(freshbox.answers(box, name, box.ports[name])
-                        for name in ("jupyter", "novnc", "vnc")):
+                        for name in ("jupyter", "novnc", "xvnc")):
             return time.monotonic() - start
         time.sleep(0.5)
     raise AssertionError(box.sh("supervisorctl status; tail -n 30 /logs/*.log", check=False))

@@ -21,47 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.app_downloader import DOWNLOADER
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "files" / "visomaster" / "opt" / "red" / "bin" / "red-app-models"
-
-DOWNLOADER = '''\
-import hashlib
-import os
-import urllib.request
-
-from app.processors import models_data
-
-
-def ok(path, digest):
-    if not os.path.isfile(path):
-        return False
-    with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest() == digest
-
-
-for name in dir(models_data):
-    value = getattr(models_data, name)
-    if not isinstance(value, (list, tuple)):
-        continue
-    for m in value:
-        if not isinstance(m, dict) or "url" not in m:
-            continue
-        if ok(m["local_path"], m["hash"]):
-            print("skipping", m["model_name"])
-            continue
-        os.makedirs(os.path.dirname(m["local_path"]), exist_ok=True)
-        print("downloading", m["model_name"], "from", m["url"])
-        try:
-            with urllib.request.urlopen(m["url"], timeout=5) as resp, \\
-                    open(m["local_path"], "wb") as out:
-                while True:
-                    block = resp.read(1024)
-                    if not block:
-                        break
-                    out.write(block)
-        except Exception as exc:  # like upstream: report and go on, exit 0
-            print("Failed to download", m["model_name"], exc)
-'''
 
 
 def blob(name: str, size: int = 5000) -> bytes:

@@ -1,31 +1,18 @@
 """
-Plan-level tests: the real deploy against pyinfra's @fake connector, each fake host answering
-the distro fact like a real release. The commands the deploy would run are read from pyinfra's
-debug log; nothing touches this machine.
+Plan-level tests (tests/plan.py): the real deploy on @fake hosts, each answering the distro fact
+like a real release.
 """
 
-import subprocess
-import sys
+import re
 
 import pytest
 
-from tests.conftest import ROOT
+from operations.programs import default_programs
+from tests.plan import plan as run_plan
 
-INVENTORY = "tests/fixtures/fake_inventory.py"
 
-
-def plan(group: str, *data: str, inventory: str = INVENTORY) -> tuple[int, list[str], str]:
-    """Run the deploy on a fake host; the exit code, the commands it ran, pyinfra's output."""
-    args = [sys.executable, "-m", "pyinfra", inventory, "deploy.py", "-y", "--debug",
-            "--limit", group]
-    for item in data:
-        args += ["--data", item]
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    output = result.stdout + result.stderr
-    marker = "simulating command on "
-    commands = [line.split(marker, 1)[1].split(": ", 1)[1]
-                for line in output.splitlines() if marker in line]
-    return result.returncode, commands, output
+def plan(group: str, *data: str) -> tuple[int, list[str], str]:
+    return run_plan(group, data=data)
 
 
 def installs(commands: list[str]) -> list[str]:
@@ -91,3 +78,13 @@ def test_configure_phase_installs_nothing():
     assert code == 0, output
     assert not installs(commands)
     assert not any("pip install" in c or "apt-get update" in c for c in commands)
+
+
+@pytest.mark.parametrize("phase", ["install", "configure"])
+def test_the_deploy_writes_a_config_for_every_program_of_the_registry_and_no_other(phase):
+    # tests, the bench and the deploy share operations/programs.py's list: it must be the one
+    # the deploy applies.
+    code, _, output = plan("debian_12", f"red_phase={phase}")
+    assert code == 0, output[-3000:]
+    written = set(re.findall(r"/etc/supervisor/conf\.d/(\w+)\.conf", output))
+    assert written == {program.name for program in default_programs()}

@@ -8,7 +8,6 @@ import fcntl
 import json
 import os
 import subprocess
-import sys
 import time
 from types import SimpleNamespace
 
@@ -21,6 +20,7 @@ from redbox import provision as red_provision
 from redbox.resolve import box_settings, provisioning_settings
 from tests.conftest import ROOT
 from tests.fixtures.fake_inventory import DEBIAN_12
+from tests.plan import plan as run_plan
 from tests.script_server import serve
 
 NOTEBOOKS = ROOT / "files/notebooks/notebooks"
@@ -239,22 +239,6 @@ def test_refused_and_silent_servers_fail_within_their_bounds(server, tmp_path):
     assert time.monotonic() - start < 10
 
 
-def test_wget_is_the_fallback_when_curl_is_missing(server, tmp_path, monkeypatch):
-    real_which = red_provision.shutil.which
-    monkeypatch.setattr(red_provision.shutil, "which",
-                        lambda name: None if name == "curl" else real_which(name))
-    if real_which("wget") is None:
-        pytest.skip("wget is not installed here")
-    dest, _ = red_provision.download(server + "/ok.sh", prov(), str(tmp_path / "s.sh"), Lines())
-    assert dest is not None
-    dest, reason = red_provision.download(server + "/nope", prov(), str(tmp_path / "t.sh"),
-                                          Lines())
-    assert dest is None and reason == "HTTP 404"
-    dest, reason = red_provision.download(server + "/page", prov(), str(tmp_path / "t.sh"),
-                                          Lines())
-    assert dest is None and "HTML page" in reason
-
-
 def test_a_script_that_never_ends_is_stopped_with_its_children(tmp_path):
     script = tmp_path / "hang.sh"
     marker = tmp_path / "child.pid"
@@ -339,11 +323,8 @@ def plan(tmp_path, *data, ss_22=None):
         f"box = [('@fake/box', {{'fake_responses': {responses!r}, 'fake_delay': 0, "
         "'fake_delay_jitter': 0, 'python_version': '3.11'})]\n"
     )
-    args = [sys.executable, "-m", "pyinfra", str(inventory), "deploy.py", "-y", "--debug"]
-    for item in data:
-        args += ["--data", item]
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    return result.returncode, result.stdout + result.stderr
+    result = run_plan(data=data, inventory=str(inventory))
+    return result.code, result.output
 
 
 def test_plan_ships_the_scripts_and_notebooks_at_build_time(tmp_path):

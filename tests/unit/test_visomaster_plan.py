@@ -6,12 +6,9 @@ deploy would run are read from pyinfra's debug log; nothing touches this machine
 
 
 import pytest
-from supervisor.options import ServerOptions
 
-from operations._common import Program
 from operations.visomaster import APP_PACKAGES, _checkout_notes
-from tests.unit.test_plan import plan as run_plan
-from tests.unit.test_templates import render
+from tests.plan import plan as run_plan
 
 INVENTORY = "tests/fixtures/fake_visomaster_inventory.py"
 GROUPS = ("vm_fresh", "vm_in_state", "vm_out_of_state", "vm_small_shm", "vm_with_env")
@@ -23,7 +20,7 @@ MODELS_APPLY = "/opt/red/bin/red-app-models --repo /workspace/VisoMaster --model
 
 def plan(group: str, *data: str) -> tuple[list[str], str]:
     """Run the deploy on one fake host; return the commands it ran and pyinfra's output."""
-    code, commands, output = run_plan(group, *data, inventory=INVENTORY)
+    code, commands, output = run_plan(group, data=data, inventory=INVENTORY)
     assert code == 0, output[-5000:]
     return commands, output
 
@@ -153,32 +150,6 @@ def test_bad_data_values_fall_back_with_a_line():
     assert "--ref v0.1.6 --dest /workspace/VisoMaster " in apply
     assert "--data visomaster_ref='--upload-pack=x' is not a tag, branch or commit name" in output
     assert "--data visomaster_dir='relative/dir' is not an absolute directory below /" in output
-
-
-def test_program_runs_the_wrapper_on_the_display_and_stays_closed_when_closed(tmp_path):
-    program = Program(
-        name="visomaster",
-        command="/opt/red/bin/red-visomaster /workspace/VisoMaster /opt/red/venv/bin/python",
-        priority=60,
-        environment={"DISPLAY": ":1", "QT_X11_NO_MITSHM": "1", "XDG_RUNTIME_DIR": "/run/user/0"},
-        autostart=False, autorestart="unexpected", startretries=3, startsecs=5,
-    )
-    common = {"logs_dir": str(tmp_path), "log_maxbytes": "10MB", "log_backups": 3}
-    main = render("supervisor", "/etc/supervisor/supervisord.conf",
-                  socket=str(tmp_path / "supervisor.sock"), **common)
-    main = main.replace("/etc/supervisor/conf.d/*.conf", f"{tmp_path}/*.conf")
-    (tmp_path / "supervisord.conf").write_text(main)
-    (tmp_path / "visomaster.conf").write_text(
-        render("supervisor", "/etc/supervisor/conf.d/program.conf", program=program, **common))
-    options = ServerOptions()
-    options.realize(args=["-c", str(tmp_path / "supervisord.conf")])
-    [config] = options.process_group_configs[0].process_configs
-    assert config.autostart is False
-    assert config.startretries == 3
-    assert config.exitcodes == [0]
-    assert config.autorestart is not True and config.autorestart  # "unexpected" only
-    assert config.environment["QT_X11_NO_MITSHM"] == "1"
-    assert config.stdout_logfile == str(tmp_path / "visomaster.log")
 
 
 SUMMARY = {"dest": "/workspace/VisoMaster", "url": "file:///srv/app.git", "ref": "v2",

@@ -26,7 +26,7 @@ onstart   The seed's on-start script (/opt/red/bin/red-onstart). First the servi
           supervisord does not answer (Vast's ssh/jupyter modes, where Vast owns PID 1), `run`
           converges the box, which starts it; with --wait-for-supervisord (the entrypoint, whose
           PID 1 is supervisord) it waits for supervisord instead. Then the seed's flow: with
-          PROVISIONING_SCRIPT set, download it (curl, else wget; connect and total timeouts;
+          PROVISIONING_SCRIPT set, download it (curl; connect and total timeouts;
           retries with backoff; an empty body, an HTML page or binary data is refused) and run
           it by its shebang (else with bash; CRLF line endings converted, with a line
           saying so) ONCE: when it succeeded, <state>/provisioning-script.json records the
@@ -355,32 +355,21 @@ def _refusal(path: str, content_type: str) -> str | None:
 def _fetch(url: str, target: str, prov) -> tuple[bool, str, bool, str]:
     """One attempt: (ok, detail, worth retrying, content type)."""
     limit = prov.download_timeout + 15
-    curl, wget = shutil.which("curl"), shutil.which("wget")
-    if curl:
-        command = [curl, "-sS", "-L", "--max-redirs", "5", "--proto", "=http,https",
-                   "--proto-redir", "=http,https", "--connect-timeout", str(prov.connect_timeout),
-                   "--max-time", str(prov.download_timeout), "-o", target,
-                   "-w", "%{http_code} %{content_type}", url]
-    elif wget:
-        command = [wget, "-q", "-S", "-O", target, "--tries=1", "--max-redirect=5",
-                   f"--connect-timeout={prov.connect_timeout}",
-                   f"--read-timeout={prov.download_timeout}", url]
-    else:
-        return False, "neither curl nor wget is installed", False, ""
+    curl = shutil.which("curl")
+    if not curl:
+        return False, "curl is not installed", False, ""
+    command = [curl, "-sS", "-L", "--max-redirs", "5", "--proto", "=http,https",
+               "--proto-redir", "=http,https", "--connect-timeout", str(prov.connect_timeout),
+               "--max-time", str(prov.download_timeout), "-o", target,
+               "-w", "%{http_code} %{content_type}", url]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=limit,
                                 check=False, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return False, f"no answer within {limit} s", True, ""
     tool = os.path.basename(command[0])
-    if curl:
-        status_text, _, content_type = result.stdout.strip().partition(" ")
-        status = int(status_text) if status_text.isdigit() else 0
-    else:
-        codes = re.findall(r"HTTP/\S+ (\d{3})", result.stderr)
-        status = int(codes[-1]) if codes else 0
-        types = re.findall(r"Content-Type: *(\S+)", result.stderr, re.IGNORECASE)
-        content_type = types[-1] if types else ""
+    status_text, _, content_type = result.stdout.strip().partition(" ")
+    status = int(status_text) if status_text.isdigit() else 0
     if status >= 400:
         return False, f"HTTP {status}", status >= 500 or status in RETRIED_4XX, content_type
     if result.returncode != 0:

@@ -1,0 +1,285 @@
+"""
+Red's own operations, table-driven in pyinfra's style: facts in, commands out, and the
+no-change case. Each row runs the operation's generator (``op._inner``, as pyinfra's own
+operation tests do) on a fake host that answers the row's facts; nothing runs anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from pyinfra.api import FileUploadCommand, FunctionCommand, OperationValueError, StringCommand
+from pyinfra.context import ctx_host
+
+from operations import _common, notebooks, visomaster
+from redbox.log import SHELL_STAMP, SHELL_TIMESTAMP
+from tests.conftest import ROOT
+
+
+class FakeHost:
+    """
+    Answers facts from a table: ``{(FactName, arg prefix, ...): value}``, a key matching when
+    each of its arguments starts the fact's argument; unknown facts get the fact's default.
+    """
+
+    name = "@fake/ops"
+    # What the settings resolver reads of a host: no --data, no connector of its own.
+    inventory = SimpleNamespace(get_override_data=dict)
+    connector_cls = None
+
+    def __init__(self, facts: dict):
+        self.facts = facts
+        self.noops: list[str] = []
+        self.data: dict = {}
+
+    def get_fact(self, fact, *args, **kwargs):
+        given = [str(value) for value in (*args, *kwargs.values())]
+        for (name, *prefixes), value in self.facts.items():
+            if name != fact.__name__ or len(prefixes) != len(given):
+                continue
+            if all(actual.startswith(prefix)
+                   for prefix, actual in zip(prefixes, given, strict=True)):
+                return value
+        return fact.default()
+
+    def noop(self, description: str) -> None:
+        self.noops.append(description)
+
+
+def shown(command) -> str:
+    """A yielded command as a line: shell text, ``upload DEST: CONTENT`` or ``call F: ARGS``."""
+    if isinstance(command, str):
+        return command
+    if isinstance(command, StringCommand):
+        return command.get_raw_value()
+    if isinstance(command, FileUploadCommand):
+        src = command.src
+        content = src.getvalue().decode() if hasattr(src, "getvalue") else Path(src).name
+        return f"upload {command.dest}: {content}"
+    if isinstance(command, FunctionCommand):
+        # The first argument is the command it runs.
+        return f"call {command.function.__name__}: {shown(command.args[0])}"
+    raise AssertionError(f"unexpected command {command!r}")
+
+
+def run(op, facts: dict, **kwargs) -> tuple[list[str], list[str]]:
+    """The commands an operation yields for these facts, and its no-change notes."""
+    fake = FakeHost(facts)
+    with ctx_host.use(fake):
+        commands = [shown(command) for command in op._inner(**kwargs)]
+    return commands, fake.noops
+
+
+def check(op, facts, kwargs, commands, noop):
+    got, noops = run(op, facts, **kwargs)
+    assert got == commands
+    # Nothing to do is said (pyinfra's no-change), and only then.
+    assert (noops == [noop]) if noop else (noops == [] and got)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- secret ------------------------------------------------------------------------------------
+
+SECRET = "/etc/red/secrets/token"
+STORED = {"size": 24, "mode": 600}
+GENERATE = ("umask 077 && head -c 48 /dev/urandom | base64 | tr -dc A-Za-z0-9 | head -c 24 > "
+            f"{SECRET}.new && mv -f {SECRET}.new {SECRET}")
+STORE = f"chmod 600 {SECRET}.new && mv -f {SECRET}.new {SECRET}"
+
+
+@pytest.mark.parametrize(("facts", "kwargs", "commands", "noop"), [
+    ({}, {}, [GENERATE], None),
+    ({("File", SECRET): {"size": 0, "mode": 600}}, {}, [GENERATE], None),
+    ({("File", SECRET): STORED}, {}, [], f"{SECRET} already holds a secret"),
+    ({("File", SECRET): {**STORED, "mode": 644}}, {}, [f"chmod 600 {SECRET}"], None),
+    ({}, {"value": "s3cret-x"}, [f"upload {SECRET}.new: s3cret-x", STORE], None),
+    ({("File", SECRET): STORED, ("Sha256File", SECRET): sha("old")}, {"value": "s3cret-x"},
+     [f"upload {SECRET}.new: s3cret-x", STORE], None),
+    ({("File", SECRET): STORED, ("Sha256File", SECRET): sha("s3cret-x")}, {"value": "s3cret-x"},
+     [], f"{SECRET} already holds this secret"),
+    ({("File", SECRET): {**STORED, "mode": 640}, ("Sha256File", SECRET): sha("s3cret-x")},
+     {"value": "s3cret-x"}, [f"chmod 600 {SECRET}"], None),
+], ids=["missing", "empty", "kept", "kept-wrong-mode", "given-new", "given-changed",
+        "given-same", "given-same-wrong-mode"])
+def test_secret(facts, kwargs, commands, noop):
+    check(_common.secret, facts, {"path": SECRET, **kwargs}, commands, noop)
+
+
+def test_secret_value_never_shows_in_a_command_line():
+    commands, _ = run(_common.secret, {}, path=SECRET, value="s3cret-x")
+    assert not any("s3cret-x" in line for line in commands if not line.startswith("upload "))
+
+
+# -- venv --------------------------------------------------------------------------------------
+
+VENV = "/opt/red/venv"
+PROBE = f"{VENV}/bin/python -c"
+WANTED = "python3.10 -c"
+CREATE = f"python3.10 -m venv {VENV}"
+
+
+@pytest.mark.parametrize(("facts", "commands", "noop"), [
+    ({("Command", WANTED): "3 10"}, [CREATE], None),
+    ({("Command", PROBE): f"{VENV}/bin/python 3 10", ("Command", WANTED): "3 10"}, [],
+     f"{VENV} is a venv of python3.10"),
+    ({("Command", PROBE): f"{VENV}/bin/python 3 11", ("Command", WANTED): "3 10",
+      ("File", f"{VENV}/pyvenv.cfg"): {"size": 90, "mode": 644}},
+     [f"mv {VENV} {VENV}.moved-aside-{SHELL_STAMP}", CREATE], None),
+    # A directory that is no venv (no pyvenv.cfg) is built into, not moved.
+    ({("Command", WANTED): "3 10"}, [CREATE], None),
+], ids=["missing", "right-python", "other-python-moved-aside", "not-a-venv"])
+def test_venv(facts, commands, noop):
+    check(_common.venv, facts, {"path": VENV, "python": "python3.10"}, commands, noop)
+
+
+# -- pip_requirements --------------------------------------------------------------------------
+
+LOCK = "jupyterlab==4.0.0\n"
+STAMP = f"{VENV}/.red-lab.stamp"
+REQS = "/workspace/App/requirements.txt"
+PIP = f"{VENV}/bin/pip install --no-cache-dir --disable-pip-version-check"
+# The stamp of REQS (hash "ab"*32) installed with one extra index and a ref.
+FILE_STAMP = hashlib.sha256("\n".join(["ab" * 32, "--extra-index-url=https://x.test",
+                                       "ref=v1"]).encode()).hexdigest()
+FILE_KWARGS = {"requirements_file": REQS, "pip_args": ["--extra-index-url=https://x.test"],
+               "stamp_key": "ref=v1", "log": "/logs/pip.log"}
+FILE_INSTALL = (
+    f"( echo '== pip install -r {REQS}' {SHELL_TIMESTAMP} ; cd /workspace/App && "
+    f"{PIP} --progress-bar off -r {REQS} --extra-index-url=https://x.test ) >> /logs/pip.log "
+    "2>&1 && echo "
+    f"{FILE_STAMP} > {STAMP} || {{ rc=$?; tail -n 20 /logs/pip.log >&2; printf '%s %s (exit %s): "
+    f"%s; details in %s\\n' {SHELL_TIMESTAMP} "
+    f"'pip: installing {REQS} into {VENV} FAILED' \"$rc\" \"$(tail -n 1 /logs/pip.log "
+    "2>/dev/null)\" /logs/pip.log >> /logs/startup.log 2>/dev/null; exit $rc; }"
+)
+
+
+@pytest.mark.parametrize(("facts", "kwargs", "commands", "noop"), [
+    ({}, {"requirements": LOCK},
+     [f"upload {VENV}/red-lab.txt: {LOCK}",
+      f"{PIP} -q -r {VENV}/red-lab.txt && echo {sha(LOCK)} > {STAMP}"], None),
+    ({("FileContents", STAMP): ["0" * 64]}, {"requirements": LOCK},
+     [f"upload {VENV}/red-lab.txt: {LOCK}",
+      f"{PIP} -q -r {VENV}/red-lab.txt && echo {sha(LOCK)} > {STAMP}"], None),
+    ({("FileContents", STAMP): [sha(LOCK)]}, {"requirements": LOCK}, [],
+     f"{VENV} already has lab installed"),
+    ({}, FILE_KWARGS, [], f"{REQS} does not exist: nothing to install"),
+    ({("Sha256File", REQS): "ab" * 32}, FILE_KWARGS, [FILE_INSTALL], None),
+    ({("Sha256File", REQS): "ab" * 32, ("FileContents", STAMP): [FILE_STAMP]}, FILE_KWARGS, [],
+     f"{VENV} already has lab installed"),
+    # Another ref with the same file: a new stamp, so pip runs again.
+    ({("Sha256File", REQS): "ab" * 32, ("FileContents", STAMP): [FILE_STAMP]},
+     {**FILE_KWARGS, "stamp_key": "ref=v2"}, ["<changed>"], None),
+], ids=["text-fresh", "text-changed", "text-same", "file-missing", "file-fresh", "file-same",
+        "file-new-ref"])
+def test_pip_requirements(facts, kwargs, commands, noop):
+    if commands == ["<changed>"]:
+        got, noops = run(_common.pip_requirements, facts, venv=VENV, stamp_name="lab", **kwargs)
+        assert noops == [] and len(got) == 1 and FILE_STAMP not in got[0]
+        return
+    check(_common.pip_requirements, facts, {"venv": VENV, "stamp_name": "lab", **kwargs},
+          commands, noop)
+
+
+def test_pip_requirements_wants_one_source():
+    for kwargs in ({}, {"requirements": LOCK, "requirements_file": REQS}):
+        with pytest.raises(OperationValueError):
+            run(_common.pip_requirements, {}, venv=VENV, stamp_name="lab", **kwargs)
+
+
+# -- authorized_keys ---------------------------------------------------------------------------
+
+KEYS = "/root/.ssh/authorized_keys"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey me@laptop"
+OTHER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOther them@work"
+APPEND = (f"umask 077 && touch {KEYS} && {{ [ ! -s {KEYS} ] || [ -z \"$(tail -c1 {KEYS} )\" ] "
+          f"|| echo >> {KEYS} ; }} && cat {KEYS}.red-new >> {KEYS} && rm -f {KEYS}.red-new && "
+          f"chmod 600 {KEYS}")
+
+
+@pytest.mark.parametrize(("present", "keys", "commands", "noop"), [
+    ([], [KEY], [f"upload {KEYS}.red-new: {KEY}\n", APPEND], None),
+    ([OTHER], [KEY, OTHER], [f"upload {KEYS}.red-new: {KEY}\n", APPEND], None),
+    ([KEY], [KEY], [], f"{KEYS} has every key"),
+    # The same key with another comment, or behind options, is already there.
+    (["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey old-comment"], [KEY], [], f"{KEYS} has every key"),
+    ([f'from="10.0.0.0/8",no-pty {KEY}'], [KEY], [], f"{KEYS} has every key"),
+    ([], [], [], f"{KEYS} has every key"),
+], ids=["empty", "one-missing", "present", "other-comment", "with-options", "none-given"])
+def test_authorized_keys(present, keys, commands, noop):
+    facts = {("AuthorizedKeys", "root", KEYS): present}
+    check(_common.authorized_keys, facts, {"keys": keys}, commands, noop)
+
+
+# -- the notebook upload -----------------------------------------------------------------------
+
+SRC = str(ROOT / "files/notebooks/notebooks/find_provisioning_script.ipynb")
+SHIPPED = hashlib.sha256(Path(SRC).read_bytes()).hexdigest()
+NOTEBOOK = "/notebooks/find.ipynb"
+RECORD = "/var/lib/red/notebooks/find.ipynb.sha256"
+REMEMBER = f"echo {SHIPPED} > {RECORD}"
+UPLOAD = [f"upload {NOTEBOOK}.red-new: find_provisioning_script.ipynb",
+          f"chmod 644 {NOTEBOOK}.red-new && mv -f {NOTEBOOK}.red-new {NOTEBOOK} && {REMEMBER}"]
+EDITED, OLD = "e" * 64, "0" * 64
+
+
+@pytest.mark.parametrize(("current", "recorded", "commands", "noop"), [
+    (SHIPPED, SHIPPED, [], f"{NOTEBOOK} is the notebook Red ships"),
+    (SHIPPED, None, [REMEMBER], None),
+    (None, None, UPLOAD, None),
+    (None, OLD, UPLOAD, None),
+    # An older version Red shipped, unedited: replaced.
+    (OLD, OLD, UPLOAD, None),
+    # Edited by its user, and Red ships what it shipped last time: kept as it is.
+    (EDITED, SHIPPED, [], f"{NOTEBOOK} was edited by its user: kept as it is"),
+    # Edited, and Red ships a new version: the edited one is moved aside first.
+    (EDITED, OLD, ["<moved aside>", *UPLOAD], None),
+    (EDITED, None, ["<moved aside>", *UPLOAD], None),
+], ids=["shipped", "shipped-unrecorded", "missing", "deleted", "older", "edited-same-version",
+        "edited-new-version", "edited-unrecorded"])
+def test_notebook(current, recorded, commands, noop):
+    facts = {("Sha256File", NOTEBOOK): current}
+    if recorded:
+        facts[("FileContents", RECORD)] = [recorded]
+    kwargs = {"src": SRC, "dest": NOTEBOOK, "record": RECORD, "logs_dir": "/logs"}
+    got, noops = run(notebooks._notebook, facts, **kwargs)
+    if commands[:1] == ["<moved aside>"]:
+        aside, got = got[0], got[1:]
+        commands = commands[1:]
+        assert "aside=/notebooks/find.moved-aside-$stamp.ipynb" in aside
+        assert f'mv -- {NOTEBOOK} "$aside" || exit 1' in aside
+        assert ">> /logs/startup.log" in aside
+    assert got == commands
+    assert (noops == [noop]) if noop else noops == []
+
+
+# -- the checkout ------------------------------------------------------------------------------
+
+URL, REF, DEST = "file:///srv/app.git", "v1", "/workspace/App"
+CHECKOUT = ("call _run_checkout: /opt/red/bin/red-app-checkout --url file:///srv/app.git --ref v1 "
+            "--dest /workspace/App --log /logs/checkout.log --retries 3 --backoff 2.0")
+
+
+@pytest.mark.parametrize(("report", "commands", "noop"), [
+    (None, [CHECKOUT], None),
+    ({"in_state": False, "state": "missing"}, [CHECKOUT], None),
+    ({"in_state": False, "state": "wrong_commit"}, [CHECKOUT], None),
+    ({"in_state": True, "state": "in_state"}, [], f"{DEST} is {URL} at {REF}"),
+], ids=["tool-missing", "missing", "wrong-commit", "in-state"])
+def test_checkout(report, commands, noop):
+    facts = {("_CheckoutState", URL, REF, DEST): report}
+    kwargs = {"url": URL, "ref": REF, "dest": DEST, "log": "/logs/checkout.log", "retries": 3,
+              "backoff": 2}
+    check(visomaster._checkout, facts, kwargs, commands, noop)
+
+
+def test_checkout_quotes_what_it_is_given():
+    commands, _ = run(visomaster._checkout, {}, url="file:///srv/my app.git", ref="v1",
+                      dest="/workspace/my app", log="/logs/c.log", retries=0, backoff=0)
+    assert "--url 'file:///srv/my app.git' --ref v1 --dest '/workspace/my app'" in commands[0]

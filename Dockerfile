@@ -21,26 +21,30 @@ LABEL org.opencontainers.image.title="Red" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
 
-# Bootstrap: an interpreter and the locked pyinfra, nothing else.
+# Bootstrap: an interpreter and the locked pyinfra, nothing else. The tool venv is where a
+# box converged over SSH gets it too: the deploy below takes it over (operations/runtime.py).
 COPY files/build/usr/sbin/policy-rc.d /usr/sbin/policy-rc.d
 COPY files/build/opt/red/bin/red-with-extra-ca /opt/red/bin/red-with-extra-ca
-COPY requirements/tool.lock /opt/red/deploy/requirements/tool.lock
+COPY requirements/tool.lock /tmp/red-bootstrap/tool.lock
 RUN --mount=type=secret,id=extra_ca \
     apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates python3 python3-venv \
  && python3 -m venv /opt/red/tool \
  && /opt/red/bin/red-with-extra-ca \
-      /opt/red/tool/bin/pip install --no-cache-dir -r /opt/red/deploy/requirements/tool.lock \
- && rm -rf /var/lib/apt/lists/*
+      /opt/red/tool/bin/pip install --no-cache-dir -r /tmp/red-bootstrap/tool.lock \
+ && rm -rf /var/lib/apt/lists/* /tmp/red-bootstrap
 
 # The deploy itself: its install half, which reads no runtime settings and bakes no secret.
-COPY . /opt/red/deploy
-WORKDIR /opt/red/deploy
+# It runs from the build context and copies itself to /opt/red/deploy (stamped with its
+# version) exactly as it does on a box converged over SSH.
+COPY . /tmp/red-src
+WORKDIR /tmp/red-src
 RUN --mount=type=secret,id=extra_ca \
     /opt/red/bin/red-with-extra-ca \
       /opt/red/tool/bin/pyinfra @local deploy.py -y --data red_phase=install \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /root/.cache /tmp/* /logs/*
+WORKDIR /opt/red/deploy
 
 # Optional: the app baked in (--build-arg VISOMASTER_IN_IMAGE=1): its checkout at the pinned
 # ref and its packages; the models are still fetched and verified at boot. The VISOMASTER_*

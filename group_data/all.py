@@ -164,6 +164,9 @@ provisioning_lock_timeout = 900
 provisioning_supervisor_wait = 120
 # markers, the lock and the downloaded script
 provisioning_state_dir = '/var/lib/red/provisioning'
+# keep Red's marked block in /root/onstart.sh (Vast runs it at every start in its ssh/jupyter
+# modes; it brings the services back); false removes the block
+provisioning_onstart_block = True
 # where logs go when base_logs_dir cannot be written
 provisioning_fallback_logs_dir = '/var/log/red'
 

@@ -1,7 +1,9 @@
 """
 Provisioning: the seed's boot-time flow and its scripts. ``/vast_ai_provisioning_script.sh``
 and ``/src/provisioning_script.sh`` converge the box (``red-provision run``: a lock, markers);
-``red-onstart`` is the seed's on-start script (PROVISIONING_SCRIPT, else those scripts). The
+``red-onstart`` is the seed's on-start script (PROVISIONING_SCRIPT, else those scripts); where
+Vast owns PID 1 (its ssh/jupyter modes, a box converged over SSH) a marked block of
+``/root/onstart.sh``, which Vast runs at every container start, runs it. The
 settings users expect in their SSH and Jupyter sessions go to ``/etc/profile.d/red.sh`` (login
 shells) and a marked block of ``/etc/environment`` (every SSH session, through PAM).
 """
@@ -10,12 +12,14 @@ import json
 import shlex
 from io import StringIO
 
+from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.connectors.local import LocalConnector
 from pyinfra.operations import files
 
 from operations import settings
-from operations._common import upload
-from redbox.provision import OWN_SCRIPTS
+from operations._common import launch_mode, upload
+from redbox.provision import OWN_SCRIPTS, RUN_ONLY_KEYS
 from redbox.resolve import SETTINGS_FILE, settings_file_payload
 
 TOOLS = ("red-provision", "red-onstart")
@@ -27,6 +31,17 @@ PAM_ENVIRONMENT = "/etc/environment"
 # pyinfra's files.block puts a marker into an awk regex inside single quotes, unescaped: no
 # quote, slash, parenthesis or other regex character in a marker.
 PAM_BLOCK_MARKER = "# {mark} Red settings, managed by the deploy: rewritten on converge"
+# Vast saves the template's on-start script here and runs it at every container start (ssh and
+# jupyter modes): Red's block runs the on-start flow; the user's own lines stay as they are.
+ONSTART = "/root/onstart.sh"
+ONSTART_MARKER = ("# {mark} Red on-start block, managed by the deploy: rewritten on converge; "
+                  "provisioning_onstart_block=false removes it")
+ONSTART_BLOCK = [
+    "# Vast runs this file at every container start: Red's on-start flow brings the services",
+    "# back (a converge of this box) and runs PROVISIONING_SCRIPT once (/logs/provisioning.log);",
+    "# nothing when the template's own on-start line already ran it in this start.",
+    "[ ! -x /opt/red/bin/red-onstart ] || /opt/red/bin/red-onstart --once-per-boot </dev/null &",
+]
 # pam_env strips one pair of quotes and knows no escapes: such values cannot be written.
 _PAM_UNSAFE = ('"', "'", "\\", "\n", "\r", "$", "`")
 
@@ -72,7 +87,9 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
             upload("provisioning", script)
     if configure:
         # The box's tools resolve their settings with the same rule, over what this run chose.
-        payload = settings_file_payload(runtime, settings.cli_keys())
+        # Its --data keys are the user's choices, which the box's own converges keep; not the
+        # ones red-provision sets for one run.
+        payload = settings_file_payload(runtime, settings.cli_keys() - set(RUN_ONLY_KEYS))
         files.put(
             name=f"Upload {SETTINGS_FILE} (the resolved settings, no secrets)",
             src=StringIO(json.dumps(payload, indent=1, sort_keys=True) + "\n"),
@@ -94,3 +111,19 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
             content=lines,
             marker=PAM_BLOCK_MARKER,
         )
+        _onstart_block(settings.get("provisioning_onstart_block"))
+
+
+def _onstart_block(wanted: bool) -> None:
+    """Red's block in /root/onstart.sh: kept where Vast owns PID 1, removed when not wanted."""
+    vast_owns_pid1 = launch_mode() is not None or host.connector_cls is not LocalConnector
+    if wanted and not vast_owns_pid1:
+        # The image's entrypoint runs the flow itself; a file of the user's is not touched.
+        return
+    files.block(
+        name=f"{'Write' if wanted else 'Remove'} Red's on-start block in {ONSTART}",
+        path=ONSTART,
+        content=ONSTART_BLOCK,
+        marker=ONSTART_MARKER,
+        present=wanted,
+    )

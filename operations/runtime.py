@@ -1,32 +1,140 @@
 """
-The box-side runtime: Red's library ``redbox`` (files/lib/opt/red/lib/redbox) at /opt/red/lib,
-where the tools in /opt/red/bin find it. It goes on the box before any concern ships a tool.
+The box-side runtime, the same on every box however it was converged: the tool venv
+(/opt/red/tool, the locked pyinfra of requirements/tool.lock), the deploy itself at
+/opt/red/deploy (the tree the box's own converges run, stamped with its version), and Red's
+library ``redbox`` (files/lib/opt/red/lib/redbox) at /opt/red/lib, where the tools in
+/opt/red/bin find it. It goes on the box before any concern ships a tool.
 """
 
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
 from io import StringIO
+from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
+from pyinfra.facts.files import FileContents
 from pyinfra.facts.server import Command
 from pyinfra.operations import files
 
-from operations._common import static_file
+from operations import settings
+from operations._common import pip_requirements, shipped_text, static_file, venv
 
 LIB_DIR = "/opt/red/lib"
 PACKAGE = f"{LIB_DIR}/redbox"
-TOOL_PYTHON = "/opt/red/tool/bin/python3"
+TOOL_VENV = "/opt/red/tool"
+TOOL_LOCK = "requirements/tool.lock"
+DEPLOY_DIR = "/opt/red/deploy"
+# The deploy's version on the box: a content hash of the tree below (see tree_version).
+VERSION_FILE = ".red-version"
+# What a box needs to converge itself: the deploy and everything it reads (not the tests,
+# the inventories or the docs). The image's build context (.dockerignore) holds at least this.
+DEPLOY_TREE = ("deploy.py", "pyproject.toml", "group_data", "operations", "files", "templates",
+               "requirements")
+_SKIPPED_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
 
 
-@deploy("Set up the box-side library")
+def tree_files(root: Path) -> list[tuple[str, Path]]:
+    """(relative path, path) of every file of the deploy tree under root, sorted."""
+    found = []
+    for top in DEPLOY_TREE:
+        path = root / top
+        candidates = [path] if path.is_file() else sorted(path.rglob("*"))
+        for item in candidates:
+            relative = item.relative_to(root)
+            if (item.is_file() and not item.name.endswith(".pyc")
+                    and not _SKIPPED_DIRS.intersection(relative.parts)):
+                found.append((relative.as_posix(), item))
+    return sorted(found)
+
+
+def _mode(path: Path) -> int:
+    return 0o755 if path.stat().st_mode & 0o111 else 0o644
+
+
+def tree_version(root: Path) -> str:
+    """The deploy tree's version: a sha256 over each file's path, mode and content."""
+    digest = hashlib.sha256()
+    for relative, path in tree_files(root):
+        content = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest.update(f"{relative}\0{_mode(path):o}\0{content}\n".encode())
+    return digest.hexdigest()
+
+
+def tree_tarball(root: Path, version: str) -> io.BytesIO:
+    """The deploy tree as a gzipped tar (owner root, normalized modes), its version inside."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        entries = [(relative, path.read_bytes(), _mode(path))
+                   for relative, path in tree_files(root)]
+        entries.append((VERSION_FILE, f"{version}\n".encode(), 0o644))
+        for relative, data, mode in entries:
+            info = tarfile.TarInfo(relative)
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+@operation()
+def deploy_tree(src: str, dest: str):
+    """
+    Keep a copy of the deploy tree at dest, stamped with its version: replaced as a whole when
+    the version differs (a newer controller), else left alone. A converge running from dest
+    itself (the box's own) only re-stamps it.
+
+    + src: the deploy tree being run (the repository, or the image build's context)
+    + dest: where the box keeps it
+    """
+    root = Path(src).resolve()
+    version = tree_version(root)
+    current = host.get_fact(FileContents, path=f"{dest}/{VERSION_FILE}")
+    if current and current[0].strip() == version:
+        host.noop(f"{dest} is at version {version[:12]}")
+        return
+    stamp = StringCommand("echo", version, ">", QuoteString(f"{dest}/{VERSION_FILE}"))
+    if root == Path(dest).resolve():
+        yield stamp
+        return
+    staging, archive = f"{dest}.new", f"{dest}.tar.gz"
+    yield FileUploadCommand(tree_tarball(root, version), archive)
+    # Extracted beside it, then swapped in: a run cut short never leaves half a tree.
+    yield StringCommand(
+        "rm -rf", QuoteString(staging), "&& mkdir -p", QuoteString(staging),
+        "&& tar -xzf", QuoteString(archive), "--no-same-owner -C", QuoteString(staging),
+        "&& rm -f", QuoteString(archive),
+        "&& { [ ! -e", QuoteString(dest), "] || mv", QuoteString(dest),
+        QuoteString(f"{dest}.old"), "; }",
+        "&& mv", QuoteString(staging), QuoteString(dest),
+        "&& rm -rf", QuoteString(f"{dest}.old"),
+    )
+
+
+@deploy("Set up the box-side runtime")
 def setup_runtime(install: bool = True, configure: bool = True):
     """
-    Ship the redbox package; let the tool venv import it.
+    The tool venv with the locked pyinfra, the deploy tree, the redbox package and the tool
+    venv's .pth for it.
 
-    + install: run the install half (the package, the tool venv's .pth)
+    + install: run the install half (all of it)
     + configure: run the configure half (nothing: the library reads its settings at run time)
     """
     if not install:
         return
+    # The image build bootstraps this venv from the same lock to run the deploy at all; here
+    # the deploy owns it (its stamp), as on a box converged over SSH.
+    venv(name=f"Create the tool venv {TOOL_VENV}", path=TOOL_VENV, python="python3")
+    pip_requirements(
+        name=f"Install the locked pyinfra into {TOOL_VENV}",
+        venv=TOOL_VENV,
+        requirements=shipped_text(TOOL_LOCK),
+        stamp_name="tool",
+    )
+    deploy_tree(name=f"Copy the deploy to {DEPLOY_DIR} (stamped with its version)",
+                src=str(settings.ROOT), dest=DEPLOY_DIR)
     files.directory(name=f"Create {LIB_DIR}", path=LIB_DIR, mode="755")
     files.sync(
         name=f"Upload {PACKAGE}",
@@ -38,14 +146,15 @@ def setup_runtime(install: bool = True, configure: bool = True):
         exclude=["*.pyc"],
         exclude_dir=["__pycache__", "*/__pycache__"],
     )
-    # The tool venv's site-packages: a .pth there puts the library on its sys.path, for
+    # The tool venv's site-packages (python3's version: the venv is made from it, maybe later
+    # in this very run): a .pth there puts the library on its sys.path, for
     # `python -m redbox...`; the tools' entry points add /opt/red/lib themselves.
-    site = host.get_fact(
-        Command,
-        f"{TOOL_PYTHON} -c 'import sysconfig; print(sysconfig.get_path(\"purelib\"))' "
+    version = host.get_fact(
+        Command, "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])' "
         "2>/dev/null || true",
     )
-    if site and site.startswith("/"):
+    if version:
+        site = f"{TOOL_VENV}/lib/python{version}/site-packages"
         files.put(
             name=f"Upload {site}/red-lib.pth",
             src=StringIO(f"{LIB_DIR}\n"),
@@ -53,4 +162,4 @@ def setup_runtime(install: bool = True, configure: bool = True):
             mode="644",
         )
     else:
-        host.noop(f"no tool venv at {TOOL_PYTHON}: its .pth for {LIB_DIR} is left out")
+        host.noop(f"no python3 on this box yet: the .pth for {LIB_DIR} waits for the next run")

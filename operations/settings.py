@@ -15,6 +15,7 @@ import base64
 import logging
 import os
 import re
+import shlex
 import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -24,9 +25,10 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase
 from pyinfra.api.exceptions import DeployError
 from pyinfra.connectors.local import LocalConnector
+from pyinfra.facts.server import Command
 
 from redbox import parse, registry
-from redbox.log import startup_log, timestamp
+from redbox.log import SHELL_TIMESTAMP, startup_log, timestamp
 from redbox.resolve import (
     SEED_SCRIPTS,
     ProvisioningSettings,
@@ -212,18 +214,35 @@ def append_log(lines: Iterable[str], topic: str, logs_dir: str | None = None) ->
 
 def record(decisions: list[str], topic: str = "settings", logs_dir: str | None = None) -> None:
     """
-    Record decisions: one line each in ``<logs>/startup.log`` on ``@local`` (the container's
-    own converge), pyinfra warnings on other connectors.
+    Record decisions: one line each in ``<logs>/startup.log`` of the box (the container's own
+    converge writes it here; over SSH it is appended there too, and each line is a pyinfra
+    warning for the person at the controller).
     """
     if not decisions:
         return
     if host.connector_cls is not LocalConnector:
         for line in decisions:
             logger.warning(f"{host.name}: {line}")
+        _append_on_box(decisions, topic, logs_dir or get("base_logs_dir"))
         return
     if not append_log(decisions, topic, logs_dir):
         for line in decisions:
             logger.warning(line)
+
+
+def _append_on_box(lines: Iterable[str], topic: str, logs_dir: str) -> None:
+    """
+    Append the lines to the box's startup log over its connection. It runs as a fact (a
+    command whose output is read), not an operation: a log line is no change to the box, and a
+    second converge that decides the same again must still report none.
+    """
+    # printf reuses its format for each (timestamp, line) pair: one line each.
+    pairs = " ".join(f"{SHELL_TIMESTAMP} {shlex.quote(f'{topic}: {line}')}" for line in lines)
+    host.get_fact(
+        Command,
+        f"{{ mkdir -p {shlex.quote(str(logs_dir))} && printf '%s %s\\n' {pairs} "
+        f">> {shlex.quote(startup_log(logs_dir))}; }} 2>/dev/null; true",
+    )
 
 
 PROVISIONING_SCRIPT_ENV = registry.BY_KEY["provisioning_script"].env[0]

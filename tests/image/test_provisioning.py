@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 
 import pytest
@@ -52,6 +53,10 @@ ROUTES = {
     "/page.html": (200, "text/html",
                    b"<!DOCTYPE html><html><head><title>Sign in</title></head></html>\n"),
     "/empty.sh": (200, "text/plain", b""),
+    "/py.sh": (200, "text/plain", b"#!/usr/bin/env python3\nimport sys\n"
+               b"print('hello from python', sys.version_info[0])\n"),
+    "/crlf.sh": (200, "text/plain",
+                 b"#!/bin/bash\r\nset -eu\r\nword=ok\r\necho \"crlf $word\"\r\n"),
 }
 
 
@@ -310,6 +315,96 @@ def test_a_second_converge_changes_nothing(prov_box):
     assert totals["success"] == 0 and totals["error"] == 0, totals
 
 
+def test_ssh_sessions_see_the_settings_but_no_secret(prov_box, ssh_key):
+    # PAM reads /etc/environment for every SSH session, `ssh box cmd` included (Vast's way).
+    public = ssh_key.with_suffix(".pub").read_text().strip()
+    prov_box.sh(f"echo '{public}' >> /root/.ssh/authorized_keys")
+    result = subprocess.run(
+        ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-i", str(ssh_key),
+         "-p", str(PROV_PORTS["sshd"]), "root@127.0.0.1",
+         'echo "$PROVISIONING_SCRIPT|$SSH_PORT|${JUPYTER_TOKEN-unset}"'],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{SERVER}/ok.sh|{PROV_PORTS['sshd']}|unset"
+    environment = prov_box.sh("cat /etc/environment")
+    assert f'PROVISIONING_SCRIPT="{SERVER}/ok.sh"' in environment
+    for secret in (TOKEN, "prov-vnc"):
+        assert secret not in environment
+
+
+def onstart_with(box: Box, url: str, *args: str) -> tuple[int, str]:
+    result = podman("exec", "-e", f"PROVISIONING_SCRIPT={url}", box.name,
+                    "/opt/red/bin/red-onstart", *args, check=False, timeout=300)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_the_users_script_runs_once_by_its_shebang_a_new_url_or_force_runs_again(prov_box):
+    # The boot ran /ok.sh: the same URL is skipped with one line.
+    prov_box.sh("rm -f /tmp/prov-ran")
+    code, output = onstart_with(prov_box, f"{SERVER}/ok.sh")
+    assert code == 0, output
+    [skipped] = [line for line in output.splitlines() if "not run again" in line]
+    assert f"PROVISIONING_SCRIPT {SERVER}/ok.sh already ran OK on " in skipped
+    assert "red-onstart --force" in skipped and "provisioning-script.json" in skipped
+    assert onstart_record(prov_box)["status"] == "already-done"
+    assert prov_box.sh("test -e /tmp/prov-ran && echo ran || echo not").strip() == "not"
+    # Another URL runs: by its shebang (python3 here), CRLF line endings converted.
+    code, output = onstart_with(prov_box, f"{SERVER}/py.sh")
+    assert code == 0, output
+    assert "by its shebang (#!/usr/bin/env python3)" in output
+    assert "script: hello from python 3" in output
+    code, output = onstart_with(prov_box, f"{SERVER}/crlf.sh")
+    assert code == 0, output
+    assert "CRLF (Windows) line endings: converted to LF" in output
+    assert "script: crlf ok" in output
+    # --force runs a script that already succeeded; the marker records it.
+    code, output = onstart_with(prov_box, f"{SERVER}/ok.sh", "--force")
+    assert code == 0 and "(--force: run again" in output, output
+    assert prov_box.sh("test -e /tmp/prov-ran && echo ran").strip() == "ran"
+    done = marker(prov_box, "provisioning-script.json")
+    assert done["url"] == f"{SERVER}/ok.sh" and len(done["script_sha256"]) == 64
+
+
+def test_a_restart_skips_the_users_script_but_converges(prov_box):
+    before = onstart_record(prov_box)["started"]
+    converged_before = marker(prov_box, "completed")["finished"]
+    prov_box.sh("rm -f /tmp/prov-ran")
+    podman("restart", "-t", "5", prov_box.name, timeout=120)
+    wait_ready(prov_box, TOKEN)
+    deadline = time.monotonic() + 180
+    while (record := onstart_record(prov_box)).get("started") == before \
+            or record.get("status") in (None, "running"):
+        assert time.monotonic() < deadline, record
+        time.sleep(0.5)
+    assert record["status"] == "already-done", record
+    assert prov_box.sh("test -e /tmp/prov-ran && echo ran || echo not").strip() == "not"
+    # Red's own converge ran at this boot all the same.
+    assert marker(prov_box, "completed")["finished"] > converged_before
+
+
+def test_the_container_log_tells_the_boot_and_not_the_programs_logs(prov_box):
+    said = podman("logs", prov_box.name).stdout + podman("logs", prov_box.name).stderr
+    for expected in (
+        "red-entrypoint: converging with the runtime environment",
+        # a startup decision, the converge's result
+        "launch: entrypoint mode (no /.launch)",
+        "red-provision: converged in ",
+        # provisioning's progress and outcome
+        f"red-onstart: Using PROVISIONING_SCRIPT: {SERVER}/ok.sh",
+        "script: hello from the provisioning script",
+        "red-onstart: on-start flow finished: ok",
+        "red-onstart: on-start flow finished: already-done",
+        # each program's start and exit (supervisord's own lines)
+        "spawned: 'sshd'", "success: jupyter entered RUNNING state",
+        "stopped: xvnc",
+    ):
+        assert expected in said, expected
+    # The programs' own output stays in /logs/<program>.log.
+    for program_line in ("ServerApp", "noVNC", "Xvnc TigerVNC"):
+        assert program_line not in said, program_line
+
+
 # -- boot-time faults: the services come up first ---------------------------------------------
 
 @pytest.mark.parametrize(
@@ -375,9 +470,10 @@ def test_unwritable_logs_at_boot_are_said_on_stderr_and_services_come_up(tmp_pat
 
 # -- Vast's ssh and jupyter launch modes -------------------------------------------------------
 
-# Vast's init: its own sshd on the SSH port (and its Jupyter on JUPYTER_PORT in jupyter mode),
-# then it stays PID 1 and reaps.
-VAST_INIT = ("mkdir -p /run/sshd && ssh-keygen -A && /usr/sbin/sshd -p {ssh} && {jupyter}"
+# Vast's init: /.launch (naming jupyter in jupyter mode), its own sshd on the SSH port (and its
+# Jupyter on JUPYTER_PORT in jupyter mode), then it stays PID 1 and reaps.
+VAST_INIT = ("echo {launch} > /.launch && "
+             "mkdir -p /run/sshd && ssh-keygen -A && /usr/sbin/sshd -p {ssh} && {jupyter}"
              "trap 'exit 0' TERM; while :; do sleep 1000 & wait $!; done")
 FAKE_JUPYTER = "(python3 -m http.server --bind 0.0.0.0 {port} >/dev/null 2>&1 &) && "
 # The template's on-start command (the README's): Vast saves it as /root/onstart.sh.
@@ -394,7 +490,8 @@ def test_vast_mode_brings_up_our_supervisor_without_a_second_sshd_or_jupyter(mod
     ports = ports_of(25420)
     jupyter = FAKE_JUPYTER.format(port=ports["jupyter"]) if mode == "jupyter" else ""
     box = start(f"red-prov-vast-{mode}", service_env(ports), ports, "--entrypoint", "bash",
-                command=["-c", VAST_INIT.format(ssh=ports["sshd"], jupyter=jupyter)])
+                command=["-c", VAST_INIT.format(ssh=ports["sshd"], jupyter=jupyter,
+                                                launch="jupyter" if mode == "jupyter" else "ssh")])
     try:
         deadline = time.monotonic() + 30
         while not listeners(box, ports["sshd"]) and time.monotonic() < deadline:
@@ -435,6 +532,12 @@ def test_vast_mode_brings_up_our_supervisor_without_a_second_sshd_or_jupyter(mod
         startup = box.sh("cat /logs/startup.log")
         assert f"ports: sshd: port {ports['sshd']} is held by sshd (pid " in startup
         assert ("ports: jupyter: port" in startup) == (mode == "jupyter")
+        assert f"launch: Vast's {mode} mode (/.launch): Vast owns PID 1" in startup
+        # Red's block joined the user's on-start line, which stays as it was.
+        onstart_text = box.sh("cat /root/onstart.sh")
+        assert onstart_text.startswith(f"{ONSTART_COMMAND}\n# BEGIN Red on-start block"), \
+            onstart_text
+        assert "red-onstart --once-per-boot" in onstart_text
 
         # The on-start command again (a restart of the instance): nothing restarts.
         before = box.program_pids()

@@ -565,8 +565,45 @@ def test_different_remote_is_moved_aside_not_repointed(run: Runner, up: Upstream
 
 
 # dubious ownership --------------------------------------------------------------------------
+# git 2.34 as Ubuntu 22.04 ships it, in front of this machine's git: `-c safe.directory=` is
+# ignored on the command line (honoured from 2.38) and core.fsmonitor's value is a hook path
+# (a boolean from 2.36), so `-c core.fsmonitor=false` would run a hook named "false".
+OLD_GIT = """#!/bin/bash
+if [ "$1" = --version ]; then echo "git version 2.34.1"; exit 0; fi
+args=()
+while [ $# -gt 0 ]; do
+  if [ "$1" = -c ]; then
+    case "$2" in
+      safe.directory=*) shift 2; continue ;;
+      core.fsmonitor=?*) echo "error: cannot run fsmonitor hook '${2#*=}'" >&2; exit 128 ;;
+    esac
+  fi
+  args+=("$1"); shift
+done
+exec REAL_GIT "${args[@]}"
+"""
+
+
+def old_git_env(env: dict, directory: Path) -> dict:
+    """env with git 2.34's command-line behaviour emulated in front of the real git."""
+    directory.mkdir()
+    wrapper = directory / "git"
+    real = subprocess.run(["sh", "-c", "command -v git"], capture_output=True, text=True,
+                          check=True, env=env).stdout.strip()
+    wrapper.write_text(OLD_GIT.replace("REAL_GIT", real))
+    wrapper.chmod(0o755)
+    probe = subprocess.run(["git", "--version"], capture_output=True,
+                           text=True, check=False, env=dict(env, PATH=f"{directory}:{env['PATH']}"))
+    assert probe.stdout.strip() == "git version 2.34.1", probe
+    return dict(env, PATH=f"{directory}:{env['PATH']}")
+
+
+@pytest.mark.parametrize("git_release", ["this machine's git", "git 2.34 (Ubuntu 22.04)"])
 def test_dubious_ownership_is_handled_per_directory(run: Runner, up: Upstream, box: Path,
-                                                    env: dict) -> None:
+                                                    env: dict, tmp_path: Path,
+                                                    git_release: str) -> None:
+    if git_release.startswith("git 2.34"):
+        env = old_git_env(env, tmp_path / "old-git")
     dest = box / "VisoMaster"
     assert run(up.url, "v0.1.5", dest)[0] == 0
     # Every repository now looks owned by someone else. The fixture remote is allowed in the

@@ -66,9 +66,13 @@ unreliable (every commit below the shallow boundary looks unreachable); moving f
 another in a shallow clone also needs unshallow/deepen steps. The app repository is small (no
 LFS, models are downloaded separately), so the full history costs little.
 
-Git hygiene: every git command gets -c safe.directory=<DIR> (its absolute and real path, and the
-partial clone's; never "*") so a DIR owned by another user is not refused as "dubious
-ownership"; hooks are disabled (core.hooksPath=/dev/null), core.fsmonitor is off, prompts are
+Git hygiene: every git command trusts DIR (its absolute and real path, and the partial clone's;
+never "*") as safe.directory, so a DIR owned by another user is not refused as "dubious
+ownership". The exception goes into a global-scope config file of the run's own
+(GIT_CONFIG_GLOBAL, which includes the user's global config): git 2.34 (Ubuntu 22.04) reads
+safe.directory only from the system and global scopes, not from `-c` (honoured from 2.38).
+Hooks are disabled (core.hooksPath=/dev/null), core.fsmonitor is off (`false` from git 2.36;
+before that the value is a hook's path, so it is set empty), prompts are
 off (GIT_TERMINAL_PROMPT=0), GIT_CEILING_DIRECTORIES stops git from finding a parent repository
 when DIR/.git is broken, and inherited GIT_DIR-like variables are dropped. Values are never
 passed through a shell. A concurrent run is serialized with flock on DIR's parent directory.
@@ -105,12 +109,14 @@ import argparse
 import errno
 import filecmp
 import glob
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 from redbox import aside as aside_
 from redbox import lock, parse
@@ -237,9 +243,51 @@ def copy_entry(src: str, dst: str) -> None:
 # git runner
 
 
+def git_version() -> tuple[int, int]:
+    """git's (major, minor), (0, 0) when unknown (then the old-git settings are used)."""
+    try:
+        out = subprocess.run(["git", "--version"], capture_output=True, text=True,
+                             check=False, stdin=subprocess.DEVNULL).stdout
+    except OSError:
+        return (0, 0)
+    match = re.search(r"(\d+)\.(\d+)", out)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def user_global_configs(env: dict[str, str]) -> list[str]:
+    """The global config files git would read for the user: included in the run's own."""
+    if env.get("GIT_CONFIG_GLOBAL"):
+        return [env["GIT_CONFIG_GLOBAL"]]
+    home = env.get("HOME") or os.path.expanduser("~")
+    xdg = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    return [path for path in (os.path.join(xdg, "git", "config"), os.path.join(home, ".gitconfig"))
+            if os.path.isfile(path)]
+
+
 class Git:
     def __init__(self, extra_safe: list[str] | None = None):
         self.extra_safe = list(extra_safe or [])
+        self._version: tuple[int, int] | None = None
+        self._config_dir: tempfile.TemporaryDirectory | None = None
+
+    def _global_config(self, safe: list[str], env: dict[str, str]) -> str:
+        """A global-scope config file for this run: the user's, plus the safe directories."""
+        if self._config_dir is None:
+            self._config_dir = tempfile.TemporaryDirectory(prefix="red-app-checkout-git-")
+        lines = [f"[include]\n\tpath = {path}\n" for path in user_global_configs(env)]
+        lines += ["[safe]\n", *(f"\tdirectory = {path}\n" for path in safe)]
+        text = "".join(lines)
+        path = os.path.join(self._config_dir.name,
+                            hashlib.sha256(text.encode()).hexdigest()[:16] + ".gitconfig")
+        if not os.path.exists(path):
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        return path
+
+    def _fsmonitor_off(self) -> str:
+        if self._version is None:
+            self._version = git_version()
+        return "false" if self._version >= (2, 36) else ""
 
     def _safe_dirs(self, repo: str | None) -> list[str]:
         out: list[str] = []
@@ -251,12 +299,11 @@ class Git:
 
     def run(self, args: list[str], repo: str | None = None, cwd: str | None = None,
             check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
-        cmd = ["git"]
-        for p in self._safe_dirs(repo):
-            cmd += ["-c", f"safe.directory={p}"]
-        cmd += [
+        # These stay on the command line: it wins over a repository's own config.
+        cmd = [
+            "git",
             "-c", "core.hooksPath=/dev/null",
-            "-c", "core.fsmonitor=false",
+            "-c", f"core.fsmonitor={self._fsmonitor_off()}",
             "-c", "advice.detachedHead=false",
             "-c", "http.lowSpeedLimit=1000",
             "-c", "http.lowSpeedTime=60",
@@ -267,6 +314,7 @@ class Git:
         env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
         env.update({"LC_ALL": "C", "LANGUAGE": "C", "GIT_TERMINAL_PROMPT": "0",
                     "GIT_OPTIONAL_LOCKS": "0", "GCM_INTERACTIVE": "never"})
+        env["GIT_CONFIG_GLOBAL"] = self._global_config(self._safe_dirs(repo), env)
         if repo:
             env["GIT_CEILING_DIRECTORIES"] = os.path.dirname(os.path.realpath(repo))
         try:

@@ -2,7 +2,7 @@
 
 Usage:
     red-provision run [--no-start-supervisor] [--by NAME]
-    red-provision onstart [--wait-for-supervisord]
+    red-provision onstart [--wait-for-supervisord] [--force] [--once-per-boot]
     red-provision status [--json]
     red-provision logs-dir
 
@@ -28,18 +28,28 @@ onstart   The seed's on-start script (/opt/red/bin/red-onstart). First the servi
           PID 1 is supervisord) it waits for supervisord instead. Then the seed's flow: with
           PROVISIONING_SCRIPT set, download it (curl; connect and total timeouts;
           retries with backoff; an empty body, an HTML page or binary data is refused) and run
-          it with bash; otherwise run the first of the seed's local scripts that exists;
+          it by its shebang (else with bash; CRLF line endings converted, with a line
+          saying so) ONCE: when it succeeded, <state>/provisioning-script.json records the
+          URL and the sha256 of what ran, and a later boot with the same URL logs one line
+          and skips it (a different URL runs; --force, or removing that marker, runs it
+          again). Red's own converge still runs at every boot. Without a URL, run the first
+          of the seed's local scripts that exists;
           otherwise log "ERROR: No provisioning script found" and exit 1. The script runs in its
           own process group with PROVISIONING_TIMEOUT seconds (default 3600); then the group
           gets SIGTERM and, 10 s later, SIGKILL. Every step, and the script's output, goes to
-          <logs>/provisioning.log with timestamps; the outcome to <state>/onstart.json.
-          Exit: 0 when the script succeeded, 1 otherwise.
+          <logs>/provisioning.log with timestamps, and to stdout (the container log); the
+          outcome to <state>/onstart.json.
+          --once-per-boot (Red's block in /root/onstart.sh): one line and nothing else when
+          the flow already ran in this container start (the template's own on-start line).
+          Exit: 0 when the script succeeded (or had already), 1 otherwise.
 status    Print the markers, the lock and the scripts (read-only); --json for programs.
 logs-dir  Print the logs directory to use, creating it: /logs, or when that cannot be written
           the fallback (/var/log/red), with a line on stderr saying so.
 
 Settings: the environment over /etc/red/settings.json (what the last converge resolved), by the
-deploy's own rule (redbox.resolve; a bad value: its default and one line in startup.log).
+deploy's own rule (redbox.resolve; a bad value: its default and one line in startup.log). The
+--data choices saved there (a converge over SSH with --data python_version=3.11) are given to
+the box's own converges again, so that they resolve the same settings.
 """
 
 from __future__ import annotations
@@ -60,7 +70,7 @@ from redbox import lock, parse, progress, state
 from redbox import log as logs_
 from redbox.pids import alive as pid_alive
 from redbox.registry import BY_KEY
-from redbox.resolve import SEED_SCRIPTS, box_settings, provisioning_settings
+from redbox.resolve import SEED_SCRIPTS, SETTINGS_FILE, box_settings, provisioning_settings
 from redbox.retry import Attempts
 
 DEPLOY_DIR = "/opt/red/deploy"
@@ -73,10 +83,18 @@ KILL_GRACE = 10
 # (timestamped, as "script:"), so a red-provision inside it writes its lines to stdout only.
 CAPTURED_ENV = "RED_PROVISIONING_LOG_CAPTURED"
 PROVISIONING_SCRIPT_ENV = BY_KEY["provisioning_script"].env[0]
+# The app's slow steps (clone, a multi-GB pip install, models): the boot's foreground converge
+# leaves them to the background flow, so SSH, Jupyter and the desktop come up first.
+APP_STEPS = ("visomaster_checkout", "visomaster_install_requirements",
+                  "visomaster_download_models")
 # HTTP answers worth another attempt: the rest of 4xx will not change by retrying.
 RETRIED_4XX = (408, 425, 429)
 # The seed's scripts this image ships (operations/provisioning.py): each converges the whole box.
 OWN_SCRIPTS = SEED_SCRIPTS[:2]
+# Keys red-provision itself gives a converge for that run only: never saved as --data choices.
+RUN_ONLY_KEYS = ("supervisor_start", "red_phase", "base_logs_dir", *APP_STEPS)
+# The user's PROVISIONING_SCRIPT runs once: this marker (in the state dir) says what ran OK.
+SCRIPT_DONE = "provisioning-script.json"
 # The directory holding the redbox package: the stamper runs from it (python -m redbox...).
 LIB_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -113,7 +131,47 @@ def usable_logs_dir(values, quiet: bool = False) -> str | None:
 
 def markers(state_dir: str) -> dict[str, str]:
     return {name: os.path.join(state_dir, name)
-            for name in ("lock", "in-progress", "completed", "failed", "onstart.json")}
+            for name in ("lock", "in-progress", "completed", "failed", "onstart.json",
+                         SCRIPT_DONE)}
+
+
+def saved_data(path: str = SETTINGS_FILE) -> list[str]:
+    """
+    ``--data key=value`` arguments for the --data choices the last converge saved (JSON values,
+    as pyinfra parses them), leaving out the keys red-provision sets per run.
+    """
+    saved = read_json(path)
+    if not isinstance(saved, dict) or not isinstance(saved.get("values"), dict):
+        return []
+    values, keys = saved["values"], saved.get("cli")
+    arguments = []
+    for key in keys if isinstance(keys, list) else []:
+        if key in values and key not in RUN_ONLY_KEYS and key in BY_KEY:
+            arguments += ["--data", f"{key}={json.dumps(values[key])}"]
+    return arguments
+
+
+def startup_size(logs: str | None) -> int:
+    """The startup log's size now: the lines after it are this run's."""
+    try:
+        return os.path.getsize(logs_.startup_log(logs)) if logs else 0
+    except OSError:
+        return 0
+
+
+def echo_startup_lines(logs: str | None, offset: int) -> None:
+    """Copy what the converge added to the startup log to stdout (the container log)."""
+    if not logs or os.environ.get(CAPTURED_ENV) == "1":
+        return
+    try:
+        with open(logs_.startup_log(logs), "rb") as handle:
+            handle.seek(offset)
+            added = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.write(added)
+        sys.stdout.flush()
 
 
 def acquire_lock(paths: dict[str, str], timeout: int, log) -> int | None:
@@ -158,9 +216,6 @@ def _error_lines(path: str | None, count: int = 8) -> list[str]:
     return [line.rstrip() for line in tail if pattern.search(line)][-count:]
 
 
-# The app's slow steps (clone, a multi-GB pip install, models): the boot's foreground converge
-# leaves them to the background flow, so SSH, Jupyter and the desktop come up first.
-APP_STEPS = ("visomaster_checkout", "visomaster_install_requirements", "visomaster_download_models")
 
 
 def converge(values, prov, logs: str | None, by: str, *, start_supervisor: bool = True,
@@ -188,7 +243,7 @@ def converge(values, prov, logs: str | None, by: str, *, start_supervisor: bool 
         record = {"by": by, "pid": os.getpid(), "started": now(),
                   "interrupted_run": interrupted}
         write_json(paths["in-progress"], record)
-        command = [PYINFRA, "@local", "deploy.py", "-y", "--json"]
+        command = [PYINFRA, "@local", "deploy.py", "-y", "--json", *saved_data()]
         if not start_supervisor:
             command += ["--data", "supervisor_start=false"]
         for step in APP_STEPS if skip_app else ():
@@ -198,9 +253,10 @@ def converge(values, prov, logs: str | None, by: str, *, start_supervisor: bool 
         record["log"] = os.path.join(logs, "converge.log") if logs else None
         log(f"converging this box: {' '.join(command[1:])} in {DEPLOY_DIR}"
             + (f" (pyinfra's output: {record['log']})" if record["log"] else ""))
-        clock = time.monotonic()
+        clock, offset = time.monotonic(), startup_size(logs)
         stdout, reason = run_pyinfra(command, record["log"], handle)
         record.update(finished=now(), seconds=round(time.monotonic() - clock, 1))
+        echo_startup_lines(logs, offset)
         return _finish_run(paths, record, stdout, reason, log)
     finally:
         os.close(handle)
@@ -339,12 +395,16 @@ def download(url: str, prov, dest: str, log) -> tuple[str | None, str]:
                 remove(staging)
                 log(f"attempt {attempt}/{attempts}: {refusal}: refused, not run")
                 return None, refusal
-            os.chmod(staging, 0o700)
-            os.replace(staging, dest)
-            with open(dest, "rb") as handle:
+            with open(staging, "rb") as handle:
                 data = handle.read()
             log(f"downloaded {len(data)} bytes to {dest} "
                 f"(sha256 {hashlib.sha256(data).hexdigest()[:16]}...)")
+            if b"\r\n" in data:
+                with open(staging, "wb") as handle:
+                    handle.write(data.replace(b"\r\n", b"\n"))
+                log("the script has CRLF (Windows) line endings: converted to LF before running")
+            os.chmod(staging, 0o700)
+            os.replace(staging, dest)
             return dest, ""
         remove(staging)
         log(f"attempt {attempt}/{attempts}: download failed: {detail}")
@@ -356,8 +416,41 @@ def download(url: str, prov, dest: str, log) -> tuple[str | None, str]:
 
 # -- running a script -------------------------------------------------------------------------
 
+def interpreter(path: str) -> tuple[list[str], str]:
+    """How to run a script: by its shebang when it has one (as Vast does), else with bash."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(256)
+    except OSError:
+        first = b""
+    if first.startswith(b"#!") and first[2:].strip():
+        with contextlib.suppress(OSError):
+            os.chmod(path, os.stat(path).st_mode | 0o700)
+        shebang = first.decode("utf-8", "replace").strip()
+        return [path], f"by its shebang ({shebang})"
+    return ["bash", path], "with bash (no shebang)"
+
+
+def script_done(path: str, url: str) -> dict | None:
+    """The success marker of the user's script, when it is for this URL."""
+    done = read_json(path)
+    url_hash = hashlib.sha256(url.encode()).hexdigest()
+    return done if isinstance(done, dict) and done.get("url_sha256") == url_hash else None
+
+
+def mark_script_done(path: str, url: str, script: str, seconds: float) -> None:
+    with open(script, "rb") as handle:
+        content = hashlib.sha256(handle.read()).hexdigest()
+    write_json(path, {"url": parse.show_url(url),
+                      "url_sha256": hashlib.sha256(url.encode()).hexdigest(),
+                      "script_sha256": content, "finished": now(),
+                      "seconds": round(seconds, 1)}, mode=0o600)
+
 def run_script(path: str, timeout: int, logs: str | None, log) -> tuple[str, int | None]:
-    """Run a script with bash, its output timestamped into the log; (outcome, exit code)."""
+    """
+    Run a script by its shebang (else with bash), its output timestamped into the log;
+    (outcome, exit code).
+    """
     stamper_command = [sys.executable, "-m", "redbox.provision", "stamp", "--prefix", "script"]
     if logs:
         stamper_command += ["--log", os.path.join(logs, "provisioning.log")]
@@ -366,10 +459,11 @@ def run_script(path: str, timeout: int, logs: str | None, log) -> tuple[str, int
     # It runs from LIB_DIR so that `-m` finds this package there and nothing else.
     stamper = subprocess.Popen(stamper_command, stdin=subprocess.PIPE, start_new_session=True,
                                cwd=LIB_DIR)
-    log(f"running {path} with bash (timeout {timeout} s; its output follows, as 'script:')")
+    command, how = interpreter(path)
+    log(f"running {path} {how} (timeout {timeout} s; its output follows, as 'script:')")
     clock = time.monotonic()
     try:
-        script = subprocess.Popen(["bash", path], stdin=subprocess.DEVNULL, stdout=stamper.stdin,
+        script = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stamper.stdin,
                                   stderr=subprocess.STDOUT, start_new_session=True,
                                   env={**os.environ, CAPTURED_ENV: "1"})
     except OSError as error:
@@ -429,8 +523,11 @@ def cmd_run(args) -> int:
                     skip_app=args.skip_app)
 
 
-def ensure_services(values, prov, logs: str | None, log, wait: bool) -> bool:
-    """supervisord answers: waited for (entrypoint mode), or started by a converge."""
+def ensure_services(values, prov, logs: str | None, log, wait: bool) -> tuple[bool, bool]:
+    """
+    supervisord answers: waited for (entrypoint mode), or started by a converge;
+    (whether to go on, whether this converged the box).
+    """
     socket = str(values["supervisor_socket"])
     if wait:
         start = time.monotonic()
@@ -438,7 +535,7 @@ def ensure_services(values, prov, logs: str | None, log, wait: bool) -> bool:
             if time.monotonic() - start > prov.supervisor_wait:
                 log(f"ERROR: supervisord did not answer within {prov.supervisor_wait} s: "
                     "provisioning skipped (run /opt/red/bin/red-onstart by hand)")
-                return False
+                return False, False
             time.sleep(0.5)
     elif not supervisord_running(socket):
         log("supervisord is not running (Vast's ssh/jupyter mode, where Vast owns PID 1): "
@@ -450,18 +547,41 @@ def ensure_services(values, prov, logs: str | None, log, wait: bool) -> bool:
                            stdin=subprocess.DEVNULL)
         if not supervisord_running(socket):
             log("ERROR: supervisord does not answer: see supervisord.log; provisioning goes on")
-            return True
+        return True, True
     log("supervisord is running: the services are up")
-    return True
+    return True, False
+
+
+def container_start() -> str:
+    """This container start's identity: the host's boot and PID 1's start time."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            boot = handle.read().strip()
+        with open("/proc/1/stat", encoding="ascii") as handle:
+            started = handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+    return f"{boot}/{started}"
 
 
 def cmd_onstart(args) -> int:
     values, prov = _settings()
+    paths = markers(prov.state_dir)
+    this_start = container_start()
+    previous = read_json(paths["onstart.json"]) or {}
+    if args.once_per_boot and this_start and previous.get("container_start") == this_start:
+        print(f"{now()} red-onstart: the on-start flow already ran in this container start "
+              f"(pid {previous.get('pid')}, {previous.get('status')}): not again")
+        return 0
+    return _onstart_flow(args, values, prov, paths, this_start)
+
+
+def _onstart_flow(args, values, prov, paths: dict[str, str], this_start: str) -> int:
     logs = _logs_and_decisions(values, prov)
     log = tool_log(logs, "red-onstart")
-    paths = markers(prov.state_dir)
     os.makedirs(prov.state_dir, mode=0o700, exist_ok=True)
     record = {"pid": os.getpid(), "started": now(), "status": "running",
+              "container_start": this_start,
               "mode": "entrypoint" if args.wait_for_supervisord else "on-start",
               "log": os.path.join(logs, "provisioning.log") if logs else None}
     write_json(paths["onstart.json"], record)
@@ -472,11 +592,12 @@ def cmd_onstart(args) -> int:
                       seconds=round(time.monotonic() - clock, 1), **extra)
         write_json(paths["onstart.json"], record)
         log(f"on-start flow finished: {status}")
-        return 0 if status == "ok" else 1
+        return 0 if status in ("ok", "already-done") else 1
 
     log("on-start flow begins: the services first, then PROVISIONING_SCRIPT or the seed's "
         "local scripts")
-    if not ensure_services(values, prov, logs, log, args.wait_for_supervisord):
+    go_on, converged = ensure_services(values, prov, logs, log, args.wait_for_supervisord)
+    if not go_on:
         return finish("supervisord-not-answering")
     fallback = next((script for script in prov.fallback_scripts if os.path.isfile(script)), None)
     # Entrypoint mode: the foreground converge skipped the app's slow steps. Our own provisioning
@@ -486,30 +607,57 @@ def cmd_onstart(args) -> int:
         log("services are up: converging the app's checkout, packages and models")
         converge(values, prov, logs, "red-onstart (app)")
 
+    path, status = _which_script(args, prov, paths, record, log, fallback=fallback,
+                                 converged=converged)
+    if path is None:
+        outcome, reason = status if isinstance(status, tuple) else (status, None)
+        return finish(outcome, **({"reason": reason} if reason else {}))
+    clock_script = time.monotonic()
+    outcome, code = run_script(path, prov.script_timeout, logs, log)
+    if outcome == "ok" and prov.script_url:
+        mark_script_done(paths[SCRIPT_DONE], prov.script_url, path,
+                         time.monotonic() - clock_script)
+        log(f"recorded in {paths[SCRIPT_DONE]}: later boots with this URL skip it")
+    return finish(outcome, exit_code=code)
+
+
+def _which_script(args, prov, paths, record, log, *, fallback, converged):
+    """(the script to run, None), or (None, the flow's outcome [and its reason])."""
     if prov.url_problem:
         log(f"ERROR: PROVISIONING_SCRIPT {prov.url_problem}: nothing downloaded")
-        return finish("bad-url", reason=prov.url_problem)
+        return None, ("bad-url", prov.url_problem)
     if prov.script_url:
         shown = parse.show_url(prov.script_url)
         record["source"] = shown
         write_json(paths["onstart.json"], record)
-        log(f"Using PROVISIONING_SCRIPT: {shown}")
+        done = script_done(paths[SCRIPT_DONE], prov.script_url)
+        if done and not args.force:
+            log(f"PROVISIONING_SCRIPT {shown} already ran OK on {done.get('finished')} "
+                f"(sha256 {str(done.get('script_sha256'))[:16]}...): not run again (Vast runs it "
+                f"once; to run it again: red-onstart --force, or remove {paths[SCRIPT_DONE]})")
+            return None, "already-done"
+        log(f"Using PROVISIONING_SCRIPT: {shown}"
+            + (" (--force: run again although it already succeeded)" if done else ""))
         path, reason = download(prov.script_url, prov,
                                 os.path.join(prov.state_dir, "downloaded-script.sh"), log)
         if path is None:
             log(f"ERROR: PROVISIONING_SCRIPT not run: {reason}")
-            return finish("download-failed", reason=reason)
+            return None, ("download-failed", reason)
+    elif converged and fallback in OWN_SCRIPTS:
+        # Vast's ssh/jupyter mode at container start: our script is the converge just done.
+        log(f"Found script: {fallback}: not run, it is the converge this flow just did")
+        record["source"] = fallback
+        return None, "ok"
     else:
         path = fallback
         if path is None:
             log(f"ERROR: No provisioning script found (looked for "
                 f"{', '.join(prov.fallback_scripts)}; PROVISIONING_SCRIPT is unset)")
-            return finish("no-script")
+            return None, "no-script"
         record["source"] = path
         write_json(paths["onstart.json"], record)
         log(f"Found script: {path}")
-    outcome, code = run_script(path, prov.script_timeout, logs, log)
-    return finish(outcome, exit_code=code)
+    return path, None
 
 
 def status_report() -> dict:
@@ -622,6 +770,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--by", default="red-provision", help="who asked, for the markers")
     onstart = commands.add_parser("onstart", help="the seed's on-start flow")
     onstart.add_argument("--wait-for-supervisord", action="store_true")
+    onstart.add_argument("--once-per-boot", action="store_true",
+                         help="nothing when the flow already ran in this container start")
+    onstart.add_argument("--force", action="store_true",
+                         help="run PROVISIONING_SCRIPT even when it already succeeded")
     status = commands.add_parser("status", help="markers, lock and scripts")
     status.add_argument("--json", action="store_true")
     commands.add_parser("logs-dir", help="the logs directory to use")

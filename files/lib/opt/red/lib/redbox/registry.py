@@ -252,6 +252,9 @@ SETTINGS: tuple[Setting, ...] = (
        "seconds the boot-time flow waits for supervisord to answer"),
     _s("provisioning", "provisioning_state_dir", "/var/lib/red/provisioning",
        parse.absolute_dir, "markers, the lock and the downloaded script"),
+    _s("provisioning", "provisioning_onstart_block", True, parse.boolean,
+       "keep Red's marked block in /root/onstart.sh (Vast runs it at every start in its "
+       "ssh/jupyter modes; it brings the services back); false removes the block"),
     _s("provisioning", "provisioning_fallback_logs_dir", "/var/log/red", parse.absolute_dir,
        "where logs go when base_logs_dir cannot be written"),
     # -- notebooks

@@ -25,7 +25,7 @@ RUN_ENV = SSH_PUBLIC_KEY PUBLIC_KEY VNC_PW VNC_PASSWORD VNC_RESOLUTION DISPLAY_S
 	DISPLAY_SIZEH JUPYTER_TOKEN OPEN_BUTTON_TOKEN SSH_PORT JUPYTER_PORT NOVNC_PORT VNC_PORT \
 	PROVISIONING_SCRIPT
 CA_BUNDLE = .build/extra-ca.pem
-TEST_DEBS = podman buildah runc debootstrap uidmap fuse-overlayfs chromium shellcheck \
+TEST_DEBS = podman buildah runc debootstrap uidmap fuse-overlayfs chromium shellcheck nginx \
 	openssh-client python3-venv git curl ca-certificates
 
 .PHONY: base image run test deps lint unit image-tests bench lock

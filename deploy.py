@@ -11,6 +11,7 @@ from operations.base import setup_base
 from operations.desktop import setup_desktop
 from operations.jupyter import setup_jupyter
 from operations.notebooks import setup_notebooks
+from operations.portal import portal_settings, setup_portal
 from operations.provisioning import setup_provisioning
 from operations.python import setup_python
 from operations.ssh import setup_ssh
@@ -26,16 +27,21 @@ configure = phase in ("configure", "all")
 # host keys are left for the first start.
 runtime = settings.runtime() if configure else settings.defaults()
 
+# The front door decides where noVNC and Jupyter listen (loopback behind it).
+door = portal_settings(runtime, configure)
+
 setup_base(install=install)
 if install:
     setup_python()
 programs = [
     *setup_ssh(runtime, install=install, configure=configure,
                building_image=phase == "install"),
-    *setup_desktop(runtime, install=install, configure=configure),
-    *setup_jupyter(runtime, install=install, configure=configure),
+    *setup_desktop(runtime, install=install, configure=configure, listen=door.backend_listen),
+    *setup_jupyter(runtime, install=install, configure=configure, listen=door.backend_listen,
+                   base_url=door.jupyter_base_url),
     *setup_visomaster(install=install, configure=configure),
 ]
+programs += setup_portal(runtime, door, programs, install=install, configure=configure)
 setup_provisioning(runtime, install=install, configure=configure)
 if install:
     setup_notebooks()

@@ -110,3 +110,32 @@ provisioning_fallback_logs_dir = "/var/log/red"
 
 # -- notebooks: what Red shipped last time, per notebook (a user's edits are never overwritten)
 notebooks_state_dir = "/var/lib/red/notebooks"
+
+# -- portal: the front door (issue 9). A block of its own so the settings registry can take it
+# over; each line: env name, default, meaning.
+# PORTAL_ENABLED: one authenticated HTTPS entrance (nginx) for the status page, the desktop and
+# Jupyter; false: no front door, noVNC and Jupyter back on their own ports off loopback.
+portal_enabled = True
+# PORTAL_PORT: the front door's HTTPS port; point Vast's OPEN_BUTTON_PORT at it.
+portal_port = 8443
+# PORTAL_DIRECT_PORTS: also keep noVNC (NOVNC_PORT) and Jupyter (JUPYTER_PORT) on their own
+# ports off loopback, as before the front door. Trade-off: two more listeners on the public IP,
+# authenticated only by the VNC password (8 characters, plain HTTP) and Jupyter's token.
+portal_direct_ports = False
+# OPEN_BUTTON_TOKEN (or --data portal_token): the front door's token; unset: generated once and
+# kept in <secrets_dir>/portal_token. 8+ characters of A-Z a-z 0-9 . _ ~ - (URL-safe as is).
+portal_token = None
+# Config, the secrets include and the self-signed certificate (root-only).
+portal_dir = "/etc/red/portal"
+# Vast's instance certificate, used as is when both files exist.
+portal_instance_cert = "/etc/instance.crt"
+portal_instance_key = "/etc/instance.key"
+# Days the self-signed certificate (made once per container) is valid.
+portal_cert_days = 3650
+# The status page and its assets, served by the front door.
+portal_www_dir = "/opt/red/portal/www"
+# JupyterLab's base_url behind the front door (also on its direct port when that is kept).
+portal_jupyter_base_url = "/jupyter/"
+# The status writer: the JSON status and log tails the page reads, and how often (seconds).
+portal_status_dir = "/var/lib/red/status"
+portal_status_interval = 2

@@ -32,13 +32,14 @@ SESSION_XML = "/etc/red/xdg/xfce4/xfconf/xfce-perchannel-xml/xfce4-session.xml"
 
 @deploy("Set up the VNC desktop")
 def setup_desktop(runtime: settings.RuntimeSettings, install: bool = True,
-                  configure: bool = True) -> list[Program]:
+                  configure: bool = True, listen: str = "0.0.0.0") -> list[Program]:  # noqa: S104
     """
     Install Xvnc, xfce and noVNC, keep the VNC password and describe their programs.
 
     + runtime: the resolved runtime settings (resolution, ports, password)
     + install: run the install half (packages, wrappers)
     + configure: run the configure half (the VNC password)
+    + listen: websockify's address (loopback behind the front door)
     """
     if install:
         apt_install(DESKTOP_PACKAGES, name="Install TigerVNC, xfce and noVNC")
@@ -80,7 +81,7 @@ def setup_desktop(runtime: settings.RuntimeSettings, install: bool = True,
             name="novnc",
             command=(
                 f"/usr/bin/websockify --web /usr/share/novnc --heartbeat 30 "
-                f"0.0.0.0:{runtime.novnc_port} 127.0.0.1:{runtime.vnc_port}"
+                f"{listen}:{runtime.novnc_port} 127.0.0.1:{runtime.vnc_port}"
             ),
             priority=40,
         ),

@@ -24,13 +24,16 @@ KERNEL_NAME = "red-app"
 
 @deploy("Set up JupyterLab")
 def setup_jupyter(runtime: settings.RuntimeSettings, install: bool = True,
-                  configure: bool = True) -> list[Program]:
+                  configure: bool = True, listen: str = "0.0.0.0",  # noqa: S104
+                  base_url: str = "/") -> list[Program]:
     """
     Install JupyterLab, register the app kernel, keep the token and describe its program.
 
     + runtime: the resolved runtime settings (port, token)
     + install: run the install half (venv, packages, kernel, wrapper)
     + configure: run the configure half (the token)
+    + listen: Jupyter's address (loopback behind the front door)
+    + base_url: Jupyter's base URL (the front door's /jupyter/)
     """
     jupyter_venv = settings.get("jupyter_venv")
     if install:
@@ -62,7 +65,7 @@ def setup_jupyter(runtime: settings.RuntimeSettings, install: bool = True,
         name="jupyter",
         command=(
             f"/opt/red/bin/red-jupyter {jupyter_venv} {runtime.jupyter_port} "
-            f"{settings.get('jupyter_root_dir')} {token_path}"
+            f"{settings.get('jupyter_root_dir')} {token_path} {listen} {base_url}"
         ),
         priority=50,
         # Vast's jupyter mode runs its own Jupyter on JUPYTER_PORT: ours must not fight it.

@@ -18,7 +18,7 @@ RUN_FLAGS = [
     "--runtime", "runc", "--network", "host",
     "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
 ]
-PROGRAMS = ("sshd", "xvnc", "desktop", "novnc", "jupyter")
+PROGRAMS = ("sshd", "xvnc", "desktop", "novnc", "jupyter", "portal", "status")
 TOKEN_FILE = "/etc/red/secrets/jupyter_token"
 VNC_PASSWORD_FILE = "/etc/red/secrets/vnc_password"
 
@@ -69,6 +69,11 @@ class Box:
 
 
 def start_box(name: str, env: dict[str, str], ports: dict[str, int]) -> Box:
+    # Every box shares the host's network: each gets a front door port of its own.
+    if "ssh" in ports and "portal" not in ports:
+        ports = {**ports, "portal": 30000 + ports["ssh"] % 10000}
+    if "portal" in ports:
+        env = {"PORTAL_PORT": str(ports["portal"]), **env}
     podman("rm", "-f", name, check=False)
     args = ["run", "-d", "--name", name, "--shm-size", "512m", *RUN_FLAGS]
     for key, value in env.items():
@@ -96,7 +101,7 @@ def answers(box, name: str, port: int) -> bool:
     return port_open(port)
 
 
-def jupyter_status(port: int, token: str | None, path: str = "/api/status") -> int:
+def jupyter_status(port: int, token: str | None, path: str = "/jupyter/api/status") -> int:
     url = f"http://127.0.0.1:{port}{path}"
     request = urllib.request.Request(url)
     if token:

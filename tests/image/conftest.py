@@ -22,6 +22,7 @@ import subprocess
 import pytest
 
 from operations import settings
+from operations.portal import PortalSettings, resolve_portal
 from tests.boxes import remove, start_box, wait_ready
 
 VNC_PASSWORD = "Red-vnc1"
@@ -112,26 +113,41 @@ def host(request, _testinfra_host):
 
 
 @pytest.fixture(scope="module")
-def target_settings(host) -> settings.RuntimeSettings:
-    """
-    What the deploy resolves on the target without --data: the settings from the env of its
-    PID 1 (as ``ContainerEnvironment`` reads it) over group_data/all.py's defaults.
-    """
+def target_env(host) -> dict[str, str]:
+    """The env of the target's PID 1, as ``ContainerEnvironment`` reads it."""
     raw = base64.b64decode(host.check_output("base64 -w0 /proc/1/environ"))
     env = {}
     for entry in raw.split(b"\0"):
         name, sep, value = entry.partition(b"=")
         if sep:
             env[name.decode(errors="replace")] = value.decode(errors="replace")
-    return settings._resolve(env, data=settings.DEFAULTS.get, cli=set())
+    return env
 
 
 @pytest.fixture(scope="module")
-def target_ports(target_settings) -> dict[str, int]:
-    """The target's service ports, named as in MAIN_PORTS."""
+def target_settings(target_env) -> settings.RuntimeSettings:
+    """
+    What the deploy resolves on the target without --data: the settings from the env of its
+    PID 1 over group_data/all.py's defaults.
+    """
+    return settings._resolve(target_env, data=settings.DEFAULTS.get, cli=set())
+
+
+@pytest.fixture(scope="module")
+def target_door(target_env, target_settings) -> PortalSettings:
+    """The front door's settings as the deploy resolves them on the target."""
+    ports = {target_settings.sshd_port, target_settings.jupyter_port,
+             target_settings.novnc_port, target_settings.vnc_port}
+    return resolve_portal(target_env, settings.DEFAULTS.get, set(), ports)
+
+
+@pytest.fixture(scope="module")
+def target_ports(target_settings, target_door) -> dict[str, int]:
+    """The target's service ports, named as in MAIN_PORTS (and the front door's)."""
     return {
         "ssh": target_settings.sshd_port,
         "jupyter": target_settings.jupyter_port,
         "novnc": target_settings.novnc_port,
         "vnc": target_settings.vnc_port,
+        "portal": target_door.port,
     }

@@ -45,12 +45,14 @@ def _non_loopback_address() -> str | None:
     return next((address for address in output if not address.startswith("127.")), None)
 
 
-def test_xvnc_is_not_reachable_off_loopback(box):
+def test_xvnc_and_novnc_are_not_reachable_off_loopback(box):
     address = _non_loopback_address()
     assert answers(box, "vnc", MAIN_PORTS["vnc"]), "Xvnc should listen on loopback"
+    # Behind the front door (the default) noVNC listens on loopback only too.
+    assert port_open(MAIN_PORTS["novnc"], "127.0.0.1")
     if address:  # with host networking, the box's addresses are this machine's
         assert not port_open(MAIN_PORTS["vnc"], address)
-    assert port_open(MAIN_PORTS["novnc"], address or "127.0.0.1")
+        assert not port_open(MAIN_PORTS["novnc"], address)
 
 
 def vncdo(password: str, target: Path) -> subprocess.CompletedProcess:
@@ -125,7 +127,7 @@ def test_jupyter_needs_the_token(box):
 
 
 def test_jupyter_lists_and_starts_the_app_kernel(box):
-    base = f"http://127.0.0.1:{MAIN_PORTS['jupyter']}"
+    base = f"http://127.0.0.1:{MAIN_PORTS['jupyter']}/jupyter"
     headers = {"Authorization": f"token {JUPYTER_TOKEN}", "Content-Type": "application/json"}
 
     def call(method, path, body=None):

@@ -37,12 +37,15 @@ def test_health_check_reports_healthy(host):
     assert host.check_output("/opt/red/bin/red-healthcheck") == "healthy"
 
 
-def test_only_ssh_novnc_and_jupyter_listen_off_loopback(host, target_ports):
+def test_only_ssh_and_the_front_door_listen_off_loopback(host, target_ports, target_door):
     listeners = host.check_output("ss -Hltn | awk '{print $4}'").split()
     public = {address.rsplit(":", 1)[1] for address in listeners
               if not address.startswith(("127.", "[::1]"))}
     ours = {str(port) for port in target_ports.values()}
-    assert public & ours == {str(target_ports[name]) for name in ("ssh", "novnc", "jupyter")}
+    # PORTAL_DIRECT_PORTS=true (or no front door) keeps noVNC and Jupyter on their own ports.
+    direct = ("novnc", "jupyter") if target_door.backend_listen != "127.0.0.1" else ()
+    expected = ("ssh", "portal", *direct) if target_door.enabled else ("ssh", *direct)
+    assert public & ours == {str(target_ports[name]) for name in expected}
     assert host.socket(f"tcp://127.0.0.1:{target_ports['vnc']}").is_listening
     assert not host.socket(f"tcp://0.0.0.0:{target_ports['vnc']}").is_listening
 

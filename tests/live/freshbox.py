@@ -111,7 +111,7 @@ class FreshBox:
 def box_ports(index: int) -> dict[str, int]:
     base = PORT_BASE + 100 * index
     return {"box_ssh": base + 22, "ssh": base + 23, "vnc": base + 59, "novnc": base + 80,
-            "jupyter": base + 88}
+            "jupyter": base + 88, "portal": base + 43}
 
 
 def instance(instance_id: int, label: str, ssh_port: int) -> dict:
@@ -145,6 +145,7 @@ def start(index: int, public_key: str, image: str = IMAGE,
         "JUPYTER_PORT": str(ports["jupyter"]),
         "NOVNC_PORT": str(ports["novnc"]),
         "VNC_PORT": str(ports["vnc"]),
+        "PORTAL_PORT": str(ports["portal"]),
         **APP_OFF_ENV,
         **(extra_env or {}),
     }

@@ -261,3 +261,33 @@ def test_the_token_is_in_no_log(nginx):
         assert TOKEN not in text and "wrong-token-123" not in text
         assert JUPYTER_TOKEN not in text
     assert '"GET / HTTP/1.1" 303' in (nginx["work"] / "access.log").read_text()
+
+
+# -- plan level: the same code path on Ubuntu 22.04 and Debian 12
+
+
+@pytest.mark.parametrize("group", ["ubuntu_2204", "debian_12"])
+def test_install_takes_nginx_from_the_distro_and_bakes_no_certificate(group):
+    from tests.unit.test_plan import installs, plan
+
+    code, commands, output = plan(group, "red_phase=install")
+    assert code == 0, output
+    assert any(command.endswith("install --no-install-recommends nginx openssl")
+               for command in installs(commands))
+    assert not any("apt-add-repository" in c or "sources.list.d" in c for c in commands)
+    held = next(i for i, c in enumerate(commands) if "policy-rc.d" in c and "exit 101" in c)
+    nginx = next(i for i, c in enumerate(commands) if c.endswith("nginx openssl"))
+    assert held < nginx
+    assert not any("openssl req" in c or "portal_token" in c for c in commands)
+
+
+@pytest.mark.parametrize("group", ["ubuntu_2204", "debian_12"])
+def test_first_start_makes_the_token_and_the_certificate(group):
+    from tests.unit.test_plan import plan
+
+    code, commands, output = plan(group, "red_phase=configure")
+    assert code == 0, output
+    assert any("/dev/urandom" in c and "/etc/red/secrets/portal_token" in c for c in commands)
+    cert = next(c for c in commands if "openssl req -x509" in c)
+    assert "subjectAltName=DNS:localhost,IP:127.0.0.1" in cert and cert.startswith("umask 077")
+    assert any("/etc/red/portal/nginx.conf" in c for c in commands)

@@ -31,7 +31,7 @@ ONSTART_FAILED = {"script-failed", "timeout", "download-failed", "bad-url",
                   "supervisord-not-answering", "interrupted"}
 # Which secret files the page names, and what each one opens.
 SECRETS = (("portal_token", "the front door (the Open button, ?token=, Bearer, basic auth)"),
-           ("jupyter_token", "JupyterLab on its own port"),
+           ("jupyter_token", "JupyterLab (the front door hands it on)"),
            ("vnc_password", "the VNC desktop (the front door hands it to noVNC)"))
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _OFF_WORDS = ("0", "false", "no", "off")

@@ -189,6 +189,7 @@ def test_open_button_url_to_status_page_desktop_and_jupyter(door_box):
             at_status = time.monotonic()
             page.goto(f"{base}/desktop/")
             frame = novnc_frame(page)
+            frame.wait_for_selector("#noVNC_status", state="attached", timeout=30000)
             frame.wait_for_function(
                 "document.getElementById('noVNC_status').textContent.includes('Connected')",
                 timeout=30000)

@@ -75,6 +75,8 @@ def test_steps_follow_the_markers(tmp_path):
     assert steps["Converge (red-provision)"]["state"] == "failed"
     assert "pyinfra exited 1" in steps["Converge (red-provision)"]["detail"]
     assert steps["VisoMaster checkout"]["state"] == "skipped"
+    assert steps["VisoMaster packages"]["state"] == "skipped"
+    assert steps["VisoMaster packages"]["detail"].startswith("no checkout in ")
     assert steps["VisoMaster models"]["state"] == "failed"
     assert steps["VisoMaster models"]["detail"] == "1 of 4 model files failed verification"
     script = steps["Provisioning script"]

@@ -236,17 +236,23 @@ def provisioning_steps(args, env: dict, converge: dict) -> list[dict]:
     app_dir = env.get("VISOMASTER_DIR") or args.app_dir
     if not os.path.isabs(app_dir):
         app_dir = args.app_dir
-    return [
-        _converge_step(converge, logs),
-        _app_step("VisoMaster checkout", (env, "VISOMASTER_CHECKOUT"),
-                  os.path.isdir(os.path.join(app_dir, ".git")),
-                  f"{logs}/visomaster-checkout.log", f"{app_dir} is a checkout", busy=busy),
+    checkout = _app_step("VisoMaster checkout", (env, "VISOMASTER_CHECKOUT"),
+                         os.path.isdir(os.path.join(app_dir, ".git")),
+                         f"{logs}/visomaster-checkout.log", f"{app_dir} is a checkout",
+                         busy=busy)
+    steps = [
         _app_step("VisoMaster packages", (env, "VISOMASTER_INSTALL_REQUIREMENTS"),
                   os.path.isfile(os.path.join(args.app_venv, ".red-visomaster.stamp")),
                   f"{logs}/visomaster-pip.log", f"installed into {args.app_venv}", busy=busy),
         _models_step(args.models_state, env, f"{logs}/visomaster-models.log", busy),
-        _script_step(args.provisioning_dir, f"{logs}/provisioning.log"),
     ]
+    if checkout["state"] in ("skipped", "failed"):
+        # Without a checkout there is nothing to install or download: say so, not "waiting".
+        steps = [step if step["state"] != "waiting" else
+                 {**step, "state": "skipped", "detail": f"no checkout in {app_dir}"}
+                 for step in steps]
+    return [_converge_step(converge, logs), checkout, *steps,
+            _script_step(args.provisioning_dir, f"{logs}/provisioning.log")]
 
 
 def generated_secrets(logs_dir: str, secrets_dir: str) -> list[dict]:

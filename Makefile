@@ -18,12 +18,12 @@ BUILD_FLAGS = --isolation chroot --network host --format docker
 RUN_FLAGS = --runtime runc --network host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
 else
 BUILD_FLAGS =
-RUN_FLAGS = -p 22:22 -p 6080:6080 -p 8888:8888
+RUN_FLAGS = -p 22:22 -p 8443:8443
 endif
 # Env passed through to `make run` when set in the caller's environment.
 RUN_ENV = SSH_PUBLIC_KEY PUBLIC_KEY VNC_PW VNC_PASSWORD VNC_RESOLUTION DISPLAY_SIZEW \
 	DISPLAY_SIZEH JUPYTER_TOKEN OPEN_BUTTON_TOKEN SSH_PORT JUPYTER_PORT NOVNC_PORT VNC_PORT \
-	PROVISIONING_SCRIPT
+	PROVISIONING_SCRIPT PORTAL_PORT PORTAL_ENABLED PORTAL_DIRECT_PORTS PUBLIC_IPADDR
 CA_BUNDLE = .build/extra-ca.pem
 TEST_DEBS = podman buildah runc debootstrap uidmap fuse-overlayfs chromium shellcheck nginx \
 	openssh-client python3-venv git curl ca-certificates

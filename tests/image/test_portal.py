@@ -25,8 +25,8 @@ from tests.image.test_clients import PAINT_TIMEOUT, lit_fraction
 
 TOKEN = "d0or-T0ken_for.the~test-5a1f9c"
 PUBLIC_IP = "203.0.113.7"  # only written into the certificate; nothing is sent there
-DOOR_PORTS = {"ssh": 26022, "jupyter": 26088, "novnc": 26080, "vnc": 26091, "portal": 26443}
-SECOND_PORTS = {"ssh": 26122, "jupyter": 26188, "novnc": 26180, "vnc": 26191, "portal": 26543}
+DOOR_PORTS = {"ssh": 27022, "jupyter": 27088, "novnc": 27080, "vnc": 27091, "portal": 27443}
+SECOND_PORTS = {"ssh": 27122, "jupyter": 27188, "novnc": 27180, "vnc": 27191, "portal": 27543}
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",

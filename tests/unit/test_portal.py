@@ -291,3 +291,18 @@ def test_first_start_makes_the_token_and_the_certificate(group):
     cert = next(c for c in commands if "openssl req -x509" in c)
     assert "subjectAltName=DNS:localhost,IP:127.0.0.1" in cert and cert.startswith("umask 077")
     assert any("/etc/red/portal/nginx.conf" in c for c in commands)
+
+
+def test_config_without_a_jupyter_path_is_valid_too(nginx):
+    # PORTAL_ENABLED=false renders Jupyter's base_url "/": nginx must still accept the file.
+    work = nginx["work"]
+    config = get_template(template("portal", "/etc/red/portal/nginx.conf")).render(
+        port=free_port(), cert=work / "cert.pem", key=work / "key.pem",
+        secrets_conf=work / "secrets.conf", www=work, status_dir=work, novnc_port=1,
+        jupyter_port=2, jupyter_base_url="/",
+    ).replace("/run/red-portal.pid", str(work / "other.pid"))
+    assert "location / {" in config and "proxy_pass http://127.0.0.1:2" not in config
+    (work / "other.conf").write_text(config)
+    result = subprocess.run([door.NGINX, "-t", "-c", str(work / "other.conf")],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr

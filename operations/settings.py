@@ -226,6 +226,7 @@ _GROUP_HEADINGS = {
     "visomaster": "visomaster: the app, checked out and set up at configure time",
     "provisioning": "provisioning: the seed's boot-time flow (red-onstart) and converge runs",
     "notebooks": "notebooks",
+    "portal": "portal: the front door (nginx on one HTTPS port) and the status page",
 }
 
 

@@ -41,7 +41,8 @@ def box(tmp_path, env=None, **markers):
         logs_dir=str(logs), conf_dir=str(conf), provisioning_dir=str(prov),
         models_state=str(tmp_path / "models-state.json"), app_dir=str(tmp_path / "app"),
         app_venv=str(tmp_path / "venv"), secrets_dir=str(tmp_path / "secrets"),
-        jupyter_path="/jupyter/", interval=2, output=str(tmp_path / "out"))
+        jupyter_path="/jupyter/", interval=2, output=str(tmp_path / "out"),
+        settings_file=str(tmp_path / "settings.json"))
     return args, env or {}
 
 
@@ -71,6 +72,7 @@ def test_steps_follow_the_markers(tmp_path):
     assert steps["Converge (red-provision)"]["state"] == "failed"
     assert "pyinfra exited 1" in steps["Converge (red-provision)"]["detail"]
     assert steps["VisoMaster checkout"]["state"] == "skipped"
+    assert steps["VisoMaster checkout"]["detail"] == "VISOMASTER_CHECKOUT=false"
     assert steps["VisoMaster packages"]["state"] == "skipped"
     assert steps["VisoMaster packages"]["detail"].startswith("no checkout in ")
     assert steps["VisoMaster models"]["state"] == "failed"
@@ -79,6 +81,21 @@ def test_steps_follow_the_markers(tmp_path):
     assert script["state"] == "failed" and "script-failed: exit 3" in script["detail"]
     found = status.problems([], list(steps.values()))
     assert found[0].startswith("Converge (red-provision) failed: FAILED: pyinfra exited 1")
+
+
+def test_the_apps_switches_follow_the_registrys_rule(tmp_path):
+    # --data on the last converge (the settings file) wins over the env; a bad env value
+    # falls back to the default (on), as the converge itself does.
+    args, env = box(tmp_path, env={"VISOMASTER_DOWNLOAD_MODELS": "true",
+                                   "VISOMASTER_INSTALL_REQUIREMENTS": "nope"})
+    (tmp_path / "settings.json").write_text(json.dumps({
+        "values": {"visomaster_download_models": False}, "cli": ["visomaster_download_models"]}))
+    os.makedirs(tmp_path / "app" / ".git")
+    steps = {step["name"]: step for step in status.provisioning_steps(
+        args, env, status.converge_state(args.provisioning_dir))}
+    assert steps["VisoMaster models"]["state"] == "skipped"
+    assert steps["VisoMaster models"]["detail"] == "--data visomaster_download_models=false"
+    assert steps["VisoMaster packages"]["state"] == "waiting"
 
 
 def test_a_converge_whose_lock_nobody_holds_is_interrupted(tmp_path):

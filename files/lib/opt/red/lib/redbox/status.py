@@ -14,15 +14,17 @@ from __future__ import annotations
 import argparse
 import configparser
 import contextlib
-import fcntl
 import glob
-import json
 import os
 import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+
+from redbox import lock, pids
+from redbox import state as state_file
+from redbox.log import startup_log, timestamp
+from redbox.resolve import SETTINGS_FILE, Resolved, box_settings
 
 LOG_TAIL_LINES = 200
 LOG_TAIL_BYTES = 64 * 1024
@@ -34,21 +36,6 @@ SECRETS = (("portal_token", "the front door (the Open button, ?token=, Bearer, b
            ("jupyter_token", "JupyterLab (the front door hands it on)"),
            ("vnc_password", "the VNC desktop (the front door hands it to noVNC)"))
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_OFF_WORDS = ("0", "false", "no", "off")
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        return {"unreadable": str(error)}
 
 
 def tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
@@ -112,39 +99,13 @@ def programs_status(status_output: str, configs: dict[str, dict], logs_dir: str)
     return result
 
 
-def _lock_held(path: str) -> bool:
-    try:
-        handle = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(handle)
-    return False
-
-
-def _pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (TypeError, ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def converge_state(state_dir: str) -> dict:
     """The last converge as red-provision's markers tell it."""
-    in_progress = read_json(os.path.join(state_dir, "in-progress"))
-    completed = read_json(os.path.join(state_dir, "completed"))
-    failed = read_json(os.path.join(state_dir, "failed"))
+    in_progress = state_file.read(os.path.join(state_dir, "in-progress"))
+    completed = state_file.read(os.path.join(state_dir, "completed"))
+    failed = state_file.read(os.path.join(state_dir, "failed"))
     if in_progress is not None:
-        running = _lock_held(os.path.join(state_dir, "lock"))
+        running = lock.is_held(os.path.join(state_dir, "lock"))
         return {"state": "running" if running else "interrupted", "marker": in_progress}
     if completed is not None:
         return {"state": "completed", "marker": completed}
@@ -157,8 +118,9 @@ def _step(name: str, state: str, detail: str, log: str | None = None) -> dict:
     return {"name": name, "state": state, "detail": detail, "log": log}
 
 
-def _enabled(env: dict, name: str) -> bool:
-    return str(env.get(name, "true")).strip().lower() not in _OFF_WORDS
+def _switch(resolved: Resolved, key: str) -> tuple[bool, str]:
+    """A true/false setting, resolved by the registry's rule, and where it came from."""
+    return bool(resolved[key]), resolved.sources.get(key, key)
 
 
 def _converge_step(converge: dict, logs: str) -> dict:
@@ -177,11 +139,11 @@ def _converge_step(converge: dict, logs: str) -> dict:
     return _step("Converge (red-provision)", state, detail, f"{logs}/converge.log")
 
 
-def _app_step(name: str, enabled_by: tuple[dict, str], done: bool, log: str,
+def _app_step(name: str, enabled_by: tuple[bool, str], done: bool, log: str,
               done_detail: str, *, busy: bool) -> dict:
-    env, env_name = enabled_by
-    if not _enabled(env, env_name):
-        return _step(name, "skipped", f"{env_name}=false", log)
+    enabled, source = enabled_by
+    if not enabled:
+        return _step(name, "skipped", f"{source}=false", log)
     if done:
         return _step(name, "done", done_detail or last_line(log), log)
     line = last_line(log)
@@ -190,10 +152,10 @@ def _app_step(name: str, enabled_by: tuple[dict, str], done: bool, log: str,
     return _step(name, "running" if busy else "waiting", line or "not started yet", log)
 
 
-def _models_step(state_path: str, env: dict, log: str, busy: bool) -> dict:
-    models = read_json(state_path)
+def _models_step(state_path: str, enabled_by: tuple[bool, str], log: str, busy: bool) -> dict:
+    models = state_file.read(state_path)
     name = "VisoMaster models"
-    if _enabled(env, "VISOMASTER_DOWNLOAD_MODELS") and isinstance(models, dict):
+    if enabled_by[0] and isinstance(models, dict):
         if models.get("verified"):
             return _step(name, "done", f"all {models.get('checked', '?')} model files verified",
                          log)
@@ -202,16 +164,16 @@ def _models_step(state_path: str, env: dict, log: str, busy: bool) -> dict:
                 f"{len(models.get('failed') or [])} of {models.get('checked', '?')} model "
                 "files failed verification")
             return _step(name, "failed", reason, log)
-    return _app_step(name, (env, "VISOMASTER_DOWNLOAD_MODELS"), False, log, "", busy=busy)
+    return _app_step(name, enabled_by, False, log, "", busy=busy)
 
 
 def _script_step(provisioning_dir: str, log: str) -> dict:
     name = "Provisioning script"
-    onstart = read_json(os.path.join(provisioning_dir, "onstart.json"))
+    onstart = state_file.read(os.path.join(provisioning_dir, "onstart.json"))
     if not onstart:
         return _step(name, "waiting", "the on-start flow has not run yet", log)
     status = str(onstart.get("status", "?"))
-    if status == "running" and not _pid_alive(onstart.get("pid")):
+    if status == "running" and not pids.alive(onstart.get("pid")):
         status = "interrupted"
     source = onstart.get("source") or "no script"
     if status == "running":
@@ -233,18 +195,20 @@ def provisioning_steps(args, env: dict, converge: dict) -> list[dict]:
     """
     logs = args.logs_dir
     busy = converge["state"] == "running"
-    app_dir = env.get("VISOMASTER_DIR") or args.app_dir
-    if not os.path.isabs(app_dir):
-        app_dir = args.app_dir
-    checkout = _app_step("VisoMaster checkout", (env, "VISOMASTER_CHECKOUT"),
+    # The app's switches as the converges read them: the env over the deploy's settings file.
+    resolved = box_settings(env, args.settings_file)
+    # The checkout the deploy configured (the program's --app-dir follows VISOMASTER_DIR).
+    app_dir = args.app_dir
+    checkout = _app_step("VisoMaster checkout", _switch(resolved, "visomaster_checkout"),
                          os.path.isdir(os.path.join(app_dir, ".git")),
                          f"{logs}/visomaster-checkout.log", f"{app_dir} is a checkout",
                          busy=busy)
     steps = [
-        _app_step("VisoMaster packages", (env, "VISOMASTER_INSTALL_REQUIREMENTS"),
+        _app_step("VisoMaster packages", _switch(resolved, "visomaster_install_requirements"),
                   os.path.isfile(os.path.join(args.app_venv, ".red-visomaster.stamp")),
                   f"{logs}/visomaster-pip.log", f"installed into {args.app_venv}", busy=busy),
-        _models_step(args.models_state, env, f"{logs}/visomaster-models.log", busy),
+        _models_step(args.models_state, _switch(resolved, "visomaster_download_models"),
+                     f"{logs}/visomaster-models.log", busy),
     ]
     if checkout["state"] in ("skipped", "failed"):
         # Without a checkout there is nothing to install or download: say so, not "waiting".
@@ -257,7 +221,7 @@ def provisioning_steps(args, env: dict, converge: dict) -> list[dict]:
 
 def generated_secrets(logs_dir: str, secrets_dir: str) -> list[dict]:
     """Where each secret is kept, and whether this box generated it (startup.log says so)."""
-    startup = "\n".join(tail(os.path.join(logs_dir, "startup.log"), 2000))
+    startup = "\n".join(tail(startup_log(logs_dir), 2000))
     result = []
     for name, opens in SECRETS:
         path = os.path.join(secrets_dir, name)
@@ -318,6 +282,7 @@ def write_log_tails(logs_dir: str, out_dir: str, seen: dict) -> list[str]:
 
 
 def write_atomic(path: str, text: str) -> None:
+    """A log tail, replaced whole (the page never reads half a file)."""
     staging = f"{path}.tmp-{os.getpid()}"
     with open(staging, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -340,7 +305,7 @@ def snapshot(args, env: dict, status_output: str, log_names: list[str]) -> dict:
     found = problems(programs, steps)
     services = [program for program in programs if program["service"]]
     return {
-        "generated": now_iso(),
+        "generated": timestamp(),
         "generated_epoch": time.time(),
         "interval": args.interval,
         "hostname": os.uname().nodename,
@@ -370,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf-dir", default="/etc/supervisor/conf.d")
     parser.add_argument("--supervisor-socket", default="/var/run/supervisor.sock")
     parser.add_argument("--jupyter-path", default="/jupyter/")
+    parser.add_argument("--settings-file", default=SETTINGS_FILE,
+                        help="what the last converge resolved (redbox.resolve)")
     parser.add_argument("--once", action="store_true", help="write once and exit")
     args = parser.parse_args(argv)
     os.makedirs(args.output, mode=0o755, exist_ok=True)
@@ -381,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             names = write_log_tails(args.logs_dir, args.output, seen)
             status = snapshot(args, dict(os.environ),
                               supervisor_status(args.supervisor_socket), names)
-            write_atomic(os.path.join(args.output, "status.json"),
-                         json.dumps(status, indent=1, sort_keys=True))
+            state_file.write(os.path.join(args.output, "status.json"), status)
         except Exception as error:  # one bad round must not stop the page
             print(f"red-status: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         if args.once:

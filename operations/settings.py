@@ -167,6 +167,7 @@ def session_environment(runtime_settings: Resolved, env: Mapping[str, str],
         "JUPYTER_PORT": str(runtime_settings.jupyter_port),
         "NOVNC_PORT": str(runtime_settings.novnc_port),
         "VNC_PORT": str(runtime_settings.vnc_port),
+        "PORTAL_PORT": str(runtime_settings.portal_port),
         "VNC_RESOLUTION": runtime_settings.vnc_resolution,
         "WORKSPACE": env.get("WORKSPACE") or str(runtime_settings.base_workspace_dir),
     }

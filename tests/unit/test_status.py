@@ -85,6 +85,14 @@ def test_steps_follow_the_markers(tmp_path):
     assert found[0].startswith("Converge (red-provision) failed: FAILED: pyinfra exited 1")
 
 
+def test_without_a_checkout_app_steps_are_skipped_even_while_a_converge_runs(tmp_path):
+    args, env = box(tmp_path, env={"VISOMASTER_CHECKOUT": "false"})
+    running = {"state": "running", "marker": {"started": "s", "by": "red-onstart (app)"}}
+    steps = {step["name"]: step["state"] for step in
+             status.provisioning_steps(args, env, running)}
+    assert steps["VisoMaster packages"] == steps["VisoMaster models"] == "skipped"
+
+
 def test_a_converge_whose_lock_nobody_holds_is_interrupted(tmp_path):
     args, _ = box(tmp_path, in_progress={"pid": 999999, "started": "s", "by": "x"})
     assert status.converge_state(args.provisioning_dir)["state"] == "interrupted"

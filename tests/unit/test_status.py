@@ -98,6 +98,14 @@ def test_the_apps_switches_follow_the_registrys_rule(tmp_path):
     assert steps["VisoMaster packages"]["state"] == "waiting"
 
 
+def test_without_a_checkout_app_steps_are_skipped_even_while_a_converge_runs(tmp_path):
+    args, env = box(tmp_path, env={"VISOMASTER_CHECKOUT": "false"})
+    running = {"state": "running", "marker": {"started": "s", "by": "red-onstart (app)"}}
+    steps = {step["name"]: step["state"] for step in
+             status.provisioning_steps(args, env, running)}
+    assert steps["VisoMaster packages"] == steps["VisoMaster models"] == "skipped"
+
+
 def test_a_converge_whose_lock_nobody_holds_is_interrupted(tmp_path):
     args, _ = box(tmp_path, in_progress={"pid": 999999, "started": "s", "by": "x"})
     assert status.converge_state(args.provisioning_dir)["state"] == "interrupted"

@@ -211,8 +211,9 @@ def provisioning_steps(args, env: dict, converge: dict) -> list[dict]:
                      f"{logs}/visomaster-models.log", busy),
     ]
     if checkout["state"] in ("skipped", "failed"):
-        # Without a checkout there is nothing to install or download: say so, not "waiting".
-        steps = [step if step["state"] != "waiting" else
+        # Without a checkout there is nothing to install or download: say so, not "waiting"
+        # (or "running" while the converge that skipped the checkout goes on).
+        steps = [step if step["state"] not in ("waiting", "running") else
                  {**step, "state": "skipped", "detail": f"no checkout in {app_dir}"}
                  for step in steps]
     return [_converge_step(converge, logs), checkout, *steps,

@@ -69,7 +69,8 @@ RUN --mount=type=secret,id=extra_ca \
       && rm -rf /root/.cache /tmp/* /logs/*; \
     fi
 
-EXPOSE 22 6080 8888
+# SSH and the front door; noVNC and Jupyter listen on loopback behind it.
+EXPOSE 22 8443
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
     CMD ["/opt/red/bin/red-healthcheck"]
 ENTRYPOINT ["/opt/red/bin/red-entrypoint"]

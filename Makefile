@@ -15,6 +15,8 @@ VENV ?= .venv
 ENGINE := $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
 # `make run` never binds the host's own port 22 (its sshd, or the way you are logged in).
 RUN_SSH_PORT ?= 2222
+# The front door's port, the same inside and out (its redirects name it): PORTAL_PORT if set.
+RUN_PORTAL_PORT := $(or $(PORTAL_PORT),8443)
 ifeq ($(ENGINE),podman)
 BUILD_FLAGS = --isolation chroot --network host --format docker
 # Host networking: the container's sshd listens on the host itself, so it moves off 22.
@@ -25,7 +27,8 @@ GPU_FLAGS := $(shell ls /etc/cdi/nvidia.yaml /var/run/cdi/nvidia.yaml 2>/dev/nul
 	&& echo --device nvidia.com/gpu=all)
 else
 BUILD_FLAGS =
-RUN_FLAGS = -p $(RUN_SSH_PORT):22 -p 6080:6080 -p 8888:8888
+# SSH and the front door (the one HTTPS port; noVNC and Jupyter are behind it on loopback).
+RUN_FLAGS = -p $(RUN_SSH_PORT):22 -p $(RUN_PORTAL_PORT):$(RUN_PORTAL_PORT)
 # The GPU when Docker has NVIDIA's runtime (the NVIDIA Container Toolkit).
 GPU_FLAGS := $(shell docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia \
 	&& echo --gpus all)
@@ -33,12 +36,12 @@ endif
 # Env passed through to `make run` when set in the caller's environment.
 RUN_ENV = SSH_PUBLIC_KEY PUBLIC_KEY VNC_PW VNC_PASSWORD VNC_RESOLUTION DISPLAY_SIZEW \
 	DISPLAY_SIZEH JUPYTER_TOKEN OPEN_BUTTON_TOKEN SSH_PORT JUPYTER_PORT NOVNC_PORT VNC_PORT \
-	PROVISIONING_SCRIPT
+	PROVISIONING_SCRIPT PORTAL_PORT PORTAL_ENABLED PORTAL_DIRECT_PORTS PUBLIC_IPADDR
 # The app baked into the image: make image VISOMASTER_IN_IMAGE=1 [VISOMASTER_FLAVOR=fusion ...]
 APP_BUILD_ARGS = VISOMASTER_IN_IMAGE VISOMASTER_FLAVOR VISOMASTER_REPO_URL VISOMASTER_REF \
 	VISOMASTER_REQUIREMENTS VISOMASTER_EXTRA_INDEX_URLS
 CA_BUNDLE = .build/extra-ca.pem
-TEST_DEBS = podman buildah runc debootstrap uidmap fuse-overlayfs chromium shellcheck \
+TEST_DEBS = podman buildah runc debootstrap uidmap fuse-overlayfs chromium shellcheck nginx \
 	openssh-client python3-venv git curl ca-certificates
 
 .PHONY: base image run push test deps lint unit image-tests bench lock settings-docs

@@ -11,6 +11,7 @@ from operations.base import setup_base
 from operations.desktop import setup_desktop
 from operations.jupyter import setup_jupyter
 from operations.notebooks import setup_notebooks
+from operations.portal import setup_portal
 from operations.provisioning import setup_provisioning
 from operations.python import setup_python
 from operations.runtime import setup_runtime
@@ -36,6 +37,8 @@ programs = [
     *setup_jupyter(runtime, install=install, configure=configure),
     *setup_visomaster(install=install, configure=configure),
 ]
+# The front door hands on the VNC password and Jupyter's token: their changes restart it.
+programs += setup_portal(runtime, programs, install=install, configure=configure)
 setup_provisioning(runtime, install=install, configure=configure)
 if install:
     setup_notebooks()

@@ -38,7 +38,7 @@ sshd_port = 22
 ssh_authorized_keys = []
 
 # -- jupyter: JupyterLab in its own venv
-# JupyterLab's port (env JUPYTER_PORT)
+# JupyterLab's port (loopback behind the front door, base URL /jupyter/) (env JUPYTER_PORT)
 jupyter_port = 8888
 # Jupyter's token, 8+ printable characters (env JUPYTER_TOKEN, OPEN_BUTTON_TOKEN)
 # jupyter_token: generated when unset, kept in /etc/red/secrets/jupyter_token (root-only)
@@ -50,7 +50,7 @@ jupyter_lock = 'requirements/jupyter.lock'
 jupyter_root_dir = '/'
 
 # -- desktop: TigerVNC's Xvnc on loopback, xfce, noVNC
-# noVNC (the desktop in a browser) (env NOVNC_PORT)
+# noVNC (the desktop in a browser; loopback behind the front door) (env NOVNC_PORT)
 novnc_port = 6080
 # the X display number
 vnc_display = 1
@@ -173,3 +173,33 @@ provisioning_fallback_logs_dir = '/var/log/red'
 # -- notebooks
 # what Red shipped last time, per notebook (a user's edits are never overwritten)
 notebooks_state_dir = '/var/lib/red/notebooks'
+
+# -- portal: the front door (nginx on one HTTPS port) and the status page
+# one authenticated HTTPS entrance (nginx) for the status page, the desktop and Jupyter; false:
+# no front door, noVNC and Jupyter on their own ports off loopback (env PORTAL_ENABLED)
+portal_enabled = True
+# the front door's HTTPS port; point Vast's OPEN_BUTTON_PORT at it (env PORTAL_PORT)
+portal_port = 8443
+# also keep noVNC and Jupyter on their own ports off loopback (trade-off: two more public
+# listeners, behind only the VNC password over plain HTTP and Jupyter's token) (env
+# PORTAL_DIRECT_PORTS)
+portal_direct_ports = False
+# the front door's token: 8 to 256 characters of A-Z a-z 0-9 . _ ~ - (what a URL carries as is)
+# (env OPEN_BUTTON_TOKEN)
+# portal_token: generated when unset, kept in /etc/red/secrets/portal_token (root-only)
+# the front door's config, secrets include and self-signed certificate (root-only)
+portal_dir = '/etc/red/portal'
+# Vast's instance certificate, served as is when it and its key exist
+portal_instance_cert = '/etc/instance.crt'
+# the instance certificate's key
+portal_instance_key = '/etc/instance.key'
+# days the self-signed certificate (made once per container) is valid
+portal_cert_days = 3650
+# the status page and its assets, served by the front door
+portal_www_dir = '/opt/red/portal/www'
+# JupyterLab's base_url behind the front door (on its direct port too, when kept)
+portal_jupyter_base_url = '/jupyter/'
+# the JSON status and log tails the status page reads
+portal_status_dir = '/var/lib/red/status'
+# seconds between two status snapshots
+portal_status_interval = 2

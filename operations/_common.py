@@ -442,6 +442,8 @@ class Program:
     # The operations module that declares it (the config's header names it).
     module: str
     environment: dict[str, object] = field(default_factory=dict)
+    # Named options after the command (``--config PATH``), for tools that parse options.
+    args: list[str] = field(default_factory=list)
     # The runtime setting of the port it listens on (e.g. "vnc_port"), its value, and whether
     # it listens off loopback (then it must authenticate every client).
     port_setting: str | None = None
@@ -465,13 +467,14 @@ class Program:
 
     @property
     def command_line(self) -> str:
-        """``command=``'s value: ``/usr/bin/env NAME=value ... command``, each word quoted."""
+        """``command=``'s value: ``/usr/bin/env NAME=value ... command args``, words quoted."""
         words = ["/usr/bin/env"]
         for key, value in self.environment.items():
             if not _ENV_NAME.fullmatch(key):
                 raise OperationValueError(f"{key!r} is not an environment variable name")
             words.append(f"{key}={supervisor_word(str(value))}")
-        return " ".join([*words, supervisor_word(self.command)])
+        return " ".join([*words, supervisor_word(self.command),
+                         *(supervisor_word(str(arg)) for arg in self.args)])
 
 
 def supervisor_program(program: Program) -> Program:

@@ -7,6 +7,7 @@ from pyinfra.api import deploy
 
 from operations import settings
 from operations._common import Program, apt_install, secret, supervisor_program, upload
+from operations.portal import LOOPBACK, portal_settings
 
 DESKTOP_PACKAGES = [
     "tigervnc-standalone-server",
@@ -63,6 +64,8 @@ def build_programs(runtime: settings.RuntimeSettings, data=settings.get) -> list
     + data: where other settings come from (the host's data; ``settings.DEFAULTS.get``)
     """
     display = data("vnc_display")
+    # Behind the front door noVNC is reached through it only.
+    listen = portal_settings(runtime).backend_listen
     return [
         Program(
             name="xvnc",
@@ -99,10 +102,12 @@ def build_programs(runtime: settings.RuntimeSettings, data=settings.get) -> list
             command="/opt/red/bin/red-novnc",
             priority=40,
             module=__name__,
-            environment={"RED_NOVNC_PORT": runtime.novnc_port, "RED_VNC_PORT": runtime.vnc_port},
+            environment={"RED_NOVNC_LISTEN": listen, "RED_NOVNC_PORT": runtime.novnc_port,
+                         "RED_VNC_PORT": runtime.vnc_port},
             port_setting="novnc_port",
             port=runtime.novnc_port,
-            # The browser's way in: every client authenticates to Xvnc with the VNC password.
-            public=True,
+            # Off loopback only without the front door (or with PORTAL_DIRECT_PORTS): then every
+            # client authenticates to Xvnc with the VNC password.
+            public=listen != LOOPBACK,
         ),
     ]

@@ -18,6 +18,7 @@ from operations._common import (
     upload,
     venv,
 )
+from operations.portal import LOOPBACK, portal_settings
 
 KERNEL_NAME = "red-app"
 
@@ -69,6 +70,8 @@ def setup_jupyter(runtime: settings.RuntimeSettings, install: bool = True,
 
 def build_program(runtime: settings.RuntimeSettings, data=settings.get) -> Program:
     """JupyterLab's program for these settings (no pyinfra host needed)."""
+    # Behind the front door: on loopback, under the door's path for it.
+    door = portal_settings(runtime)
     return Program(
         name="jupyter",
         command="/opt/red/bin/red-jupyter",
@@ -79,11 +82,14 @@ def build_program(runtime: settings.RuntimeSettings, data=settings.get) -> Progr
             "RED_JUPYTER_PORT": runtime.jupyter_port,
             "RED_JUPYTER_ROOT_DIR": data("jupyter_root_dir"),
             "RED_JUPYTER_TOKEN_FILE": f"{data('secrets_dir')}/jupyter_token",
+            "RED_JUPYTER_LISTEN": door.backend_listen,
+            "RED_JUPYTER_BASE_URL": door.jupyter_base_url,
         },
         port_setting="jupyter_port",
         port=runtime.jupyter_port,
-        # Always behind the token.
-        public=True,
+        # Off loopback only without the front door (or with PORTAL_DIRECT_PORTS): always
+        # behind the token.
+        public=door.backend_listen != LOOPBACK,
         # Jupyter needs a few seconds to import before it counts as started.
         startsecs=5,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from operations import desktop, jupyter, settings, ssh, visomaster
+from operations import desktop, jupyter, portal, settings, ssh, visomaster
 from operations._common import Program
 
 
@@ -26,6 +26,7 @@ def programs(runtime: settings.RuntimeSettings,
         *desktop.build_programs(runtime, data),
         jupyter.build_program(runtime, data),
         visomaster.build_program(data("visomaster_dir"), data("visomaster_autostart"), data),
+        *portal.build_programs(runtime, data),
     ]
 
 

@@ -184,6 +184,7 @@ def session_environment(runtime_settings: Resolved, env: Mapping[str, str],
         "JUPYTER_PORT": str(runtime_settings.jupyter_port),
         "NOVNC_PORT": str(runtime_settings.novnc_port),
         "VNC_PORT": str(runtime_settings.vnc_port),
+        "PORTAL_PORT": str(runtime_settings.portal_port),
         "VNC_RESOLUTION": runtime_settings.vnc_resolution,
         "WORKSPACE": env.get("WORKSPACE") or str(runtime_settings.base_workspace_dir),
     }
@@ -260,6 +261,7 @@ _GROUP_HEADINGS = {
     "visomaster": "visomaster: the app, checked out and set up at configure time",
     "provisioning": "provisioning: the seed's boot-time flow (red-onstart) and converge runs",
     "notebooks": "notebooks",
+    "portal": "portal: the front door (nginx on one HTTPS port) and the status page",
 }
 
 

@@ -14,6 +14,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
+from operations import settings
 from operations.programs import default_programs, port_env
 
 RUN_FLAGS = [
@@ -26,7 +27,8 @@ DEPLOYED = default_programs()
 PROGRAMS = tuple(program.name for program in DEPLOYED if program.autostart)
 PORT_SETTINGS = {program.name: program.port_setting for program in DEPLOYED
                  if program.port_setting}
-# Listening off loopback, each authenticated (SSH key, VNC password, Jupyter token).
+# Listening off loopback, each authenticated: with the front door on (the default) only sshd
+# (keys) and the door (its token); noVNC and Jupyter are behind it on loopback.
 PUBLIC = tuple(program.name for program in DEPLOYED if program.public)
 TOKEN_FILE = "/etc/red/secrets/jupyter_token"
 # The provisioning boxes' token, and where the on-start flow keeps its records.
@@ -145,7 +147,12 @@ def answers(box, name: str, port: int) -> bool:
     return port_open(port)
 
 
-def jupyter_status(port: int, token: str | None, path: str = "/api/status") -> int:
+# JupyterLab's base_url behind the front door (on its own port too).
+JUPYTER_BASE_URL = settings.DEFAULTS["portal_jupyter_base_url"]
+
+
+def jupyter_status(port: int, token: str | None,
+                   path: str = f"{JUPYTER_BASE_URL}api/status") -> int:
     url = f"http://127.0.0.1:{port}{path}"
     request = urllib.request.Request(url)
     if token:

@@ -10,18 +10,12 @@ from pathlib import Path
 from PIL import Image
 from vncdotool.command import ExitStatus
 
-from tests.boxes import answers, jupyter_status, port_open
+from tests.boxes import JUPYTER_BASE_URL, answers, jupyter_status, port_open
 from tests.image.conftest import JUPYTER_TOKEN, MAIN_PORTS, VNC_PASSWORD
+from tests.screens import CHROMIUM, CHROMIUM_ARGS, PAINT_TIMEOUT, lit_fraction
 
 SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-p", str(MAIN_PORTS["sshd"])]
-
-
-def lit_fraction(path: Path) -> float:
-    """Share of pixels that are not black."""
-    image = Image.open(path).convert("L")
-    histogram = image.histogram()
-    return sum(histogram[16:]) / sum(histogram)
 
 
 def test_ssh_key_login(box, ssh_key):
@@ -46,12 +40,14 @@ def _non_loopback_address() -> str | None:
     return next((address for address in output if not address.startswith("127.")), None)
 
 
-def test_xvnc_is_not_reachable_off_loopback(box):
+def test_xvnc_and_novnc_are_not_reachable_off_loopback(box):
     address = _non_loopback_address()
     assert answers(box, "xvnc", MAIN_PORTS["xvnc"]), "Xvnc should listen on loopback"
+    # Behind the front door (the default) noVNC listens on loopback only too.
+    assert port_open(MAIN_PORTS["novnc"], "127.0.0.1")
     if address:  # with host networking, the box's addresses are this machine's
         assert not port_open(MAIN_PORTS["xvnc"], address)
-    assert port_open(MAIN_PORTS["novnc"], address or "127.0.0.1")
+        assert not port_open(MAIN_PORTS["novnc"], address)
 
 
 def vncdo(password: str, target: Path) -> subprocess.CompletedProcess:
@@ -91,8 +87,6 @@ async def main(url, token):
 
 IOLoop.current().run_sync(lambda: main(sys.argv[1], sys.argv[2]), timeout=60)
 """
-# The desktop paints its background some seconds after Xvnc answers (longer on a busy box).
-PAINT_TIMEOUT = 60
 
 
 def test_vnc_client_captures_a_desktop_with_the_password(box, tmp_path):
@@ -121,12 +115,7 @@ def test_novnc_in_chromium_connects_and_shows_the_desktop(box, tmp_path):
     url = (f"http://127.0.0.1:{MAIN_PORTS['novnc']}/vnc.html?autoconnect=1"
            f"&password={VNC_PASSWORD}")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--disable-dev-shm-usage"],
-        )
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(url)
@@ -155,7 +144,7 @@ def test_jupyter_needs_the_token(box):
 
 
 def test_jupyter_lists_and_starts_the_app_kernel(box):
-    base = f"http://127.0.0.1:{MAIN_PORTS['jupyter']}"
+    base = f"http://127.0.0.1:{MAIN_PORTS['jupyter']}{JUPYTER_BASE_URL.rstrip('/')}"
     headers = {"Authorization": f"token {JUPYTER_TOKEN}", "Content-Type": "application/json"}
 
     def call(method, path, body=None):
@@ -172,7 +161,7 @@ def test_jupyter_lists_and_starts_the_app_kernel(box):
     try:
         # Jupyter reports "starting" until a client talks to the kernel: ask it over the
         # server's websocket, as JupyterLab does, then the kernel must be idle.
-        url = f"ws://127.0.0.1:{MAIN_PORTS['jupyter']}/api/kernels/{kernel['id']}/channels"
+        url = base.replace("http:", "ws:", 1) + f"/api/kernels/{kernel['id']}/channels"
         info = box.exec("/opt/red/jupyter/bin/python", "-c", KERNEL_INFO, url, JUPYTER_TOKEN,
                         timeout=KERNEL_TIMEOUT + 30)
         assert json.loads(info.stdout.strip().splitlines()[-1])["name"] == "python"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from operations.portal import portal_settings
 from tests.boxes import PROGRAMS
 
 
@@ -46,7 +47,8 @@ def _off_loopback(address: str) -> bool:
         return True
 
 
-def test_nothing_but_our_authenticated_programs_listens_off_loopback(host, target_programs):
+def test_nothing_but_our_authenticated_programs_listens_off_loopback(host, target_programs,
+                                                                     target_settings):
     # Every TCP/UDP listener off 127.0.0.0/8 and ::1 whose process runs in this box. With host
     # networking (the podman boxes) ss also sees the host's sockets: those have no process
     # here and belong to the host, not to the box.
@@ -64,6 +66,12 @@ def test_nothing_but_our_authenticated_programs_listens_off_loopback(host, targe
             strays.append(line)
     assert strays == [], "listening off loopback, not one of our authenticated programs"
     assert ours == public
+    # Behind the front door (on unless PORTAL_ENABLED=false; PORTAL_DIRECT_PORTS keeps the old
+    # ports too), only SSH and the door itself.
+    door = portal_settings(target_settings)
+    if door.enabled and not door.direct_ports:
+        assert {program.name for program in target_programs if program.public} == \
+            {"sshd", "portal"}
     vnc = next(program.port for program in target_programs if program.name == "xvnc")
     assert host.socket(f"tcp://127.0.0.1:{vnc}").is_listening
     assert not host.socket(f"tcp://0.0.0.0:{vnc}").is_listening

@@ -24,7 +24,7 @@ def make_dry(tmp_path, target: str, docker_runtimes: str | None, **env) -> str:
         docker.write_text(f"#!/bin/sh\n[ \"$1\" = info ] && echo '{docker_runtimes}'\nexit 0\n")
     docker.chmod(0o755)
     run_env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", **env}
-    for name in ("SSH_PORT", "VNC_PW"):
+    for name in ("SSH_PORT", "VNC_PW", "PORTAL_PORT"):
         if name not in env:
             run_env.pop(name, None)
     result = subprocess.run(["make", "-n", "-s", target, "IMAGE=ghcr.io/me/red:1.0"], cwd=ROOT,
@@ -39,6 +39,11 @@ def test_docker_run_passes_the_gpu_when_nvidia_is_there_and_never_binds_port_22(
     assert command.startswith("docker run")
     assert ("--gpus all" in command) is gpu
     assert "-p 2222:22" in command and "-p 22:" not in command
+    # The front door is the one web port; noVNC and Jupyter stay behind it.
+    assert "-p 8443:8443" in command
+    assert "6080" not in command and "8888" not in command
+    moved = make_dry(tmp_path, "run", DOCKER_INFO[runtimes], PORTAL_PORT="9443")
+    assert "-p 9443:9443" in moved and "-e PORTAL_PORT" in moved
 
 
 def test_podman_run_moves_sshd_off_the_hosts_port_22(tmp_path):

@@ -100,6 +100,7 @@ def test_session_exports_settings_and_vast_values_but_no_secret():
     })
     assert values["SSH_PORT"] == "2222" and values["VNC_RESOLUTION"] == "1280x720"
     assert values["WORKSPACE"] == "/workspace" and values["JUPYTER_PORT"] == "8888"
+    assert values["PORTAL_PORT"] == "8443"
     assert values["VAST_TCP_PORT_22"] == "40022" and values["PUBLIC_IPADDR"] == "203.0.113.7"
     assert values["PROVISIONING_SCRIPT"] == "https://x/p.sh"
     text = "\n".join(f"{name}={value}" for name, value in values.items())

@@ -7,6 +7,7 @@ in the wrapper's environment.
 import json
 import shlex
 import subprocess
+import sys
 
 import pytest
 from pyinfra.api import OperationValueError
@@ -15,7 +16,7 @@ from supervisor.datatypes import RestartUnconditionally, RestartWhenExitUnexpect
 from operations import settings
 from operations._common import supervisor_word
 from operations.programs import default_programs, programs
-from tests.conftest import ROOT
+from tests.conftest import LIB, ROOT
 from tests.supervisor_config import parsed, process_configs, render, write_config
 
 # What a --data value could hold: spaces, quotes, supervisor's comment and expansion marks.
@@ -35,7 +36,8 @@ def test_supervisor_parser_accepts_the_deploys_programs(tmp_path):
     for program in deployed:
         argv = shlex.split(configs[program.name].command)
         assert argv == ["/usr/bin/env", *(f"{key}={value}" for key, value in
-                                          program.environment.items()), program.command]
+                                          program.environment.items()), program.command,
+                        *map(str, program.args)]
 
 
 def test_services_always_come_back_and_the_app_stays_closed_when_closed(tmp_path):
@@ -59,11 +61,17 @@ def test_named_settings_reach_the_wrapper_intact_through_supervisor(tmp_path):
     configs = process_configs(tmp_path, deployed)
     for program in deployed:
         argv = shlex.split(configs[program.name].command)
+        at = argv.index(program.command)
         # The wrapper swapped for env: what the wrapper's environment would hold.
-        shown = subprocess.run([*argv[:-1], "/usr/bin/env", "-0"], capture_output=True,
+        shown = subprocess.run([*argv[:at], "/usr/bin/env", "-0"], capture_output=True,
                                check=True, env={}).stdout.decode().split("\0")
         env = dict(item.split("=", 1) for item in shown if item)
         assert env == {key: str(value) for key, value in program.environment.items()}
+        # Named options (the front door's tools) arrive as the same words.
+        assert argv[at + 1:] == [str(arg) for arg in program.args]
+    status = next(program for program in deployed if program.name == "status")
+    assert status.args[status.args.index("--secrets-dir") + 1] == NASTY
+    assert status.args[status.args.index("--app-dir") + 1] == NASTY
     xvnc = next(program for program in deployed if program.name == "xvnc")
     assert xvnc.environment["RED_VNC_PASSWORD_FILE"] == f"{NASTY}/vnc_password"
     # One WIDTHxHEIGHT string, as Xvnc's -geometry takes it.
@@ -89,11 +97,17 @@ def test_each_config_names_the_module_that_declares_it(tmp_path, program):
 def test_each_wrapper_refuses_to_start_without_its_named_settings(program):
     concern = program.module.rsplit(".", 1)[1]
     wrapper = ROOT / "files" / concern / program.command.lstrip("/")
-    result = subprocess.run(["bash", str(wrapper)], capture_output=True, text=True, env={},
-                            timeout=10, check=False)
-    first = next(iter(program.environment))
+    python = wrapper.read_text().startswith("#!/usr/bin/env python3")
+    result = subprocess.run([sys.executable if python else "bash", str(wrapper)],
+                            capture_output=True, text=True, timeout=10, check=False,
+                            env={"PYTHONPATH": str(LIB)} if python else {})
     assert result.returncode != 0
-    assert f"{first}" in result.stderr and "must be set" in result.stderr
+    if program.environment:
+        first = next(iter(program.environment))
+        assert f"{first}" in result.stderr and "must be set" in result.stderr
+    else:
+        # A tool that takes named options (argparse) refuses without its required ones.
+        assert program.args and "the following arguments are required" in result.stderr
 
 
 def test_control_interface_is_a_root_only_socket_never_tcp(tmp_path):

@@ -162,6 +162,25 @@ def token(min_length: int) -> Parser:
     return parse
 
 
+def url_token(min_length: int, max_length: int) -> Parser:
+    """A secret a URL carries as it is: A-Z a-z 0-9 . _ ~ -, within the given lengths."""
+    pattern = re.compile(r"[A-Za-z0-9._~-]*")
+
+    def parse(raw: Any) -> str:
+        value = str(raw)
+        if not pattern.fullmatch(value) or not min_length <= len(value) <= max_length:
+            raise Invalid(f"is not {min_length} to {max_length} characters of "
+                          "A-Z a-z 0-9 . _ ~ - (what a URL carries as is)")
+        return value
+
+    return parse
+
+
+# A URL path of one or more segments ending in "/": "/jupyter/", never "/" (the status page's).
+url_path = matching(re.compile(r"(?:/[A-Za-z0-9._~-]+)+/"), "is not a URL path like /jupyter/",
+                    lambda text: any(part in (".", "..") for part in text.split("/")))
+
+
 def http_url(raw: Any) -> str:
     """An http(s) URL, or "" for none."""
     text = _text(raw)

@@ -24,6 +24,9 @@ RESOLUTION_MIN, RESOLUTION_MAX = (640, 480), (7680, 4320)
 VNC_PASSWORD_MIN, VNC_PASSWORD_MAX = 6, 8
 # Vast's one secret for its web "open" buttons: the natural shared fallback for ours.
 SHARED_SECRET_ENV = "OPEN_BUTTON_TOKEN"  # noqa: S105 - a variable name, not a secret
+# The front door's token travels in URLs (?token=): only characters a URL carries as they
+# are, which also keeps it data in nginx's config. Vast's OPEN_BUTTON_TOKEN is of this kind.
+PORTAL_TOKEN_MIN, PORTAL_TOKEN_MAX = 8, 256
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,8 @@ SETTINGS: tuple[Setting, ...] = (
        "already there are kept)", env=("SSH_PUBLIC_KEY", "PUBLIC_KEY"), combine_env=True,
        shown_default="none"),
     # -- jupyter
-    _s("jupyter", "jupyter_port", 8888, parse.port, "JupyterLab's port",
+    _s("jupyter", "jupyter_port", 8888, parse.port,
+       "JupyterLab's port (loopback behind the front door, base URL /jupyter/)",
        env=("JUPYTER_PORT",), distinct_port=True),
     _s("jupyter", "jupyter_token", None, parse.token(8),
        "Jupyter's token, 8+ printable characters",
@@ -126,7 +130,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("jupyter", "jupyter_root_dir", "/", parse.absolute_path_or_root,
        "what Jupyter's file browser shows"),
     # -- desktop
-    _s("desktop", "novnc_port", 6080, parse.port, "noVNC (the desktop in a browser)",
+    _s("desktop", "novnc_port", 6080, parse.port,
+       "noVNC (the desktop in a browser; loopback behind the front door)",
        env=("NOVNC_PORT",), distinct_port=True),
     _s("desktop", "vnc_display", 1, parse.integer(0, 99), "the X display number"),
     _s("desktop", "vnc_port", 5901, parse.port, "Xvnc's raw VNC port, loopback only",
@@ -260,6 +265,38 @@ SETTINGS: tuple[Setting, ...] = (
     # -- notebooks
     _s("notebooks", "notebooks_state_dir", "/var/lib/red/notebooks", parse.absolute_dir,
        "what Red shipped last time, per notebook (a user's edits are never overwritten)"),
+    # -- portal
+    _s("portal", "portal_enabled", True, parse.boolean,
+       "one authenticated HTTPS entrance (nginx) for the status page, the desktop and "
+       "Jupyter; false: no front door, noVNC and Jupyter on their own ports off loopback",
+       env=("PORTAL_ENABLED",)),
+    _s("portal", "portal_port", 8443, parse.port,
+       "the front door's HTTPS port; point Vast's OPEN_BUTTON_PORT at it",
+       env=("PORTAL_PORT",), distinct_port=True),
+    _s("portal", "portal_direct_ports", False, parse.boolean,
+       "also keep noVNC and Jupyter on their own ports off loopback (trade-off: two more "
+       "public listeners, behind only the VNC password over plain HTTP and Jupyter's token)",
+       env=("PORTAL_DIRECT_PORTS",)),
+    _s("portal", "portal_token", None, parse.url_token(PORTAL_TOKEN_MIN, PORTAL_TOKEN_MAX),
+       f"the front door's token: {PORTAL_TOKEN_MIN} to {PORTAL_TOKEN_MAX} characters of "
+       "A-Z a-z 0-9 . _ ~ - (what a URL carries as is)",
+       env=(SHARED_SECRET_ENV,), secret=True, shown_default="generated"),
+    _s("portal", "portal_dir", "/etc/red/portal", parse.absolute_dir,
+       "the front door's config, secrets include and self-signed certificate (root-only)"),
+    _s("portal", "portal_instance_cert", "/etc/instance.crt", parse.absolute_dir,
+       "Vast's instance certificate, served as is when it and its key exist"),
+    _s("portal", "portal_instance_key", "/etc/instance.key", parse.absolute_dir,
+       "the instance certificate's key"),
+    _s("portal", "portal_cert_days", 3650, parse.integer(1, 36500),
+       "days the self-signed certificate (made once per container) is valid"),
+    _s("portal", "portal_www_dir", "/opt/red/portal/www", parse.absolute_dir,
+       "the status page and its assets, served by the front door"),
+    _s("portal", "portal_jupyter_base_url", "/jupyter/", parse.url_path,
+       "JupyterLab's base_url behind the front door (on its direct port too, when kept)"),
+    _s("portal", "portal_status_dir", "/var/lib/red/status", parse.absolute_dir,
+       "the JSON status and log tails the status page reads"),
+    _s("portal", "portal_status_interval", 2, parse.integer(1, 300),
+       "seconds between two status snapshots"),
 )
 
 BY_KEY: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}

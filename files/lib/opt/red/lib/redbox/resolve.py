@@ -151,8 +151,11 @@ def resolve(env: Mapping[str, str] | None = None, data: Data | None = None,
         if chosen_by is not None and raw is preset:
             result.presets[setting.key] = chosen_by
         if setting.secret and raw is None:
+            # The shared name is left out of the line when the secret has names of its own
+            # (JUPYTER_TOKEN unset); the front door's token has only the shared one.
             own_names = [name for name in setting.env if name != SHARED_SECRET_ENV]
-            notes.append(f"{'/'.join(own_names)} unset: using the "
+            names = own_names or list(setting.env) or [setting.key]
+            notes.append(f"{'/'.join(names)} unset: using the "
                          f"generated secret kept in {_secret_file(result, setting)} "
                          "(root-only; read it there)")
             result.values[setting.key] = None

@@ -35,6 +35,7 @@ from PIL import Image
 
 from tests.boxes import Box, podman, ports, ports_env, remove, start_box, wait_ready
 from tests.fixtures.app_downloader import DOWNLOADER
+from tests.fixtures.visomaster_app import MAIN_PY, TITLE
 
 pytestmark = pytest.mark.image
 
@@ -54,9 +55,6 @@ CHECKOUT_LOG = "/logs/visomaster-checkout.log"
 STARTUP_LOG = "/logs/startup.log"
 MODELS_STATE = "/var/lib/red/models-state.json"
 CA_BUNDLE = "/tmp/red-test-ca.pem"
-# Like the real app's window title ("VisoMaster v0.1.6"): red-visomaster finds it by title
-# when the window has no _NET_WM_PID (xmessage sets none).
-TITLE = "VisoMaster (Red fixture)"
 # Where xfdesktop puts the VisoMaster launcher on the default 1920x1080 desktop: third in the
 # first column, after File System and Home.
 DESKTOP_ICON = (71, 300)
@@ -65,22 +63,6 @@ CHECKOUT_ONLY = ("visomaster_install_requirements=false", "visomaster_download_m
                  "visomaster_checkout_backoff=0.2")
 TIMINGS: dict[str, float] = {}
 
-MAIN_PY = f"""\
-import json, os, signal, subprocess, sys
-
-# The fixture app: one small window with a known title, like the real app's main window. Like
-# the real app's closeEvent, closing the window saves last_workspace.json; a SIGTERM kills it
-# without saving (Python's default).
-print("fixture app: starting")
-window = subprocess.Popen(["xmessage", "-title", "{TITLE}", "-geometry", "420x160+300+200",
-                           "-bg", "white", "-fg", "black", "VisoMaster fixture: hello"])
-signal.signal(signal.SIGTERM, lambda *_: (window.kill(), os._exit(143)))
-window.wait()
-with open("last_workspace.json", "w") as fh:
-    json.dump({{"saved_by": "closeEvent"}}, fh)
-print("fixture app: window closed, workspace saved")
-sys.exit(0)
-"""
 MODEL_SERVER = """\
 import hashlib, http.server, json, sys
 

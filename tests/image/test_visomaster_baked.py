@@ -23,8 +23,8 @@ import pytest
 from tests import pip_index
 from tests.boxes import Box, image, podman, remove, wait_ready
 from tests.conftest import ROOT
-from tests.image.test_visomaster import MAIN_PY, TITLE
-from tests.unit.test_app_models import DOWNLOADER
+from tests.fixtures.app_downloader import DOWNLOADER
+from tests.fixtures.visomaster_app import MAIN_PY, TITLE
 
 pytestmark = pytest.mark.image
 

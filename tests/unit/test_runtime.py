@@ -165,3 +165,11 @@ def test_block_markers_survive_pyinfras_awk_regex_and_shell_quoting():
         for mark in ("BEGIN", "END"):
             text = marker.format(mark=mark)
             assert not set(text) & set("'\"/\\()[]{}.*+?|^$"), text
+
+
+def test_only_the_users_setting_choices_are_kept_for_the_boxs_own_converges():
+    from operations.provisioning import chosen_settings
+    # pyinfra's --key arrives as override data `ssh_key`: not a setting of Red's.
+    assert chosen_settings({"python_version", "ssh_key", "supervisor_start",
+                            "visomaster_checkout", "vnc_resolution"}) == {
+        "python_version", "vnc_resolution"}

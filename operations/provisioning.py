@@ -20,6 +20,7 @@ from pyinfra.operations import files
 from operations import settings
 from operations._common import launch_mode, upload
 from redbox.provision import OWN_SCRIPTS, RUN_ONLY_KEYS
+from redbox.registry import BY_KEY
 from redbox.resolve import SETTINGS_FILE, settings_file_payload
 
 TOOLS = ("red-provision", "red-onstart")
@@ -58,6 +59,11 @@ def _pam_environment(values: dict[str, str]) -> tuple[list[str], list[str]]:
     return lines, notes
 
 
+def chosen_settings(cli: set[str]) -> set[str]:
+    """The --data keys a box's own converges keep: settings, minus the per-run ones."""
+    return {key for key in cli if key in BY_KEY} - set(RUN_ONLY_KEYS)
+
+
 def _profile(values: dict[str, str]) -> str:
     lines = [
         "# Managed by Red (operations/provisioning.py), rewritten on every converge: the box's",
@@ -87,9 +93,10 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
             upload("provisioning", script)
     if configure:
         # The box's tools resolve their settings with the same rule, over what this run chose.
-        # Its --data keys are the user's choices, which the box's own converges keep; not the
-        # ones red-provision sets for one run.
-        payload = settings_file_payload(runtime, settings.cli_keys() - set(RUN_ONLY_KEYS))
+        # Its --data keys are the user's choices of settings, which the box's own converges
+        # keep; not the ones red-provision sets for one run, nor pyinfra's own (--key is
+        # override data `ssh_key` over SSH).
+        payload = settings_file_payload(runtime, chosen_settings(settings.cli_keys()))
         files.put(
             name=f"Upload {SETTINGS_FILE} (the resolved settings, no secrets)",
             src=StringIO(json.dumps(payload, indent=1, sort_keys=True) + "\n"),

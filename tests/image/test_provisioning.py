@@ -358,7 +358,10 @@ def test_the_users_script_runs_once_by_its_shebang_a_new_url_or_force_runs_again
     assert code == 0, output
     assert "CRLF (Windows) line endings: converted to LF" in output
     assert "script: crlf ok" in output
-    # --force runs a script that already succeeded; the marker records it.
+    # Back to /ok.sh: a URL other than the last success runs; then --force runs it again.
+    code, output = onstart_with(prov_box, f"{SERVER}/ok.sh")
+    assert code == 0 and "script: hello from the provisioning script" in output, output
+    prov_box.sh("rm -f /tmp/prov-ran")
     code, output = onstart_with(prov_box, f"{SERVER}/ok.sh", "--force")
     assert code == 0 and "(--force: run again" in output, output
     assert prov_box.sh("test -e /tmp/prov-ran && echo ran").strip() == "ran"
@@ -397,9 +400,10 @@ def test_the_container_log_tells_the_boot_and_not_the_programs_logs(prov_box):
         "red-onstart: on-start flow finished: already-done",
         # each program's start and exit (supervisord's own lines)
         "spawned: 'sshd'", "success: jupyter entered RUNNING state",
-        "stopped: xvnc",
     ):
         assert expected in said, expected
+    # The restart: supervisord says it stops the programs.
+    assert re.search(r"waiting for .* to die|stopped: \w+|exited: \w+", said), said[-3000:]
     # The programs' own output stays in /logs/<program>.log.
     for program_line in ("ServerApp", "noVNC", "Xvnc TigerVNC"):
         assert program_line not in said, program_line
@@ -528,7 +532,11 @@ def test_vast_mode_brings_up_our_supervisor_without_a_second_sshd_or_jupyter(mod
             assert listeners(box, ports["jupyter"]) == vast_jupyter
         else:
             token = box.sh("cat /etc/red/secrets/jupyter_token").strip()
-            assert jupyter_status(ports["jupyter"], token) == 200
+            # RUNNING after its startsecs; on a busy machine its HTTP answer may take longer.
+            deadline = time.monotonic() + 60
+            while jupyter_status(ports["jupyter"], token) != 200:
+                assert time.monotonic() < deadline, box.sh("tail -n 20 /logs/jupyter.log")
+                time.sleep(1)
         startup = box.sh("cat /logs/startup.log")
         assert f"ports: sshd: port {ports['sshd']} is held by sshd (pid " in startup
         assert ("ports: jupyter: port" in startup) == (mode == "jupyter")

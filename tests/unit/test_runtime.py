@@ -14,8 +14,8 @@ from operations import runtime
 from operations.provisioning import ONSTART, ONSTART_BLOCK
 from redbox import provision as red_provision
 from tests.conftest import ROOT
+from tests.plan import plan
 from tests.script_server import serve
-from tests.unit.test_provisioning import plan
 
 # This machine's loopback, off the other unit tests' ports.
 SERVER_PORT = 25971
@@ -132,8 +132,8 @@ def test_the_success_marker_is_for_one_url_and_hides_its_secrets(tmp_path):
 
 # -- the plan on a @fake host: pyinfra's SSH-like connector, not @local -------------------------
 
-def test_plan_over_ssh_installs_the_runtime_and_the_onstart_block(tmp_path):
-    code, output = plan(tmp_path, "vnc_resolution=bogus")
+def test_plan_over_ssh_installs_the_runtime_and_the_onstart_block():
+    code, _, output = plan("debian_12", data=["vnc_resolution=bogus"])
     assert code == 0, output[-3000:]
     for name in ("Create the tool venv /opt/red/tool",
                  "Install the locked pyinfra into /opt/red/tool",
@@ -146,7 +146,7 @@ def test_plan_over_ssh_installs_the_runtime_and_the_onstart_block(tmp_path):
     appends = [line for line in output.splitlines()
                if ">> /logs/startup.log" in line and "vnc_resolution=" in line and "bogus" in line]
     assert appends and "printf '%s %s\\n'" in appends[0]
-    code, output = plan(tmp_path, "provisioning_onstart_block=false")
+    code, _, output = plan("debian_12", data=["provisioning_onstart_block=false"])
     assert code == 0 and f"Remove Red's on-start block in {ONSTART}" in output
 
 
@@ -165,3 +165,11 @@ def test_block_markers_survive_pyinfras_awk_regex_and_shell_quoting():
         for mark in ("BEGIN", "END"):
             text = marker.format(mark=mark)
             assert not set(text) & set("'\"/\\()[]{}.*+?|^$"), text
+
+
+def test_only_the_users_setting_choices_are_kept_for_the_boxs_own_converges():
+    from operations.provisioning import chosen_settings
+    # pyinfra's --key arrives as override data `ssh_key`: not a setting of Red's.
+    assert chosen_settings({"python_version", "ssh_key", "supervisor_start",
+                            "visomaster_checkout", "vnc_resolution"}) == {
+        "python_version", "vnc_resolution"}

@@ -43,6 +43,7 @@ ONSTART_BLOCK = [
     "# nothing when the template's own on-start line already ran it in this start.",
     "[ ! -x /opt/red/bin/red-onstart ] || /opt/red/bin/red-onstart --once-per-boot </dev/null &",
 ]
+PAM_STEP = f"Write the session settings into {PAM_ENVIRONMENT} (Red's block only)"
 # pam_env strips one pair of quotes and knows no escapes: such values cannot be written.
 _PAM_UNSAFE = ('"', "'", "\\", "\n", "\r", "$", "`")
 
@@ -113,7 +114,7 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
         lines, notes = _pam_environment(values)
         settings.record(notes, topic="sessions")
         files.block(
-            name=f"Write the session settings into {PAM_ENVIRONMENT} (Red's block only)",
+            name=PAM_STEP,
             path=PAM_ENVIRONMENT,
             content=lines,
             marker=PAM_BLOCK_MARKER,

@@ -25,40 +25,13 @@ from tests.boxes import (
     wait_onstart,
     wait_ready,
 )
+from tests.fixtures.notebook_runner import RUNNER
 
 NB_PORTS = ports(25520)
 FIND = "/notebooks/find_provisioning_script.ipynb"
 APP = "/notebooks/check_visomaster_and_gpu.ipynb"
 RECORD = "/var/lib/red/notebooks/find_provisioning_script.ipynb.sha256"
 SHIPPED = "/opt/red/deploy/files/notebooks/notebooks/find_provisioning_script.ipynb"
-
-# Runs in the box's Jupyter venv: executes a notebook in memory (the file is not rewritten),
-# after replacing strings in its cells (as papermill's parameters would); prints each code
-# cell's output as a JSON list.
-RUNNER = r"""
-import json, sys
-import nbformat
-from nbclient import NotebookClient
-
-path, replace = sys.argv[1], json.loads(sys.argv[2])
-notebook = nbformat.read(path, as_version=4)
-for cell in notebook.cells:
-    for old, new in replace.items():
-        cell.source = cell.source.replace(old, new)
-NotebookClient(notebook, timeout=300, kernel_name="python3",
-               resources={"metadata": {"path": "/notebooks"}}).execute()
-outputs = []
-for cell in notebook.cells:
-    if cell.cell_type == "code":
-        text = ""
-        for output in cell.outputs:
-            if output.output_type == "stream":
-                text += output.text
-            elif output.output_type in ("execute_result", "display_data"):
-                text += output.data.get("text/plain", "")
-        outputs.append(text)
-print(json.dumps(outputs))
-"""
 
 
 def execute(box: Box, path: str, replace: dict[str, str] | None = None) -> list[str]:

@@ -23,7 +23,7 @@ import pytest
 
 from operations.runtime import DEPLOY_DIR, DEPLOY_TREE, VERSION_FILE, tree_version
 from tests.boxes import PROGRAMS, podman
-from tests.image.test_notebooks import RUNNER
+from tests.fixtures.notebook_runner import RUNNER
 from tests.live import freshbox
 from tests.live.freshbox import DEPLOY_DATA, ROOT, TIMINGS, Operator
 

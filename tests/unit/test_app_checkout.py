@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-TOOL = ROOT / "files" / "visomaster" / "opt" / "red" / "bin" / "red-app-checkout"
+from tests.fixtures.checkout_repo import TOOL, Runner, git, write_files
 
 V5_FILES = {
     "README.md": b"VisoMaster fixture\n",
@@ -32,21 +31,6 @@ V6_FILES = {
     "app/new_in_6.py": b"NEW = 6\n",
     "app/presets.json": b'{"upstream": true}\n',  # force-added although *.json is ignored
 }
-
-
-def git(*args: str, cwd: Path | str, env: dict, check: bool = True) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"git {args} failed: {proc.stderr}")
-    return proc.stdout.strip()
-
-
-def write_files(root: Path, files: dict[str, bytes]) -> None:
-    for rel, data in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
 
 
 class Upstream:
@@ -105,31 +89,6 @@ def box(tmp_path: Path, env: dict) -> Path:
     b.mkdir()
     subprocess.run(["git", "init", "-q", str(b)], check=True, capture_output=True, env=env)
     return b
-
-
-class Runner:
-    def __init__(self, env: dict, log: Path):
-        self.env = env
-        self.log = log
-
-    def __call__(self, url: str, ref: str, dest: Path, *extra: str,
-                 env: dict | None = None) -> tuple[int, dict, str]:
-        cmd = [sys.executable, str(TOOL), "--url", url, "--ref", ref, "--dest", str(dest),
-               "--log", str(self.log), "--backoff", "0.05", *extra]
-        proc = subprocess.run(cmd, env=env or self.env, capture_output=True, text=True,
-                              timeout=120, check=False)
-        lines = proc.stdout.strip().splitlines()
-        assert len(lines) == 1, (proc.stdout, proc.stderr)
-        return proc.returncode, json.loads(lines[0]), proc.stderr
-
-    def check(self, url: str, ref: str, dest: Path, env: dict | None = None) -> tuple[int, dict]:
-        rc, res, _ = self(url, ref, dest, "--check", env=env)
-        assert res["mode"] == "check"
-        assert (rc == 0) == res["in_state"], res
-        return rc, res
-
-    def log_text(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
 
 
 @pytest.fixture

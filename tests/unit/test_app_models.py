@@ -9,83 +9,16 @@ told to answer a path with good bytes, corrupt bytes, a 404 or a truncated body,
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import json
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.app_downloader import DOWNLOADER
-
-ROOT = Path(__file__).resolve().parents[2]
-TOOL = ROOT / "files" / "visomaster" / "opt" / "red" / "bin" / "red-app-models"
-
-
-def blob(name: str, size: int = 5000) -> bytes:
-    seed = hashlib.sha256(name.encode()).digest()
-    return (seed * (size // len(seed) + 1))[:size]
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-class Assets:
-    """Loopback server: `plan[path]` is a list of behaviours, one per request (last repeats)."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.plan: dict[str, list[str]] = {}
-        self.hits: dict[str, int] = {}
-        assets = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                path = self.path
-                n = assets.hits.get(path, 0)
-                assets.hits[path] = n + 1
-                plan = assets.plan.get(path, ["good"])
-                how = plan[min(n, len(plan) - 1)]
-                data = assets.files.get(path)
-                if how == "404" or data is None:
-                    self.send_error(404)
-                    return
-                if how == "corrupt":
-                    data = bytes(b ^ 0xFF for b in data)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                if how == "truncate":
-                    self.send_header("Content-Length", str(len(data) + 4096))
-                    self.end_headers()
-                    self.wfile.write(data[: len(data) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.fixtures.models_repo import TOOL, Assets, blob, make_repo, run_tool, sha
 
 
 @pytest.fixture
@@ -93,70 +26,6 @@ def assets() -> Iterator[Assets]:
     a = Assets()
     yield a
     a.close()
-
-
-def make_repo(root: Path, assets: Assets, models: dict[str, str],
-              extra_entries: str = "") -> Path:
-    """models: name -> behaviour plan ('good', 'corrupt-once', ...). Returns the repo."""
-    repo = root / "VisoMaster"
-    (repo / "app" / "processors").mkdir(parents=True)
-    entries = []
-    for name in models:
-        data = blob(name)
-        assets.files[f"/assets/v1.0.0/{name}.onnx"] = data
-        sub = "liveportrait_onnx/" if name.startswith("lp_") else ""
-        entries.append(textwrap.dedent(f'''\
-            {{
-                "model_name": "{name}",
-                "local_path": f"{{models_dir}}/{sub}{name}.onnx",
-                "hash": "{sha(data)}",
-                "url": f"{{assets_repo}}/v1.0.0/{name}.onnx"
-            }},'''))
-    main = [e for n, e in zip(models, entries, strict=True) if not n.startswith("lp_")]
-    lp = [e for n, e in zip(models, entries, strict=True) if n.startswith("lp_")]
-    src = textwrap.dedent('''\
-        models_dir = './model_assets'
-        assets_repo = "{base}" + "/assets"
-
-        try:
-            import tensorrt as trt
-            models_trt_list = [
-                {{'model_name': 'X', 'local_path': f'{{models_dir}}/x.' + trt.__version__,
-                  'hash': '{zero}'}},
-            ]
-        except ModuleNotFoundError:
-            models_trt_list = []
-
-        arcface_mapping_model_dict = {{'Inswapper128': 'Inswapper128ArcFace'}}
-
-        models_list = [
-        {main}
-        {extra}
-        ]
-
-        liveportrait_models = (
-        {lp}
-        )
-        ''').format(base=assets.base, zero="0" * 64, main="\n".join(main),
-                    lp="\n".join(lp), extra=extra_entries)
-    (repo / "app" / "processors" / "models_data.py").write_text(src)
-    (repo / "download_models.py").write_text(DOWNLOADER)
-    return repo
-
-
-def run_tool(repo: Path, state: Path, *extra: str,
-             timeout: float = 120) -> tuple[int, dict, str]:
-    cmd = [sys.executable, str(TOOL), "--repo", str(repo), "--models-data",
-           "app/processors/models_data.py", "--state", str(state), "--python", sys.executable,
-           *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1, (proc.stdout, proc.stderr)
-    out = json.loads(lines[0])
-    on_disk = json.loads(state.read_text())
-    for key in ("verified", "checked", "failed", "time"):
-        assert out[key] == on_disk[key]
-    return proc.returncode, on_disk, proc.stderr
 
 
 def assert_not_verified(rc: int, st: dict, err: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_app_checkout import Runner, git, write_files
+from tests.fixtures.checkout_repo import Runner, git, write_files
 
 # v0.1.6's .gitignore, as the reference describes it.
 GITIGNORE = (b"**/__pycache__/**\n*.onnx\n*.pth\n*.trt\ntensorrt-engines/\n*.json\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_app_models import Assets, blob, make_repo, run_tool, sha
+from tests.fixtures.models_repo import Assets, blob, make_repo, run_tool, sha
 
 
 @pytest.fixture

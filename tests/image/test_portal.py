@@ -206,9 +206,11 @@ def test_open_button_url_to_status_page_desktop_and_jupyter(door_box):
             assert "Every service is running" in banner
             assert page.get_attribute("#jupyter-link", "href") == "/jupyter/"
             steps = page.locator("#steps li").all_text_contents()
-            assert any("VisoMaster checkout" in step and "skipped" in step for step in steps)
+            page.screenshot(path=str(ARTIFACTS / "portal-status.png"), full_page=True)
+            assert any("VisoMaster checkout" in step and "skipped" in step
+                       for step in steps), steps
             assert any("VisoMaster packages" in step and "no checkout in" in step
-                       for step in steps)
+                       for step in steps), steps
             assert "/etc/red/secrets/vnc_password" in page.text_content("#secrets")
             page.click('tr[data-program="portal"] button.log')
             page.wait_for_function(

@@ -212,8 +212,13 @@ def provisioning_steps(args, env: dict, converge: dict) -> list[dict]:
     ]
     if checkout["state"] in ("skipped", "failed"):
         # Without a checkout there is nothing to install or download: say so, not "waiting"
-        # (or "running" while the converge that skipped the checkout goes on).
-        steps = [step if step["state"] not in ("waiting", "running") else
+        # (or "running" while the converge that skipped the checkout goes on, or the install's
+        # own "requirements file missing" failure: the checkout's step names the cause). A
+        # models record stays as it is: it verified real files.
+        pending = {"waiting", "running"}
+        steps = [step if step["state"] not in (
+                     pending | {"failed"} if step["name"] == "VisoMaster packages" else pending)
+                 else
                  {**step, "state": "skipped", "detail": f"no checkout in {app_dir}"}
                  for step in steps]
     return [_converge_step(converge, logs), checkout, *steps,

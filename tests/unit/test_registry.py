@@ -96,3 +96,12 @@ def test_box_tools_see_the_last_converge_under_their_environment(tmp_path):
 def test_box_settings_without_a_file_are_the_defaults(tmp_path):
     assert box_settings({}, path=str(tmp_path / "missing.json")).values == \
         resolve({}).values
+
+
+def test_a_per_run_data_value_is_not_the_boxs_setting():
+    # red-provision's converge with a fallback logs dir: kept for that run only.
+    saved = resolve({}, data={"base_logs_dir": "/var/log/red"}.get, cli={"base_logs_dir"})
+    payload = settings_file_payload(saved, set())
+    assert "base_logs_dir" not in payload["values"] and payload["cli"] == []
+    kept = settings_file_payload(saved, {"base_logs_dir"})
+    assert kept["values"]["base_logs_dir"] == "/var/log/red"

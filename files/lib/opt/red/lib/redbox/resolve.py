@@ -226,8 +226,12 @@ def settings_file_payload(resolved: Resolved, cli: Iterable[str]) -> dict:
     environment (a tool reads the environment itself: a copy would outlive a change of it),
     and the --data keys.
     """
+    kept = set(cli)
+    # A --data value the caller does not keep (a per-run one: red-provision's fallback logs
+    # dir, the entrypoint's skipped app steps) is not the box's setting: not written either.
     values = {key: value for key, value in resolved.values.items()
-              if not BY_KEY[key].secret and not _from_env(resolved, BY_KEY[key])}
+              if not BY_KEY[key].secret and not _from_env(resolved, BY_KEY[key])
+              and (resolved.sources.get(key) != f"--data {key}" or key in kept)}
     return {"values": values, "cli": sorted(set(cli) - {
         key for key in cli if key in BY_KEY and BY_KEY[key].secret})}
 

@@ -118,7 +118,7 @@ class FreshBox:
         22/tcp mapping, ssh_host:ssh_port = Red's sshd, which serves the box's host keys.
         """
         return dict(self.instance(), image_runtype="ssh_proxy", ports={},
-                    ssh_host="localhost", ssh_port=self.ports["ssh"])
+                    ssh_host="localhost", ssh_port=self.ports["sshd"])
 
 
 def box_ports(index: int) -> dict[str, int]:

@@ -198,7 +198,7 @@ def test_the_same_instance_on_another_route_keeps_its_pin(box, operator, first_r
     assert "Added host key" not in moved.stderr, moved.tail()
     lines = pin.read_text().splitlines()
     assert [line.split()[1:] for line in lines] == keys
-    assert all(line.split()[0] == f"[localhost]:{box.ports['ssh']}" for line in lines)
+    assert all(line.split()[0] == f"[localhost]:{box.ports['sshd']}" for line in lines)
 
 
 def test_rerented_box_on_the_same_address_is_refused_under_its_old_id(

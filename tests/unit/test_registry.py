@@ -105,3 +105,9 @@ def test_a_per_run_data_value_is_not_the_boxs_setting():
     assert "base_logs_dir" not in payload["values"] and payload["cli"] == []
     kept = settings_file_payload(saved, {"base_logs_dir"})
     assert kept["values"]["base_logs_dir"] == "/var/log/red"
+
+
+def test_a_port_given_the_default_of_a_later_service_falls_back():
+    result = resolve({"JUPYTER_PORT": "8443"})
+    assert result["jupyter_port"] == 8888 and result["portal_port"] == 8443
+    assert any("JUPYTER_PORT=8443 is already used" in line for line in result.decisions)

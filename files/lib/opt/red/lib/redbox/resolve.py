@@ -139,6 +139,10 @@ def resolve(env: Mapping[str, str] | None = None, data: Data | None = None,
     result = Resolved(values={})
     notes = result.decisions
     taken_ports: set[int] = set()
+    # A port left at its default holds it whatever the order: a value another setting gives
+    # that equals it falls back (JUPYTER_PORT=8443 against the door's default 8443).
+    held_defaults = {setting.default for setting in SETTINGS if setting.distinct_port
+                     and setting.key not in cli and _first_env(env, setting.env)[0] is None}
     # Defaults that selectors (visomaster_flavor) stand in for, by key: (value, "selector=choice").
     presets: dict[str, tuple[Any, str]] = {}
     for setting in SETTINGS:
@@ -170,7 +174,7 @@ def resolve(env: Mapping[str, str] | None = None, data: Data | None = None,
             if setting.warn and (warning := setting.warn(value)):
                 notes.append(f"{source}: {warning}")
         if setting.distinct_port and value is not None:
-            if value in taken_ports:
+            if value in taken_ports or (value != setting.default and value in held_defaults):
                 notes.append(f"{source}={value} is already used by another service: "
                              f"using {setting.default}")
                 value = setting.default

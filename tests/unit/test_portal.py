@@ -123,7 +123,8 @@ def test_programs_listen_where_the_door_says(env, public, listen, base_url):
         "--secrets-conf /etc/red/portal/secrets.conf "
         "--token-file /etc/red/secrets/portal_token "
         "--vnc-password-file /etc/red/secrets/vnc_password "
-        "--jupyter-token-file /etc/red/secrets/jupyter_token --cookie-name red_door_8443")
+        "--jupyter-token-file /etc/red/secrets/jupyter_token --cookie-name red_door_8443 "
+        "--port 8443")
     assert f"--jupyter-path {base_url}" in built["status"].command_line
 
 
@@ -193,25 +194,61 @@ def nginx(tmp_path_factory):
     (work / "nginx.conf").write_text(config)
     for name, value in (("token", TOKEN), ("vnc", VNC_PASSWORD), ("jupyter", JUPYTER_TOKEN)):
         (work / name).write_text(value + "\n")
-    log = (work / "error.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "files/portal/opt/red/bin/red-portal"), "serve",
-         "--config", str(work / "nginx.conf"), "--secrets-conf", str(work / "secrets.conf"),
-         "--token-file", str(work / "token"), "--vnc-password-file", str(work / "vnc"),
-         "--jupyter-token-file", str(work / "jupyter"), "--cookie-name", f"red_door_{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
-        env={"PYTHONPATH": str(ROOT / "files/lib/opt/red/lib")},
-    )
-    deadline = time.monotonic() + 10
-    while curl(port, "/", check_alive=True) == "000":
-        assert process.poll() is None, (work / "error.log").read_text()
-        assert time.monotonic() < deadline, (work / "error.log").read_text()
-        time.sleep(0.1)
+    process = _serve_door(work, "nginx.conf", port, "error.log")
     yield {"port": port, "work": work}
     process.terminate()
     process.wait(10)
     for server in upstreams:
         server.shutdown()
+
+
+def _serve_door(work: Path, config: str, port: int, log: str) -> subprocess.Popen:
+    """red-portal serve with the test's files; returns once the door answers."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "files/portal/opt/red/bin/red-portal"), "serve",
+         "--config", str(work / config), "--secrets-conf", str(work / "secrets.conf"),
+         "--token-file", str(work / "token"), "--vnc-password-file", str(work / "vnc"),
+         "--jupyter-token-file", str(work / "jupyter"), "--cookie-name", f"red_door_{port}",
+         "--port", str(port)],
+        stdout=(work / log).open("w"), stderr=subprocess.STDOUT,
+        env={"PYTHONPATH": str(ROOT / "files/lib/opt/red/lib")},
+    )
+    deadline = time.monotonic() + 10
+    while curl(port, "/", check_alive=True) == "000":
+        assert process.poll() is None, (work / log).read_text()
+        assert time.monotonic() < deadline, (work / log).read_text()
+        time.sleep(0.1)
+    return process
+
+
+def test_a_door_whose_master_was_killed_comes_back_on_its_port(nginx):
+    # kill -9 of nginx's master leaves its workers holding the port; the next start clears them.
+    work, port = nginx["work"], free_port()
+    config = (work / "nginx.conf").read_text().replace(str(nginx["port"]), str(port)) \
+        .replace(str(work / "nginx.pid"), str(work / "killed.pid"))
+    (work / "killed.conf").write_text(config)
+    first = _serve_door(work, "killed.conf", port, "killed-1.log")
+    master = int((work / "killed.pid").read_text())
+    workers = [pid for pid in door.listeners(port) if pid != master]
+    assert workers, "nginx's workers hold the port"
+    first.kill()  # the master is red-portal's process (exec)
+    first.wait(5)
+    assert master == first.pid and set(workers) <= set(door.listeners(port))
+    # The old workers still answer: wait for the new master's workers instead.
+    second = _serve_door(work, "killed.conf", port, "killed-2.log")
+    try:
+        deadline = time.monotonic() + 10
+        while set(door.listeners(port)) <= set(workers) or second.pid not in door.listeners(port):
+            assert second.poll() is None, (work / "killed-2.log").read_text()
+            assert time.monotonic() < deadline, (work / "killed-2.log").read_text()
+            time.sleep(0.1)
+        log = (work / "killed-2.log").read_text()
+        assert f"port {port} is still held by the workers of a front door that died" in log
+        assert not set(workers) & set(door.listeners(port))
+        assert curl(port, "/red/status.json", "-H", f"Authorization: Bearer {TOKEN}") == "200"
+    finally:
+        second.terminate()
+        second.wait(10)
 
 
 def curl(port, path, *args, check_alive=False, scheme="https") -> str:

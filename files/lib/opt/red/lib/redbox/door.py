@@ -18,7 +18,11 @@ import base64
 import hashlib
 import hmac
 import os
+import signal
 import sys
+import time
+
+from redbox.pids import alive, listeners
 
 NGINX = "/usr/sbin/nginx"
 BASIC_USERS = ("red", "vastai")
@@ -87,6 +91,31 @@ def write_private(path: str, text: str) -> None:
     os.replace(staging, path)
 
 
+def _stop_orphaned_workers(port: int, grace: float = 3.0) -> None:
+    """
+    A front door whose master died without its workers (kill -9) leaves them holding the port:
+    the new nginx could not bind and supervisor would restart it forever.
+    """
+    stale = [pid for pid, exe in listeners(port).items() if os.path.basename(exe) == "nginx"]
+    if not stale:
+        return
+    print(f"red-portal: port {port} is still held by the workers of a front door that died "
+          f"(pids {' '.join(map(str, stale))}): stopping them", file=sys.stderr, flush=True)
+    _signal(stale, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(alive(pid) for pid in stale) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _signal([pid for pid in stale if alive(pid)], signal.SIGKILL)
+
+
+def _signal(pids: list[int], number: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, number)
+        except ProcessLookupError:
+            pass
+
+
 def serve(args) -> int:
     token = read_secret(args.token_file)
     if not token:
@@ -104,6 +133,7 @@ def serve(args) -> int:
             print(f"red-portal: {path} is empty or missing: {what}", file=sys.stderr)
     write_private(args.secrets_conf,
                   render(token, args.cookie_name, vnc_password, jupyter_token))
+    _stop_orphaned_workers(args.port)
     print(f"red-portal: starting nginx with {args.config}", file=sys.stderr, flush=True)
     os.execv(NGINX, [NGINX, "-c", args.config, "-g", "daemon off;"])  # noqa: S606 - fixed argv
     return 1
@@ -119,5 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--vnc-password-file", required=True)
     start.add_argument("--jupyter-token-file", required=True)
     start.add_argument("--cookie-name", required=True)
+    start.add_argument("--port", type=int, required=True, help="the port nginx.conf listens on")
     args = parser.parse_args(argv)
     return serve(args)

@@ -464,6 +464,8 @@ def build_program(app_dir: str, autostart: bool, data=settings.get) -> Program:
             "USER": "root",
             # The app's print()s reach its log as they happen.
             "PYTHONUNBUFFERED": "1",
+            # At a container start it waits for the boot's install of the app (redbox.appwait).
+            "RED_ONSTART_STATE": f"{data('provisioning_state_dir')}/onstart.json",
         },
         autostart=autostart,
         # Closing the app's window ends it for good; a crash brings it back after a pause

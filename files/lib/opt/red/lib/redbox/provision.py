@@ -69,6 +69,7 @@ import time
 from redbox import lock, parse, progress, state
 from redbox import log as logs_
 from redbox.pids import alive as pid_alive
+from redbox.pids import container_start
 from redbox.registry import BY_KEY
 from redbox.resolve import SEED_SCRIPTS, SETTINGS_FILE, box_settings, provisioning_settings
 from redbox.retry import Attempts
@@ -550,18 +551,6 @@ def ensure_services(values, prov, logs: str | None, log, wait: bool) -> tuple[bo
         return True, True
     log("supervisord is running: the services are up")
     return True, False
-
-
-def container_start() -> str:
-    """This container start's identity: the host's boot and PID 1's start time."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
-            boot = handle.read().strip()
-        with open("/proc/1/stat", encoding="ascii") as handle:
-            started = handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-    return f"{boot}/{started}"
 
 
 def cmd_onstart(args) -> int:

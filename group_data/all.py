@@ -126,6 +126,12 @@ visomaster_download_models = True
 visomaster_models_attempts = 3
 # seconds one downloader run may take before it is stopped
 visomaster_models_timeout = 3600
+# seconds all the downloader runs of one converge may take together; then the failure is
+# recorded (env VISOMASTER_MODELS_DEADLINE)
+visomaster_models_deadline = 3600
+# seconds a failed model download (same model list) is not tried again by a converge, doubling
+# per failure up to 6 h; `red-app-models --retry-now` tries at once
+visomaster_models_backoff = 600
 # the models' verification record (JSON)
 visomaster_models_state = '/var/lib/red/models-state.json'
 # fetch and verify the CLIP weights the text masks load (ViT-B/16) at provisioning (env

@@ -264,17 +264,11 @@ def _pip_install(venv: str, requirements: str, extra_index_urls: list[str], key:
         host.noop(f"{venv} already has visomaster installed ({requirements})")
         return
     if found == "missing":
-        note = (f"requirements file {requirements} does not exist ({report.get('error')}): "
-                "nothing installed (set visomaster_requirements / VISOMASTER_REQUIREMENTS)")
-        host.noop(note)
-        settings.record([note], topic="visomaster")
+        _skip(f"requirements file {requirements} does not exist ({report.get('error')}): "
+              "nothing installed (set visomaster_requirements / VISOMASTER_REQUIREMENTS)")
         return
     if found == "backoff":
-        note = (f"pip install of {requirements} skipped: it failed {report.get('failures')} "
-                f"time(s) with these inputs ({report.get('cause')}); next try after "
-                f"{report.get('next_try_after')}; `{PIP} --retry-now` tries now")
-        host.noop(note)
-        settings.record([note], topic="visomaster")
+        _held_off(f"pip install of {requirements}", "these inputs", report, PIP)
         return
     yield StringCommand(
         "{", "echo", QuoteString(f"== red-app-pip {requirements}"), SHELL_TIMESTAMP, ";",
@@ -284,8 +278,21 @@ def _pip_install(venv: str, requirements: str, extra_index_urls: list[str], key:
     )
 
 
+def _skip(note: str) -> None:
+    """Nothing to run: the reason in pyinfra's output and the box's startup log."""
+    host.noop(note)
+    settings.record([note], topic="visomaster")
+
+
+def _held_off(what: str, inputs: str, report: dict, tool: str) -> None:
+    """A step that failed is not repeated inside its backoff: say so and when it tries again."""
+    _skip(f"{what} skipped: it failed {report.get('failures')} time(s) with {inputs} "
+          f"({report.get('cause')}); next try after {report.get('next_try_after')}; "
+          f"`{tool} --retry-now` tries now")
+
+
 @operation()
-def _models(repo: str, python: str, attempts: int, state: str, log: str, *, timeout: int,
+def _models(repo: str, python: str, attempts: int, state: str, log: str, *, bounds: dict,
             pip_state: str, status: str):
     """
     Run the app's model downloader until every model file verifies (red-app-models), unless
@@ -296,8 +303,9 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, time
     + attempts: downloader runs before giving up
     + state: the state file
     + log: the downloader's output
-    + timeout: seconds one downloader run may take (a hung one would hold the provisioning
-      lock for ever); attempts x timeout bounds the step
+    + bounds: timeout (seconds one downloader run may take: a hung one would hold the
+      provisioning lock for ever), deadline (all the runs together) and backoff (after a
+      failure, seconds before a converge downloads again: the settings)
     + pip_state: red-app-pip's record (a failed install is named as the cause)
     + status: the status JSON (per-file progress)
     """
@@ -308,10 +316,14 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, time
     if report.get("verified"):
         host.noop(f"all {report.get('checked')} model files in {repo} verify")
         return
+    if report.get("in_backoff"):
+        _held_off(f"models download in {repo}", "this model list", report, MODELS)
+        return
     models = StringCommand(
         MODELS, "--repo", QuoteString(repo), "--models-data", MODELS_DATA,
         "--python", QuoteString(python), "--attempts", str(int(attempts)),
-        "--timeout", str(int(timeout)), "--state", QuoteString(state),
+        "--timeout", str(int(bounds["timeout"])), "--deadline", str(int(bounds["deadline"])),
+        "--backoff", str(int(bounds["backoff"])), "--state", QuoteString(state),
         *(("--pip-state", QuoteString(pip_state)) if pip_state else ()),
         "--status", QuoteString(status), ">/dev/null",
     )
@@ -415,7 +427,9 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
                 repo=app_dir,
                 python=f"{app_venv}/bin/python",
                 attempts=app["visomaster_models_attempts"],
-                timeout=app["visomaster_models_timeout"],
+                bounds={"timeout": app["visomaster_models_timeout"],
+                        "deadline": app["visomaster_models_deadline"],
+                        "backoff": app["visomaster_models_backoff"]},
                 state=app["visomaster_models_state"],
                 # Only an install this converge runs can be why the downloader cannot run.
                 pip_state=app["visomaster_pip_state"] if app["visomaster_install_requirements"]
@@ -433,7 +447,7 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
             repo=app_dir,
             log=f"{logs}/visomaster-models.log",
             bounds={"attempts": app["visomaster_models_attempts"],
-                    "deadline": app["visomaster_models_timeout"],
+                    "deadline": app["visomaster_models_deadline"],
                     "status": app["visomaster_status_file"]},
             _ignore_errors=True,
         )

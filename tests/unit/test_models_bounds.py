@@ -7,12 +7,15 @@ progress in the status JSON, and the fork's ``Path(__file__)`` style of models_d
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.models_repo import Assets, blob, make_repo, run_tool, sha
+from tests.fixtures.models_repo import TOOL, Assets, blob, make_repo, run_tool, sha
 
 
 @pytest.fixture
@@ -114,3 +117,64 @@ def test_the_forks_path_file_style_models_data(assets, tmp_path):
     rc, state, _ = run_tool(repo, tmp_path / "s.json")
     assert rc == 0 and state["checked"] == 1
     assert Path(repo / "model_assets" / "a.onnx").read_bytes() == data
+
+
+HANGING_DOWNLOADER = "import time\ntime.sleep(120)\n"
+
+
+def test_the_deadline_bounds_all_the_runs_together(assets, tmp_path):
+    # A blackholed mirror: each run hangs; three runs of 60 s would be three minutes.
+    repo = make_repo(tmp_path, assets, {"a": "good"})
+    (repo / "download_models.py").write_text(HANGING_DOWNLOADER)
+    started = time.monotonic()
+    rc, state, _ = run_tool(repo, tmp_path / "s.json", "--attempts", "3", "--timeout", "60",
+                            "--deadline", "3")
+    assert time.monotonic() - started < 20
+    assert rc == 3 and state["downloads_run"] == 1 and state["deadline_reached"] is True
+    assert state["reason"] == ("1 of 1 model files not verified: the deadline ran out after "
+                               "1 download run(s)")
+    assert "killed after 3 s" in state["download_runs"][0]["output_tail"][-1]
+
+
+def test_a_failed_download_backs_off_until_retried_or_the_list_changes(assets, tmp_path):
+    repo = make_repo(tmp_path, assets, {"a": "good", "b": "good"})
+    assets.plan["/assets/v1.0.0/b.onnx"] = ["404"]
+    status = tmp_path / "s.json"
+    rc, state, _ = run_tool(repo, status, "--backoff", "600")
+    assert rc == 3 and state["failures"] == 1 and state["in_backoff"] is True
+    assert state["cause"].startswith("1 of 2 model files failed verification")
+    # The next boot, the mirror fixed or not: no download inside the backoff, one line why.
+    assets.plan["/assets/v1.0.0/b.onnx"] = ["good"]
+    assets.hits.clear()
+    rc, state, _ = run_tool(repo, status, "--backoff", "600")
+    assert rc == 3 and state["downloads_run"] == 0 and not assets.hits
+    assert state["reason"] == (
+        f"not downloaded: the download failed 1 time(s) ({state['cause']}); next try after "
+        f"{state['next_try_after']}; `red-app-models --retry-now` tries now")
+    assert state["in_backoff"] is True and state["failures"] == 1
+    # A check (the converge's fact: no download allowed) keeps the record.
+    rc, state, _ = run_tool(repo, status, "--attempts", "0")
+    assert state["in_backoff"] is True and state["failures"] == 1
+    # The documented command: the same download, now.
+    rc, state, _ = run_tool_retry(status)
+    assert rc == 0 and state["verified"] is True and state["failures"] == 0
+    assert state["in_backoff"] is False
+
+
+def test_a_changed_model_list_is_not_held_by_an_old_failure(assets, tmp_path):
+    repo = make_repo(tmp_path, assets, {"a": "good"})
+    assets.plan["/assets/v1.0.0/a.onnx"] = ["404"]
+    status = tmp_path / "s.json"
+    rc, state, _ = run_tool(repo, status, "--backoff", "600")
+    assert rc == 3 and state["in_backoff"] is True
+    assets.plan["/assets/v1.0.0/a.onnx"] = ["good"]
+    models_data = repo / "app" / "processors" / "models_data.py"
+    models_data.write_text(models_data.read_text() + "\n# the next release\n")
+    rc, state, _ = run_tool(repo, status, "--backoff", "600")
+    assert rc == 0 and state["downloads_run"] == 1 and state["verified"] is True
+
+
+def run_tool_retry(state: Path) -> tuple[int, dict, str]:
+    proc = subprocess.run([sys.executable, str(TOOL), "--retry-now", "--state", str(state)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    return proc.returncode, json.loads(state.read_text()), proc.stderr

@@ -99,7 +99,8 @@ def test_out_of_state_box_checks_out_installs_and_downloads(plans):
     assert "visomaster: installing /workspace/VisoMaster/requirements_cu124.txt into " \
         "/opt/red/venv FAILED" in pip  # the startup log's line when it fails
     [models] = matching(commands, MODELS_APPLY)
-    assert "--python /opt/red/venv/bin/python --attempts 3" in models
+    assert "--python /opt/red/venv/bin/python --attempts 3 --timeout 3600 --deadline 3600 " \
+        "--backoff 600" in models
     assert "--state /var/lib/red/models-state.json" in models
     assert "models NOT verified" in models  # the startup log line when they do not verify
 
@@ -135,7 +136,7 @@ def test_pip_gets_only_the_extra_indexes_given():
     assert "--extra-index-url" not in pip
 
 
-def test_a_failed_install_in_its_backoff_is_not_repeated_and_says_when(plans):
+def test_a_failed_install_or_download_in_its_backoff_is_not_repeated_and_says_when(plans):
     commands, output = plans["vm_pip_backoff"]
     assert matching(commands, "visomaster-status.json --check")
     assert not matching(commands, PIP_APPLY)
@@ -143,6 +144,12 @@ def test_a_failed_install_in_its_backoff_is_not_repeated_and_says_when(plans):
             "time(s) with these inputs (index pypi.nvidia.com: read timed out x4); next try "
             "after 2026-12-02T01:00:00Z; `/opt/red/bin/red-app-pip --retry-now` tries now"
             ) in output
+    # The models likewise: verified (the check), not downloaded again inside their backoff.
+    assert matching(commands, "--attempts 0")
+    assert not matching(commands, MODELS_APPLY)
+    assert ("models download in /workspace/VisoMaster skipped: it failed 1 time(s) with this "
+            "model list (the deadline ran out after 1 download run(s)); next try after "
+            "2026-12-02T00:10:00Z; `/opt/red/bin/red-app-models --retry-now` tries now") in output
 
 
 def test_the_fusion_flavor_checks_out_the_fork_and_installs_its_file_with_its_indexes(plans):

@@ -3,7 +3,9 @@
 Usage:
     red-app-models --repo DIR [--models-data app/processors/models_data.py] [--attempts N]
                    [--state FILE] [--download-cmd "python download_models.py"]
-                   [--python PYTHON] [--timeout SECONDS] [--rehash]
+                   [--python PYTHON] [--timeout SECONDS] [--deadline SECONDS]
+                   [--backoff SECONDS] [--force] [--rehash]
+    red-app-models --retry-now [--state FILE]   # the last download again, now
 
 Runs on the target box (stdlib only, Python >= 3.10).
 
@@ -21,7 +23,11 @@ Runs on the target box (stdlib only, Python >= 3.10).
    [PYTHON, "download_models.py"], PYTHON defaulting to this interpreter; --download-cmd is
    split with shlex), with its output forwarded to stderr, then verifies again; up to
    --attempts runs (default 3). The downloader's exit code is recorded but not trusted (the
-   upstream one exits 0 after failed downloads).
+   upstream one exits 0 after failed downloads). Each run is killed after --timeout seconds,
+   and all of them together get --deadline seconds.
+   A failed download is recorded with its cause and a backoff (--backoff seconds, doubling
+   per failure of the same model list and command, up to 6 h): until then a run verifies
+   but does not download (--force, or --retry-now, does); a changed model list downloads.
 4. Writes the JSON state file atomically (default /var/lib/red/models-state.json) and prints
    the same JSON (without the cache) as one line on stdout.
 
@@ -37,7 +43,10 @@ State file:
    downloader leaves after an integrity failure)
    "time": ISO-8601 UTC, "repo", "models_data", "attempts": N, "downloads_run": int,
    "download_runs": [{"attempt", "exit_code", "seconds", "output_tail": [str]}],
-   "reason": one-line summary, "error": str | null, "cache": {abs path: {...}}}
+   "reason": one-line summary, "error": str | null, "cache": {abs path: {...}},
+   "key": the inputs' sha256, "failures": failed downloads in a row of these inputs,
+   "cause", "next_try_after" (ISO-8601), "next_try_epoch", "in_backoff": bool,
+   "deadline_reached": bool (when --deadline stopped the runs), "argv": what --retry-now runs}
 
 Exit codes: 0 all model files verified; 3 not verified (files failing, model list unreadable,
 downloader missing), with a one-line reason on stderr; 2 usage error.
@@ -57,6 +66,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
 
@@ -64,6 +74,7 @@ from redbox import lock
 from redbox import state as json_state
 from redbox.log import timestamp as now_iso
 from redbox.progress import Reporter
+from redbox.retry import backoff_seconds
 
 TOOL = "red-app-models"
 DEFAULT_STATE = "/var/lib/red/models-state.json"
@@ -406,6 +417,9 @@ def write_state(state_path: str, data: dict) -> str | None:
 def summarize(state: dict) -> str:
     if state["error"]:
         return state["error"]
+    if state.get("deadline_reached") and not state["verified"]:
+        return (f"{len(state['failed'])} of {state['checked']} model files not verified: the "
+                f"deadline ran out after {state['downloads_run']} download run(s)")
     if state["verified"]:
         return f"all {state['checked']} model files verified"
     shown = ", ".join(f"{f['file']} ({f['reason']})" for f in state["failed"][:5])
@@ -417,7 +431,7 @@ def summarize(state: dict) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=TOOL, description="Download VisoMaster's models with the "
                                 "app's own downloader and verify their SHA-256.")
-    p.add_argument("--repo", required=True)
+    p.add_argument("--repo", help="the app's checkout (required but with --retry-now)")
     p.add_argument("--models-data", default=DEFAULT_MODELS_DATA)
     p.add_argument("--attempts", type=int, default=3)
     p.add_argument("--state", default=DEFAULT_STATE)
@@ -427,10 +441,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--timeout", type=float, default=0,
                    help="kill a downloader run after this many seconds (0: no limit)")
+    p.add_argument("--deadline", type=float, default=0,
+                   help="seconds for all the downloader runs together (0: no limit)")
+    p.add_argument("--backoff", type=float, default=0,
+                   help="after a failed download, seconds before a run downloads again "
+                        "(doubling per failure of the same model list, up to 6 h; 0: none)")
+    p.add_argument("--force", action="store_true", help="ignore the backoff")
+    p.add_argument("--retry-now", action="store_true",
+                   help="run the last recorded download again now (its own arguments)")
     p.add_argument("--rehash", action="store_true", help="ignore cached hashes")
     p.add_argument("--pip-state", help="red-app-pip's record: a failed install is the cause")
     p.add_argument("--status", help="the status JSON for per-file progress (step models)")
     a = p.parse_args(argv)
+    if a.retry_now:
+        saved = (json_state.read(a.state) or {}).get("argv")
+        if not isinstance(saved, list):
+            p.error(f"no download recorded in {a.state} to retry")
+        a = p.parse_args([*saved, "--force"])
+        a.argv = saved
+    else:
+        a.argv = [item for item in (argv if argv is not None else sys.argv[1:])
+                  if item not in ("--force", "--rehash")]
+    if not a.repo:
+        p.error("--repo is required")
     if a.attempts < 0:
         p.error("--attempts must be >= 0")
     a.cmd = shlex.split(a.download_cmd) if a.download_cmd else [a.python, "download_models.py"]
@@ -439,7 +472,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def converge(a: argparse.Namespace, repo: str, models_data: str, state: dict) -> None:
+def inputs_key(models_data: str, cmd: list[str]) -> str:
+    """What makes a download another one: the model list and the downloader's command."""
+    digest = hashlib.sha256(json.dumps(cmd).encode())
+    try:
+        with open(models_data, "rb") as handle:
+            digest.update(handle.read())
+    except OSError:
+        pass
+    return digest.hexdigest()
+
+
+def backoff_left(previous: dict, key: str, now: float | None = None) -> float:
+    """Seconds the last failed download of these inputs still holds off another (0: none)."""
+    if previous.get("key") != key or not previous.get("failures"):
+        return 0.0
+    now = time.time() if now is None else now
+    return max(0.0, float(previous.get("next_try_epoch") or 0) - now)
+
+
+def record_outcome(state: dict, previous: dict, a: argparse.Namespace) -> None:
+    """The failure count, cause and backoff: new after a failed download, else carried on."""
+    same = previous.get("key") == state["key"]
+    if state["verified"]:
+        state["failures"] = 0
+    elif state["downloads_run"]:
+        failures = (previous.get("failures") or 0) + 1 if same else 1
+        until = time.time() + (backoff_seconds(failures, a.backoff) if a.backoff else 0)
+        state.update(failures=failures, cause=state["reason"], next_try_epoch=round(until),
+                     next_try_after=datetime.fromtimestamp(until, timezone.utc)
+                     .strftime("%Y-%m-%dT%H:%M:%SZ"))
+    elif same:
+        for name in ("failures", "cause", "next_try_epoch", "next_try_after"):
+            if name in previous:
+                state[name] = previous[name]
+    state["in_backoff"] = bool(backoff_left(state, state["key"]))
+    # What --retry-now runs again: the last command line that could download.
+    state["argv"] = a.argv if a.attempts else previous.get("argv")
+
+
+def converge(a: argparse.Namespace, repo: str, models_data: str, state: dict,
+             previous: dict) -> None:
     try:
         entries, skipped = read_models(models_data)
     except (OSError, SyntaxError, ValueError) as exc:
@@ -458,14 +531,29 @@ def converge(a: argparse.Namespace, repo: str, models_data: str, state: dict) ->
         state["error"] = (f"not downloaded: the app's packages are not installed ({blocked}); "
                           "the models are fetched by the first converge after the install")
         a.attempts = 0
+    waiting = backoff_left(previous, state["key"]) if failed and a.attempts else 0
+    if waiting and not a.force:
+        # A failing download (a host down, a blackholed mirror) is not repeated at every boot.
+        state["error"] = (f"not downloaded: the download failed {previous.get('failures')} "
+                          f"time(s) ({previous.get('cause')}); next try after "
+                          f"{previous.get('next_try_after')}; `{TOOL} --retry-now` tries now")
+        a.attempts = 0
     progress = FileProgress(repo, entries, a.status) if a.status else None
+    started = time.monotonic()
     while failed and state["downloads_run"] < a.attempts:
+        limit = a.timeout or None
+        if a.deadline:
+            left = a.deadline - (time.monotonic() - started)
+            if left < 1:
+                state["deadline_reached"] = True
+                break
+            limit = min(limit or left, left)
         state["downloads_run"] += 1
         n = state["downloads_run"]
         print(f"{TOOL}: {len(failed)} of {checked} model files missing or wrong; running "
               f"{shlex.join(a.cmd)} in {repo} (attempt {n}/{a.attempts})", file=sys.stderr)
         t0 = time.monotonic()
-        rc, tail = run_downloader(a.cmd, repo, a.timeout or None, progress)
+        rc, tail = run_downloader(a.cmd, repo, limit, progress)
         state["download_runs"].append({"attempt": n, "exit_code": rc,
                                        "seconds": round(time.monotonic() - t0, 1),
                                        "output_tail": tail})
@@ -515,12 +603,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError:
         lock_fd = None
     try:
+        previous = json_state.read(a.state)
+        previous = previous if isinstance(previous, dict) else {}
+        state["key"] = inputs_key(models_data, a.cmd)
         if not os.path.isdir(repo):
             state["error"] = f"repository directory {repo} does not exist"
         else:
-            converge(a, repo, models_data, state)
+            converge(a, repo, models_data, state, previous)
         state["time"] = now_iso()
         state["reason"] = summarize(state)
+        record_outcome(state, previous, a)
         problem = write_state(a.state, state)
     finally:
         if lock_fd is not None:

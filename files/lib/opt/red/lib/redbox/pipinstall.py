@@ -46,10 +46,10 @@ from urllib.parse import urlsplit
 from redbox import state
 from redbox.log import Log, timestamp
 from redbox.progress import STATUS_FILE, Reporter
+from redbox.retry import backoff_seconds
 
 TOOL = "red-app-pip"
 STATE_FILE = "/var/lib/red/visomaster-pip.json"
-BACKOFF_CAP = 6 * 3600
 # Seconds pip gets after SIGTERM at the deadline, before SIGKILL.
 STOP_GRACE = 5
 _INDEX_OPTION = re.compile(r"(?:^|\s)(--extra-index-url|--index-url|-i)(?:\s*=\s*|\s+)(\S+)")
@@ -198,10 +198,6 @@ class PipProgress:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def backoff_seconds(failures: int, base: float) -> float:
-    return min(BACKOFF_CAP, base * 2 ** max(0, failures - 1))
 
 
 def check(a: argparse.Namespace, now: float | None = None) -> dict:

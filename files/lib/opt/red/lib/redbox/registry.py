@@ -217,6 +217,12 @@ SETTINGS: tuple[Setting, ...] = (
        "downloader runs until every model verifies"),
     _s("visomaster", "visomaster_models_timeout", 3600, parse.integer(60, 86400),
        "seconds one downloader run may take before it is stopped"),
+    _s("visomaster", "visomaster_models_deadline", 3600, parse.integer(60, 86400),
+       "seconds all the downloader runs of one converge may take together; then the failure "
+       "is recorded", env=("VISOMASTER_MODELS_DEADLINE",)),
+    _s("visomaster", "visomaster_models_backoff", 600, parse.integer(0, 86400),
+       "seconds a failed model download (same model list) is not tried again by a converge, "
+       "doubling per failure up to 6 h; `red-app-models --retry-now` tries at once"),
     _s("visomaster", "visomaster_models_state", "/var/lib/red/models-state.json",
        parse.absolute_dir, "the models' verification record (JSON)"),
     _s("visomaster", "visomaster_download_clip", True, parse.boolean,

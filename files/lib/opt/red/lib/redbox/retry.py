@@ -5,6 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
+# A failed step is not tried again by a converge for a while: base seconds, doubling per
+# failure of the same inputs, never more than this.
+BACKOFF_CAP = 6 * 3600
+
+
+def backoff_seconds(failures: int, base: float) -> float:
+    """How long the ``failures``-th failure in a row keeps a step from being tried again."""
+    return min(BACKOFF_CAP, base * 2 ** max(0, failures - 1))
+
 
 class Attempts:
     """

@@ -94,7 +94,7 @@ TEST_CA_DIR = $(or $(EXTRA_CA_DIR),$(if $(wildcard /usr/local/share/ca-certifica
 image-tests: deps base
 	$(MAKE) image IMAGE=$(TEST_IMAGE) BASE_IMAGE=$(RED_BASE) PYTHON_VERSION=3.11 \
 		EXTRA_CA_DIR=$(TEST_CA_DIR)
-	RED_TEST_IMAGE=$(TEST_IMAGE) $(VENV)/bin/python -m pytest tests/image tests/live
+	RED_TEST_IMAGE=$(TEST_IMAGE) $(VENV)/bin/python -m pytest --durations=25 tests/image tests/live
 
 test: lint unit image-tests
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """
 Red's benchmark: cold build time, image size, boot-to-ready, no-op re-converge and kill -9
-recovery per service, and the Vast inventory's load time. Prints a Markdown table; it asserts
+recovery per service, the first boot to "app ready" with the app baked in vs not, and the Vast
+inventory's load time. Prints a Markdown table; it asserts
 nothing (tests do that).
 
     make bench                       # the test image on the local Debian 12 base
@@ -137,6 +138,35 @@ def _serving(box, program: str, old_pid: int) -> bool:
     return pid.isdigit() and int(pid) not in (0, old_pid)
 
 
+# -- the app: first boot to "app ready" (its window on the desktop), baked vs lean
+
+
+def app_ready_baked_vs_lean() -> list[tuple[str, str]]:
+    """
+    The image tier's baked-app test (tests/image/test_visomaster_baked.py) with the fixture
+    app served on loopback: the baked image's first boot against the lean one's, each until the
+    app's window is on the desktop. Its figures come from the test's own line.
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+         "tests/image/test_visomaster_baked.py"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=3600)
+    marker = "baked vs lean (s): "
+    line = next((line for line in result.stdout.splitlines() if line.startswith(marker)), None)
+    if result.returncode != 0 or line is None:
+        raise SystemExit("the baked-app test failed:\n" + result.stdout[-3000:])
+    timings = json.loads(line[len(marker):])
+    baked = timings["baked_first_boot_to_app_window"]
+    lean = timings["lean_first_boot_to_app_window"]
+    return [
+        ("first boot to app ready, app baked in (fixture app)", f"{baked:.1f} s"),
+        ("first boot to app ready, lean image (clone + pip + models at boot)", f"{lean:.1f} s"),
+        ("first boot to app ready, baked / lean", f"{baked / lean:.2f}x"),
+        ("baked build on top of the cached lean layers",
+         f"{timings['baked_build_extra_seconds']:.0f} s"),
+    ]
+
+
 # -- the Vast inventory: loading 300 instances (12 pages of the v1 API, or the offline file)
 
 
@@ -189,6 +219,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="repetitions for medians")
     parser.add_argument("--inventory-only", action="store_true",
                         help="measure only the Vast inventory's load time")
+    parser.add_argument("--skip-app", action="store_true",
+                        help="leave out the app's baked vs lean first boot")
     args = parser.parse_args()
 
     rows = inventory_load(max(args.runs, 5))
@@ -223,6 +255,8 @@ def main() -> None:
                          f"{serving:.2f} s / {running:.2f} s"))
     finally:
         remove(NAME)
+    if not args.skip_app:
+        rows += app_ready_baked_vs_lean()
     print_table(rows)
 
 

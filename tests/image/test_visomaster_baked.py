@@ -177,9 +177,11 @@ def test_the_baked_image_boots_to_the_app_changing_nothing_app_related(baked_ima
         assert "cloned to" not in startup and "updated to" not in startup
         assert box.sh("/opt/red/venv/bin/python -c 'import red_fixture_a as m; "
                       "print(m.VERSION)'").strip() == "1.0"
-        # The models are the boot's: downloaded and verified.
+        # The models are the boot's: downloaded and verified (by the background flow, after
+        # the services are up).
         deadline = time.monotonic() + 120
-        while "downloaded and verified" not in box.sh("cat /logs/startup.log"):
+        while f"model files in {APP_DIR} downloaded and verified" not in box.sh(
+                "cat /logs/startup.log"):
             assert time.monotonic() < deadline, box.sh("tail -n 20 /logs/startup.log")
             time.sleep(1)
         state = json.loads(box.sh("cat /var/lib/red/models-state.json"))

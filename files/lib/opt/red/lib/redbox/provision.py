@@ -87,7 +87,7 @@ PROVISIONING_SCRIPT_ENV = BY_KEY["provisioning_script"].env[0]
 # The app's slow steps (clone, a multi-GB pip install, models): the boot's foreground converge
 # leaves them to the background flow, so SSH, Jupyter and the desktop come up first.
 APP_STEPS = ("visomaster_checkout", "visomaster_install_requirements",
-                  "visomaster_download_models")
+                  "visomaster_download_models", "visomaster_download_clip")
 # HTTP answers worth another attempt: the rest of 4xx will not change by retrying.
 RETRIED_4XX = (408, 425, 429)
 # The seed's scripts this image ships (operations/provisioning.py): each converges the whole box.

@@ -210,7 +210,7 @@ def build_programs(runtime: settings.RuntimeSettings, data=settings.get) -> list
               "--token-file", f"{secrets_dir}/portal_token",
               "--vnc-password-file", f"{secrets_dir}/vnc_password",
               "--jupyter-token-file", f"{secrets_dir}/jupyter_token",
-              "--cookie-name", f"red_door_{door.port}", "--port", str(door.port)],
+              "--cookie-name", f"red_door_{door.port}"],
         priority=70,
         module=__name__,
         port_setting="portal_port",

@@ -23,6 +23,7 @@ from operations._common import template
 from operations.portal import portal_settings
 from operations.programs import programs
 from redbox import door
+from redbox.pids import alive, cmdline, group
 from tests.conftest import ROOT
 from tests.plan import plan as run_plan
 
@@ -123,8 +124,7 @@ def test_programs_listen_where_the_door_says(env, public, listen, base_url):
         "--secrets-conf /etc/red/portal/secrets.conf "
         "--token-file /etc/red/secrets/portal_token "
         "--vnc-password-file /etc/red/secrets/vnc_password "
-        "--jupyter-token-file /etc/red/secrets/jupyter_token --cookie-name red_door_8443 "
-        "--port 8443")
+        "--jupyter-token-file /etc/red/secrets/jupyter_token --cookie-name red_door_8443")
     assert f"--jupyter-path {base_url}" in built["status"].command_line
 
 
@@ -208,9 +208,10 @@ def _serve_door(work: Path, config: str, port: int, log: str) -> subprocess.Pope
         [sys.executable, str(ROOT / "files/portal/opt/red/bin/red-portal"), "serve",
          "--config", str(work / config), "--secrets-conf", str(work / "secrets.conf"),
          "--token-file", str(work / "token"), "--vnc-password-file", str(work / "vnc"),
-         "--jupyter-token-file", str(work / "jupyter"), "--cookie-name", f"red_door_{port}",
-         "--port", str(port)],
+         "--jupyter-token-file", str(work / "jupyter"), "--cookie-name", f"red_door_{port}"],
         stdout=(work / log).open("w"), stderr=subprocess.STDOUT,
+        # As supervisor starts a program: in a process group of its own.
+        start_new_session=True,
         env={"PYTHONPATH": str(ROOT / "files/lib/opt/red/lib")},
     )
     deadline = time.monotonic() + 10
@@ -229,23 +230,27 @@ def test_a_door_whose_master_was_killed_comes_back_on_its_port(nginx):
     (work / "killed.conf").write_text(config)
     first = _serve_door(work, "killed.conf", port, "killed-1.log")
     master = int((work / "killed.pid").read_text())
-    workers = [pid for pid in door.listeners(port) if pid != master]
-    assert workers, "nginx's workers hold the port"
-    first.kill()  # the master is red-portal's process (exec)
+    assert master == first.pid  # red-portal became nginx's master (exec)
+    first.kill()
     first.wait(5)
-    assert master == first.pid and set(workers) <= set(door.listeners(port))
-    # The old workers still answer: wait for the new master's workers instead.
+    workers = group(master)
+    assert workers and all(cmdline(pid) == "nginx: worker process" for pid in workers)
+    assert curl(port, "/", check_alive=True) != "000"  # the orphans still answer
     second = _serve_door(work, "killed.conf", port, "killed-2.log")
     try:
         deadline = time.monotonic() + 10
-        while set(door.listeners(port)) <= set(workers) or second.pid not in door.listeners(port):
+        while any(alive(pid) for pid in workers) or "starting nginx" not in (
+                work / "killed-2.log").read_text():
             assert second.poll() is None, (work / "killed-2.log").read_text()
             assert time.monotonic() < deadline, (work / "killed-2.log").read_text()
             time.sleep(0.1)
         log = (work / "killed-2.log").read_text()
-        assert f"port {port} is still held by the workers of a front door that died" in log
-        assert not set(workers) & set(door.listeners(port))
-        assert curl(port, "/red/status.json", "-H", f"Authorization: Bearer {TOKEN}") == "200"
+        assert f"the workers of a front door whose master died (pid {master})" in log
+        deadline = time.monotonic() + 10
+        while curl(port, "/red/status.json", "-H", f"Authorization: Bearer {TOKEN}") != "200":
+            assert second.poll() is None and time.monotonic() < deadline, log
+            time.sleep(0.1)
+        assert group(second.pid)  # the new master's workers
     finally:
         second.terminate()
         second.wait(10)

@@ -7,10 +7,11 @@ exits, and supervisor gives up on it (FATAL) before the install is done.
     python3 -m redbox.appwait before --app-dir DIR [...]   # 0: start it; 1: nothing to start
     python3 -m redbox.appwait after-crash [...]            # 0: the install ran: start again
 
-``before`` waits while the app is not there yet and the boot's flow is running (or has not
-begun within ``--grace`` seconds of this container start), and while a checkout or pip step
-runs. ``after-crash`` waits for the boot's flow when the app failed while it was running (a
-start in the instant between the checkout and the packages): that exit is not a crash.
+``before`` waits while a checkout or pip step runs, and, unless the app was installed before
+this start (a checkout and red-app-pip's stamp in the venv: baked in, or an earlier boot's),
+while the boot's flow installs it (its app phase, or it has not begun within ``--grace``
+seconds). The user's PROVISIONING_SCRIPT, which runs after, is not waited for.
+``after-crash`` waits for the flow's install when the app failed during it: not a crash.
 Both are bounded by ``--timeout`` and say once what they wait for, then every minute.
 """
 
@@ -24,19 +25,28 @@ import time
 from redbox import progress, state
 from redbox.log import timestamp
 from redbox.pids import alive, container_start
+from redbox.pipinstall import stamp_path
 
 INSTALL_STEPS = ("checkout", "pip")
 REPORT_EVERY = 60.0
 
 
 def flow_state(onstart_json: str, this_start: str) -> str:
-    """The boot's on-start flow in this container start: running, finished or not-begun."""
+    """
+    The boot's on-start flow in this container start: installing (its services or app phase:
+    the app's converge comes next or runs), running (the user's script), finished or not-begun.
+    """
     record = state.read(onstart_json)
     if not isinstance(record, dict) or record.get("container_start") != this_start:
         return "not-begun"
     if record.get("status") == "running" and alive(record.get("pid")):
-        return "running"
+        return "running" if record.get("phase") == "script" else "installing"
     return "finished"
+
+
+def installed(app_dir: str, venv: str) -> bool:
+    """A checkout with packages installed for it (red-app-pip's stamp in the venv)."""
+    return os.path.isfile(os.path.join(app_dir, "main.py")) and os.path.isfile(stamp_path(venv))
 
 
 def install_step(status_file: str) -> str | None:
@@ -70,18 +80,23 @@ def before(a: argparse.Namespace, sleep=time.sleep, clock=time.monotonic) -> int
     main_py = os.path.join(a.app_dir, "main.py")
     this_start = container_start()
     began = clock()
+    # Installed before this start (baked in, or an earlier boot's): no need to wait for the
+    # boot's converge, which then changes nothing app-related.
+    ready = installed(a.app_dir, a.venv)
 
     def pending() -> str | None:
         step = install_step(a.status)
         if step:
             return f"the app is being installed ({step})"
-        if os.path.isfile(main_py):
+        if ready:
             return None
         flow = flow_state(a.onstart, this_start)
-        if flow == "running":
-            return f"no checkout in {a.app_dir} yet: the boot's provisioning is installing it"
+        if flow == "installing":
+            return (f"the app in {a.app_dir} is not installed yet: the boot's provisioning is "
+                    "installing it")
         if flow == "not-begun" and clock() - began < a.grace:
-            return f"no checkout in {a.app_dir} yet: the boot's provisioning has not begun"
+            return (f"the app in {a.app_dir} is not installed yet: the boot's provisioning has "
+                    "not begun")
         return None
 
     reason = _wait(pending, a.timeout, sleep, clock)
@@ -96,7 +111,7 @@ def before(a: argparse.Namespace, sleep=time.sleep, clock=time.monotonic) -> int
 
 def after_crash(a: argparse.Namespace, sleep=time.sleep, clock=time.monotonic) -> int:
     this_start = container_start()
-    if flow_state(a.onstart, this_start) != "running" and not install_step(a.status):
+    if flow_state(a.onstart, this_start) != "installing" and not install_step(a.status):
         return 1
     _say("the app exited while the boot's provisioning runs (an install in progress): "
          "not a crash; starting it again once that is done")
@@ -105,8 +120,8 @@ def after_crash(a: argparse.Namespace, sleep=time.sleep, clock=time.monotonic) -
         step = install_step(a.status)
         if step:
             return f"the app is being installed ({step})"
-        if flow_state(a.onstart, this_start) == "running":
-            return "the boot's provisioning is still running"
+        if flow_state(a.onstart, this_start) == "installing":
+            return "the boot's provisioning is still installing the app"
         return None
 
     reason = _wait(pending, a.timeout, sleep, clock)
@@ -119,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="redbox.appwait", description=__doc__.split("\n")[1])
     parser.add_argument("when", choices=("before", "after-crash"))
     parser.add_argument("--app-dir", required=True)
+    parser.add_argument("--venv", required=True, help="the app's venv")
     parser.add_argument("--onstart", default="/var/lib/red/provisioning/onstart.json",
                         help="the on-start flow's outcome (red-provision onstart)")
     parser.add_argument("--status", default=progress.STATUS_FILE)

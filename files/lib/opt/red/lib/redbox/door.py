@@ -18,11 +18,12 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import signal
 import sys
 import time
 
-from redbox.pids import alive, listeners
+from redbox.pids import alive, cmdline, group
 
 NGINX = "/usr/sbin/nginx"
 BASIC_USERS = ("red", "vastai")
@@ -91,21 +92,41 @@ def write_private(path: str, text: str) -> None:
     os.replace(staging, path)
 
 
-def _stop_orphaned_workers(port: int, grace: float = 3.0) -> None:
+def _stop_orphaned_workers(config: str, grace: float = 3.0) -> None:
     """
     A front door whose master died without its workers (kill -9) leaves them holding the port:
-    the new nginx could not bind and supervisor would restart it forever.
+    the new nginx could not bind and supervisor would restart it forever. They are the old
+    master's process group (supervisor starts each program in a group of its own; the master's
+    pid is in nginx's pid file).
     """
-    stale = [pid for pid, exe in listeners(port).items() if os.path.basename(exe) == "nginx"]
+    master = _pid_from_file(config)
+    if not master or master == os.getpid() or "nginx: master" in cmdline(master):
+        return
+    stale = [pid for pid in group(master)
+             if pid not in (os.getpid(), 1) and cmdline(pid).startswith("nginx:")]
     if not stale:
         return
-    print(f"red-portal: port {port} is still held by the workers of a front door that died "
-          f"(pids {' '.join(map(str, stale))}): stopping them", file=sys.stderr, flush=True)
+    print(f"red-portal: the workers of a front door whose master died (pid {master}) still hold "
+          f"its port: stopping them (pids {' '.join(map(str, stale))})",
+          file=sys.stderr, flush=True)
     _signal(stale, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while any(alive(pid) for pid in stale) and time.monotonic() < deadline:
         time.sleep(0.1)
     _signal([pid for pid in stale if alive(pid)], signal.SIGKILL)
+
+
+def _pid_from_file(config: str) -> int | None:
+    """The master's pid from the pid file nginx.conf names (``pid PATH;``)."""
+    try:
+        with open(config, encoding="utf-8") as handle:
+            found = re.search(r"^pid\s+([^;\s]+);", handle.read(), re.MULTILINE)
+        if not found:
+            return None
+        with open(found.group(1), encoding="ascii") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _signal(pids: list[int], number: int) -> None:
@@ -133,7 +154,7 @@ def serve(args) -> int:
             print(f"red-portal: {path} is empty or missing: {what}", file=sys.stderr)
     write_private(args.secrets_conf,
                   render(token, args.cookie_name, vnc_password, jupyter_token))
-    _stop_orphaned_workers(args.port)
+    _stop_orphaned_workers(args.config)
     print(f"red-portal: starting nginx with {args.config}", file=sys.stderr, flush=True)
     os.execv(NGINX, [NGINX, "-c", args.config, "-g", "daemon off;"])  # noqa: S606 - fixed argv
     return 1
@@ -149,6 +170,5 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--vnc-password-file", required=True)
     start.add_argument("--jupyter-token-file", required=True)
     start.add_argument("--cookie-name", required=True)
-    start.add_argument("--port", type=int, required=True, help="the port nginx.conf listens on")
     args = parser.parse_args(argv)
     return serve(args)

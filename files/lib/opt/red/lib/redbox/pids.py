@@ -28,45 +28,29 @@ def container_start() -> str:
     return f"{boot}/{started}"
 
 
-def _listening_inodes(port: int, proc: str) -> set[str]:
-    inodes = set()
-    for table in ("tcp", "tcp6"):
-        try:
-            with open(f"{proc}/net/{table}", encoding="ascii") as handle:
-                rows = handle.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            # local address is ADDR:PORT in hex; state 0A is LISTEN
-            if len(fields) > 9 and fields[3] == "0A" \
-                    and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
-    return inodes
+def cmdline(pid: int, proc: str = "/proc") -> str:
+    """A process's command line, words joined by spaces ("" when it is gone)."""
+    try:
+        with open(f"{proc}/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
-def listeners(port: int, proc: str = "/proc") -> dict[int, str]:
-    """The processes holding a listening TCP socket on ``port``: {pid: executable's path}."""
-    sockets = {f"socket:[{inode}]" for inode in _listening_inodes(port, proc)}
-    found: dict[int, str] = {}
-    if not sockets:
-        return found
+def group(pgid: int, proc: str = "/proc") -> list[int]:
+    """
+    The processes of a process group. Read from /proc/PID/stat, which anyone may read (a
+    container's root without CAP_SYS_PTRACE cannot read another user's /proc/PID/fd).
+    """
+    members = []
     for entry in os.listdir(proc):
         if not entry.isdigit():
             continue
         try:
-            fds = os.listdir(f"{proc}/{entry}/fd")
-        except OSError:
+            with open(f"{proc}/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
             continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"{proc}/{entry}/fd/{fd}")
-            except OSError:
-                continue
-            if target in sockets:
-                try:
-                    found[int(entry)] = os.readlink(f"{proc}/{entry}/exe")
-                except OSError:
-                    found[int(entry)] = ""
-                break
-    return found
+        if len(fields) > 2 and fields[2] == str(pgid):
+            members.append(int(entry))
+    return sorted(members)

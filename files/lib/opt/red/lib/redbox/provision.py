@@ -569,7 +569,9 @@ def _onstart_flow(args, values, prov, paths: dict[str, str], this_start: str) ->
     logs = _logs_and_decisions(values, prov)
     log = tool_log(logs, "red-onstart")
     os.makedirs(prov.state_dir, mode=0o700, exist_ok=True)
-    record = {"pid": os.getpid(), "started": now(), "status": "running",
+    # phase: services, then app (a converge: the app's checkout, packages and models), then
+    # script (the user's); the app's program waits while the app is being installed.
+    record = {"pid": os.getpid(), "started": now(), "status": "running", "phase": "services",
               "container_start": this_start,
               "mode": "entrypoint" if args.wait_for_supervisord else "on-start",
               "log": os.path.join(logs, "provisioning.log") if logs else None}
@@ -594,6 +596,7 @@ def _onstart_flow(args, values, prov, paths: dict[str, str], this_start: str) ->
     if args.wait_for_supervisord and (prov.script_url or prov.url_problem
                                       or fallback not in OWN_SCRIPTS):
         log("services are up: converging the app's checkout, packages and models")
+        _phase(record, paths, "app")
         converge(values, prov, logs, "red-onstart (app)")
 
     path, status = _which_script(args, prov, paths, record, log, fallback=fallback,
@@ -601,6 +604,7 @@ def _onstart_flow(args, values, prov, paths: dict[str, str], this_start: str) ->
     if path is None:
         outcome, reason = status if isinstance(status, tuple) else (status, None)
         return finish(outcome, **({"reason": reason} if reason else {}))
+    _phase(record, paths, "app" if path in OWN_SCRIPTS else "script")
     clock_script = time.monotonic()
     outcome, code = run_script(path, prov.script_timeout, logs, log)
     if outcome == "ok" and prov.script_url:
@@ -608,6 +612,11 @@ def _onstart_flow(args, values, prov, paths: dict[str, str], this_start: str) ->
                          time.monotonic() - clock_script)
         log(f"recorded in {paths[SCRIPT_DONE]}: later boots with this URL skip it")
     return finish(outcome, exit_code=code)
+
+
+def _phase(record: dict, paths: dict[str, str], phase: str) -> None:
+    record["phase"] = phase
+    write_json(paths["onstart.json"], record)
 
 
 def _which_script(args, prov, paths, record, log, *, fallback, converged):

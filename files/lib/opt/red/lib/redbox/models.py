@@ -498,10 +498,11 @@ def record_outcome(state: dict, previous: dict, a: argparse.Namespace) -> None:
         state["failures"] = 0
     elif state["downloads_run"]:
         failures = (previous.get("failures") or 0) + 1 if same else 1
-        until = time.time() + (backoff_seconds(failures, a.backoff) if a.backoff else 0)
-        state.update(failures=failures, cause=state["reason"], next_try_epoch=round(until),
-                     next_try_after=datetime.fromtimestamp(until, timezone.utc)
-                     .strftime("%Y-%m-%dT%H:%M:%SZ"))
+        state.update(failures=failures, cause=state["reason"])
+        if a.backoff:  # without one, the next run may download at once
+            until = int(time.time() + backoff_seconds(failures, a.backoff))
+            state.update(next_try_epoch=until, next_try_after=datetime.fromtimestamp(
+                until, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     elif same:
         for name in ("failures", "cause", "next_try_epoch", "next_try_after"):
             if name in previous:

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """
-Red's benchmark: cold build time, image size, boot-to-ready, no-op re-converge and kill -9
-recovery per service, the first boot to "app ready" with the app baked in vs not, and the Vast
-inventory's load time. Prints a Markdown table; it asserts
+Red's benchmark, side by side with a plain build of the same stack (bench/plain.py: the
+deploy's own packages, venvs and programs with a 15-line entrypoint): cold build time, image
+size, boot-to-ready, and the no-op re-converge against a seed-style bash re-run, as medians with
+min and max; then kill -9 recovery per service, the first boot to "app ready" with the app
+baked in vs not, and the Vast inventory's load time. Prints a Markdown table; it asserts
 nothing (tests do that).
 
     make bench                       # the test image on the local Debian 12 base
@@ -48,6 +50,7 @@ ENV = {
     "JUPYTER_TOKEN": "bench-token-0123456789",
 }
 NAME = "red-bench"
+PLAIN_IMAGE = "localhost/red-bench-plain:latest"
 
 
 def cold_build() -> float:
@@ -62,10 +65,10 @@ def cold_build() -> float:
     return time.monotonic() - start
 
 
-def boot_to_ready() -> float:
-    """Container start until every port answers and Jupyter returns 200."""
+def boot_to_ready(tag: str) -> float:
+    """Container start until every program runs, every port answers and Jupyter returns 200."""
     start = time.monotonic()
-    box = start_box(NAME, ENV, PORTS)
+    box = start_box(NAME, ENV, PORTS, image_tag=tag)
     wait_ready(box, ENV["JUPYTER_TOKEN"], timeout=180)
     return time.monotonic() - start
 
@@ -98,14 +101,11 @@ def boot_with_provisioning() -> tuple[float, float]:
             remove(NAME)
 
 
-def noop_converge(box) -> float:
+def noop_converge(box) -> tuple[float, int]:
+    """Seconds of a re-converge, and how many operations it changed (0 for a no-op)."""
     start = time.monotonic()
     report = box.converge_json()
-    elapsed = time.monotonic() - start
-    changed = report["results"]["totals"]["success"]
-    if changed:
-        print(f"warning: the re-converge changed {changed} operations", file=sys.stderr)
-    return elapsed
+    return time.monotonic() - start, report["results"]["totals"]["success"]
 
 
 def kill_recovery(box, program: str) -> tuple[float, float]:
@@ -213,59 +213,128 @@ def inventory_load(runs: int) -> list[tuple[str, str]]:
     ]
 
 
+def spread(values: list[float], unit: str = "s", digits: int = 1) -> str:
+    """Median with min and max: ``7.5 s (7.1-8.0)``."""
+    return (f"{statistics.median(values):.{digits}f} {unit} "
+            f"({min(values):.{digits}f}-{max(values):.{digits}f})")
+
+
+def ratio(red: list[float], base: list[float]) -> str:
+    return f"{statistics.median(red) / statistics.median(base):.2f}x"
+
+
+def measured(function, runs: int) -> tuple[list[float], str | None]:
+    """``runs`` results of function(), or the error that stopped them (never NaN)."""
+    values = []
+    for _ in range(runs):
+        try:
+            values.append(function())
+        except (AssertionError, subprocess.SubprocessError, RuntimeError) as error:
+            return values, f"error: {str(error).splitlines()[0][:120]}"
+    return values, None
+
+
+def boots(tag: str, runs: int) -> tuple[list[float], str | None]:
+    def once() -> float:
+        try:
+            return boot_to_ready(tag)
+        finally:
+            remove(NAME)
+    return measured(once, runs)
+
+
+def seed_bash_rerun(box, package_list: list[str]) -> float:
+    """What a seed-style bash provisioning re-run does on a converged box: apt, pip, mkdir."""
+    script = ("apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "
+              + " ".join(package_list) + " >/dev/null && "
+              "/opt/red/jupyter/bin/pip install -q -r /opt/red/deploy/requirements/jupyter.lock "
+              "&& mkdir -p /logs /workspace /notebooks")
+    start = time.monotonic()
+    box.sh(script, timeout=900)
+    return time.monotonic() - start
+
+
+def side_by_side(args, rows: list[tuple[str, ...]]) -> None:
+    """Red against the plain build of the same stack (bench/plain.py), measured in one run."""
+    import plain  # noqa: PLC0415 - bench/plain.py, next to this script
+
+    base = os.environ.get("RED_BASE", "localhost/red-base:bookworm")
+    red = image()
+    box = start_box(NAME, ENV, PORTS, image_tag=red)
+    try:
+        wait_ready(box, ENV["JUPYTER_TOKEN"], timeout=180)
+        plain_build = plain.build(NAME, PLAIN_IMAGE, base, "3.11", no_cache=not args.skip_build)
+        package_list = plain.packages()
+        converges, changed = [], 0
+        for _ in range(args.runs):
+            seconds, changes = noop_converge(box)
+            converges.append(seconds)
+            changed += changes
+        seeds, seed_error = measured(lambda: seed_bash_rerun(box, package_list), args.runs)
+    finally:
+        remove(NAME)
+    if not args.skip_build:
+        red_build = cold_build()
+        rows.append(("cold build (no cache)", f"{red_build:.0f} s", f"{plain_build:.0f} s",
+                     f"{red_build / plain_build:.2f}x"))
+    sizes = [int(podman("image", "inspect", "--format", "{{.Size}}", tag).stdout)
+             for tag in (red, PLAIN_IMAGE)]
+    rows.append(("image size", f"{sizes[0] / 1e9:.2f} GB", f"{sizes[1] / 1e9:.2f} GB",
+                 f"{sizes[0] / sizes[1]:.2f}x"))
+    red_boots, red_error = boots(red, args.runs)
+    plain_boots, plain_error = boots(PLAIN_IMAGE, args.runs)
+    rows.append((f"boot to ready (median of {args.runs}, min-max)",
+                 red_error or spread(red_boots), plain_error or spread(plain_boots),
+                 "-" if red_error or plain_error else ratio(red_boots, plain_boots)))
+    noop = "no-op re-converge in the container" if not changed else \
+        f"re-converge in the container (NOT a no-op: {changed} changes)"
+    rows.append((f"{noop} vs a seed-style bash re-run (median of {args.runs})",
+                 spread(converges, digits=2), seed_error or spread(seeds, digits=2),
+                 "-" if seed_error else ratio(converges, seeds)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--skip-build", action="store_true", help="reuse the image as it is")
-    parser.add_argument("--runs", type=int, default=3, help="repetitions for medians")
+    parser.add_argument("--skip-build", action="store_true",
+                        help="reuse the image as it is (and build the plain one from cache)")
+    parser.add_argument("--runs", type=int, default=5, help="repetitions for medians")
     parser.add_argument("--inventory-only", action="store_true",
                         help="measure only the Vast inventory's load time")
     parser.add_argument("--skip-app", action="store_true",
                         help="leave out the app's baked vs lean first boot")
     args = parser.parse_args()
 
-    rows = inventory_load(max(args.runs, 5))
+    rows: list[tuple[str, ...]] = [
+        (name, value, "", "") for name, value in inventory_load(max(args.runs, 5))]
     if args.inventory_only:
         print_table(rows)
         return
-    if not args.skip_build:
-        rows.append(("cold build (no cache, Debian 12 base)", f"{cold_build():.0f} s"))
-    size = int(podman("image", "inspect", "--format", "{{.Size}}", image()).stdout)
-    rows.append(("image size", f"{size / 1e9:.2f} GB"))
-
-    boots = []
-    for _ in range(args.runs):
-        boots.append(boot_to_ready())
-        remove(NAME)
-    rows.append((f"boot to ready (median of {args.runs})", f"{statistics.median(boots):.1f} s"))
+    side_by_side(args, rows)
     provisioned = [boot_with_provisioning() for _ in range(args.runs)]
     rows.append((f"boot with PROVISIONING_SCRIPT: ready / on-start done (median of {args.runs})",
                  f"{statistics.median(p[0] for p in provisioned):.1f} s / "
-                 f"{statistics.median(p[1] for p in provisioned):.1f} s"))
-
+                 f"{statistics.median(p[1] for p in provisioned):.1f} s", "", ""))
     box = start_box(NAME, ENV, PORTS)
     try:
         wait_ready(box, ENV["JUPYTER_TOKEN"], timeout=180)
-        converges = [noop_converge(box) for _ in range(args.runs)]
-        rows.append((f"no-op re-converge in the container (median of {args.runs})",
-                     f"{statistics.median(converges):.2f} s"))
         for program in PROGRAMS:
             serving, running = kill_recovery(box, program)
             wait_ready(box, ENV["JUPYTER_TOKEN"], timeout=180)
             rows.append((f"kill -9 {program}: serving again / RUNNING again",
-                         f"{serving:.2f} s / {running:.2f} s"))
+                         f"{serving:.2f} s / {running:.2f} s", "", ""))
     finally:
         remove(NAME)
     if not args.skip_app:
-        rows += app_ready_baked_vs_lean()
+        rows += [(name, value, "", "") for name, value in app_ready_baked_vs_lean()]
     print_table(rows)
 
 
-def print_table(rows: list[tuple[str, str]]) -> None:
-    width = max(len(name) for name, _ in rows)
-    print(f"| {'measure'.ljust(width)} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for name, value in rows:
-        print(f"| {name.ljust(width)} | {value} |")
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    header = ("measure", "Red", "plain build / seed bash", "Red / baseline")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    for row in [header, tuple("-" * width for width in widths), *rows]:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

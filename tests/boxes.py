@@ -96,13 +96,13 @@ class Box:
 
 
 def start_box(name: str, env: dict[str, str], ports: dict[str, int], *extra: str,
-              command: list[str] | None = None) -> Box:
-    """A box of the image; ``extra`` goes before the image (e.g. --entrypoint, -v)."""
+              command: list[str] | None = None, image_tag: str | None = None) -> Box:
+    """A box of the image (or image_tag); ``extra`` goes before it (e.g. --entrypoint, -v)."""
     remove(name)
     args = ["run", "-d", "--name", name, "--shm-size", "512m", *RUN_FLAGS, *extra]
     for key, value in env.items():
         args += ["-e", f"{key}={value}"]
-    podman(*args, image(), *(command or []))
+    podman(*args, image_tag or image(), *(command or []))
     return Box(name, env, ports)
 
 

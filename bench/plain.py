@@ -13,8 +13,10 @@ front door's certificate and starts supervisord; nothing is checked, resolved or
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import tempfile
 import textwrap
@@ -76,10 +78,13 @@ def dockerfile(base: str, python_version: str, package_list: list[str]) -> str:
         "RUN apt-get update && apt-get install -y --no-install-recommends "
         + " ".join(package_list) + " && rm -rf /var/lib/apt/lists/*",
         "COPY jupyter.lock /tmp/jupyter.lock",
-        f"RUN python3 -m venv {jupyter_venv} && {jupyter_venv}/bin/pip install --no-cache-dir "
-        f"-r /tmp/jupyter.lock && python{python_version} -m venv {app_venv} && "
-        f"{app_venv}/bin/pip install --no-cache-dir "
-        f"ipykernel=={setting('python_ipykernel_version')} && rm /tmp/jupyter.lock",
+        # Red's build does the same: pip trusts the machine's extra CAs (a build secret).
+        "COPY with-extra-ca /usr/local/bin/with-extra-ca",
+        f"RUN --mount=type=secret,id=extra_ca python3 -m venv {jupyter_venv} && "
+        f"with-extra-ca {jupyter_venv}/bin/pip install --no-cache-dir -r /tmp/jupyter.lock && "
+        f"python{python_version} -m venv {app_venv} && with-extra-ca {app_venv}/bin/pip install "
+        f"--no-cache-dir ipykernel=={setting('python_ipykernel_version')} && "
+        "rm /tmp/jupyter.lock /usr/local/bin/with-extra-ca",
         "COPY tree/ /",
         f"COPY kernels/ {kernel}/",
         "COPY entrypoint /usr/local/bin/plain-entrypoint",
@@ -93,6 +98,7 @@ def context(red_box: str, base: str, python_version: str, directory: Path) -> Pa
     (directory / "Dockerfile").write_text(dockerfile(base, python_version,
                                                      packages(python_version)))
     (directory / "jupyter.lock").write_text((ROOT / "requirements" / "jupyter.lock").read_text())
+    shutil.copy2(ROOT / "files/build/opt/red/bin/red-with-extra-ca", directory / "with-extra-ca")
     (directory / "entrypoint").write_text(ENTRYPOINT)
     (directory / "entrypoint").chmod(0o755)
     tree = directory / "tree"
@@ -114,9 +120,14 @@ def build(red_box: str, tag: str, base: str, python_version: str, no_cache: bool
     with tempfile.TemporaryDirectory(prefix="red-plain-") as work:
         context(red_box, base, python_version, Path(work))
         args = ["build", "--isolation", "chroot", "--network", "host", "--format", "docker",
-                *(["--no-cache"] if no_cache else []), "-t", tag, work]
+                *(["--no-cache"] if no_cache else []), "-t", tag]
+        cas = sorted(Path(os.environ.get("EXTRA_CA_DIR") or "/nonexistent").glob("*.crt"))
+        if cas:  # as `make image` passes them
+            bundle = Path(work) / "extra-ca.pem"
+            bundle.write_text("".join(ca.read_text() for ca in cas))
+            args += ["--secret", f"id=extra_ca,src={bundle}"]
         started = time.monotonic()
-        result = podman(*args, check=False, timeout=3600)
+        result = podman(*args, work, check=False, timeout=3600)
         if result.returncode != 0:
             raise SystemExit("the plain build failed:\n" + result.stderr[-3000:])
         return time.monotonic() - started

@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from operations import settings  # noqa: E402
 from tests.boxes import (  # noqa: E402 - the repo root must be on sys.path first
     PROGRAMS,
     answers,
@@ -245,10 +246,13 @@ def boots(tag: str, runs: int) -> tuple[list[float], str | None]:
 
 def seed_bash_rerun(box, package_list: list[str]) -> float:
     """What a seed-style bash provisioning re-run does on a converged box: apt, pip, mkdir."""
+    setting = settings.DEFAULTS.get
     script = ("apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "
               + " ".join(package_list) + " >/dev/null && "
-              "/opt/red/jupyter/bin/pip install -q -r /opt/red/deploy/requirements/jupyter.lock "
-              "&& mkdir -p /logs /workspace /notebooks")
+              f"{setting('jupyter_venv')}/bin/pip install -q -r "
+              f"/opt/red/deploy/{setting('jupyter_lock')} && mkdir -p "
+              f"{setting('base_logs_dir')} {setting('base_workspace_dir')} "
+              f"{setting('base_notebooks_dir')}")
     start = time.monotonic()
     box.sh(script, timeout=900)
     return time.monotonic() - start

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 from operations import settings
@@ -115,8 +116,6 @@ def context(red_box: str, base: str, python_version: str, directory: Path) -> Pa
 
 def build(red_box: str, tag: str, base: str, python_version: str, no_cache: bool) -> float:
     """Build the plain image of the stack red_box runs; seconds the build took."""
-    import time  # noqa: PLC0415 - only the build is timed
-
     with tempfile.TemporaryDirectory(prefix="red-plain-") as work:
         context(red_box, base, python_version, Path(work))
         args = ["build", "--isolation", "chroot", "--network", "host", "--format", "docker",

@@ -20,9 +20,11 @@ SHELL_STAMP = f'"$(date -u +{STAMP_FORMAT})"'
 STARTUP_LOG = "startup.log"
 
 
-def timestamp() -> str:
-    """Now, for the start of a log line."""
-    return datetime.now(timezone.utc).strftime(TIMESTAMP_FORMAT)
+def timestamp(epoch: float | None = None) -> str:
+    """Now (or epoch seconds), for the start of a log line or a time in a state file."""
+    moment = datetime.now(timezone.utc) if epoch is None \
+        else datetime.fromtimestamp(epoch, timezone.utc)
+    return moment.strftime(TIMESTAMP_FORMAT)
 
 
 def stamp() -> str:

@@ -66,15 +66,14 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
 
 from redbox import lock
 from redbox import state as json_state
-from redbox.log import timestamp as now_iso
+from redbox.log import timestamp
 from redbox.progress import Reporter
-from redbox.retry import backoff_seconds
+from redbox.retry import backoff_seconds, rerun_arguments
 
 TOOL = "red-app-models"
 DEFAULT_STATE = "/var/lib/red/models-state.json"
@@ -452,16 +451,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rehash", action="store_true", help="ignore cached hashes")
     p.add_argument("--pip-state", help="red-app-pip's record: a failed install is the cause")
     p.add_argument("--status", help="the status JSON for per-file progress (step models)")
-    a = p.parse_args(argv)
-    if a.retry_now:
-        saved = (json_state.read(a.state) or {}).get("argv")
-        if not isinstance(saved, list):
-            p.error(f"no download recorded in {a.state} to retry")
-        a = p.parse_args([*saved, "--force"])
-        a.argv = saved
-    else:
-        a.argv = [item for item in (argv if argv is not None else sys.argv[1:])
-                  if item not in ("--force", "--rehash")]
+    a = rerun_arguments(p, argv, "download", ("--force", "--rehash"))
     if not a.repo:
         p.error("--repo is required")
     if a.attempts < 0:
@@ -501,8 +491,7 @@ def record_outcome(state: dict, previous: dict, a: argparse.Namespace) -> None:
         state.update(failures=failures, cause=state["reason"])
         if a.backoff:  # without one, the next run may download at once
             until = int(time.time() + backoff_seconds(failures, a.backoff))
-            state.update(next_try_epoch=until, next_try_after=datetime.fromtimestamp(
-                until, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            state.update(next_try_epoch=until, next_try_after=timestamp(until))
     elif same:
         for name in ("failures", "cause", "next_try_epoch", "next_try_after"):
             if name in previous:
@@ -591,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     models_data = a.models_data if os.path.isabs(a.models_data) \
         else os.path.join(repo, a.models_data)
     state: dict = {"verified": False, "checked": 0, "ok": 0, "failed": [], "skipped": [],
-                   "time": now_iso(), "repo": repo, "models_data": models_data,
+                   "time": timestamp(), "repo": repo, "models_data": models_data,
                    "attempts": a.attempts, "downloads_run": 0, "download_runs": [],
                    "download_cmd": a.cmd, "reason": "", "error": None, "cache": {}}
     lock_fd = None
@@ -611,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
             state["error"] = f"repository directory {repo} does not exist"
         else:
             converge(a, repo, models_data, state, previous)
-        state["time"] = now_iso()
+        state["time"] = timestamp()
         state["reason"] = summarize(state)
         record_outcome(state, previous, a)
         problem = write_state(a.state, state)

@@ -40,13 +40,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from redbox import state
 from redbox.log import Log, timestamp
 from redbox.progress import STATUS_FILE, Reporter
-from redbox.retry import backoff_seconds
+from redbox.retry import backoff_seconds, rerun_arguments
 
 TOOL = "red-app-pip"
 STATE_FILE = "/var/lib/red/visomaster-pip.json"
@@ -196,9 +195,6 @@ class PipProgress:
 # -- the state
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 def check(a: argparse.Namespace, now: float | None = None) -> dict:
     """What a converge should do: installed, needed, backoff or missing."""
@@ -223,7 +219,7 @@ def check(a: argparse.Namespace, now: float | None = None) -> dict:
         until = float(record.get("next_try_after") or 0)
         if now < until:
             return {"state": "backoff", "key": key, "failures": record.get("failures"),
-                    "cause": record.get("cause"), "next_try_after": _iso(until),
+                    "cause": record.get("cause"), "next_try_after": timestamp(until),
                     "seconds_left": round(until - now)}
     return {"state": "needed", "key": key, "args": args}
 
@@ -350,9 +346,9 @@ def install(a: argparse.Namespace) -> int:
                           "failed_hosts": found["failed_hosts"],
                           "not_found": found["not_found"],
                           "next_try_after": time.time() + wait,
-                          "next_try_after_text": _iso(time.time() + wait)})
+                          "next_try_after_text": timestamp(time.time() + wait)})
     message = (f"FAILED after {seconds:.0f} s: {cause}; failure {failures} of these inputs, next "
-               f"try after {_iso(time.time() + wait)} (`{TOOL} --retry-now` tries now)")
+               f"try after {timestamp(time.time() + wait)} (`{TOOL} --retry-now` tries now)")
     log(message)
     reporter.update("failed", progress.percent(), message, force=True)
     return 1
@@ -374,18 +370,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true", help="ignore the backoff")
     p.add_argument("--retry-now", action="store_true",
                    help="run the last recorded install again now")
-    args = p.parse_args(argv)
-    if args.retry_now:
-        saved = (state.read(args.state) or {}).get("argv")
-        if not isinstance(saved, list):
-            p.error(f"no install recorded in {args.state} to retry")
-        args = p.parse_args([*saved, "--force"])
-        args.argv = saved
-        return args
+    args = rerun_arguments(p, argv, "install", ("--check", "--force"))
     if not (args.venv and args.requirements):
         p.error("--venv and --requirements are required")
-    args.argv = [item for item in (argv if argv is not None else sys.argv[1:])
-                 if item not in ("--check", "--force")]
     return args
 
 

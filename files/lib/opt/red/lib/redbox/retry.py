@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
+
+from redbox import state
 
 # A failed step is not tried again by a converge for a while: base seconds, doubling per
 # failure of the same inputs, never more than this.
@@ -13,6 +16,25 @@ BACKOFF_CAP = 6 * 3600
 def backoff_seconds(failures: int, base: float) -> float:
     """How long the ``failures``-th failure in a row keeps a step from being tried again."""
     return min(BACKOFF_CAP, base * 2 ** max(0, failures - 1))
+
+
+def rerun_arguments(parser, argv: list[str] | None, what: str, dropped: tuple[str, ...]):
+    """
+    Parse argv; with ``--retry-now``, the last run's own arguments, as recorded in the tool's
+    state file (``--state``, key ``argv``), again with ``--force`` (its backoff ignored).
+    ``args.argv`` is what to record for a later retry: these arguments without ``dropped``.
+    """
+    args = parser.parse_args(argv)
+    if args.retry_now:
+        saved = (state.read(args.state) or {}).get("argv")
+        if not isinstance(saved, list):
+            parser.error(f"no {what} recorded in {args.state} to retry")
+        args = parser.parse_args([*saved, "--force"])
+        args.argv = saved
+        return args
+    args.argv = [item for item in (sys.argv[1:] if argv is None else argv)
+                 if item not in dropped]
+    return args
 
 
 class Attempts:

@@ -23,15 +23,17 @@ from pyinfra.api import (
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File, FileContents, Sha256File
 from pyinfra.facts.server import AuthorizedKeys, Command
-from pyinfra.operations import apt, files
+from pyinfra.operations import apt
 
-from operations import settings
+from operations import _files, settings
 from redbox.log import SHELL_STAMP, SHELL_TIMESTAMP, startup_log
 
 ROOT = settings.ROOT
 # Hosts whose apt lists this run already refreshes: per host, since pyinfra runs the deploy
 # code once per host in one process (a fleet).
 _apt_lists_fresh: set[str] = set()
+# The run's snapshot of the box's Debian packages, per host (installed_packages).
+_installed: dict[str, dict] = {}
 
 
 def template(concern: str, dest: str) -> str:
@@ -50,7 +52,7 @@ def upload(concern: str, dest: str, mode: str = "755", shipped_as: str | None = 
 
     + shipped_as: its path under ``files/<concern>`` when not ``dest`` itself
     """
-    return files.put(
+    return _files.put(
         name=f"Upload {dest}",
         src=static_file(concern, shipped_as or dest),
         dest=dest,
@@ -58,17 +60,40 @@ def upload(concern: str, dest: str, mode: str = "755", shipped_as: str | None = 
     )
 
 
+def installed_packages() -> dict:
+    """
+    The box's Debian packages, asked once per host and run (every install step checks its
+    list against it; the facts of a run are the box before it anyway).
+    """
+    if host.name not in _installed:
+        _installed[host.name] = host.get_fact(DebPackages) or {}
+    return _installed[host.name]
+
+
 def apt_install(packages: list[str], name: str):
     """
     Install Debian packages without recommends, refreshing apt's lists only when something is
     missing: the image ships without lists, and a boot must not wait on the mirror.
     """
-    installed = host.get_fact(DebPackages) or {}
-    missing = [package for package in packages if package not in installed]
+    missing = [package for package in packages if package not in installed_packages()]
     if missing and host.name not in _apt_lists_fresh:
         apt.update(name="Update apt's package lists")
         _apt_lists_fresh.add(host.name)
-    return apt.packages(name=name, packages=packages, no_recommends=True)
+    return _deb_packages(name=name, packages=packages, missing=missing)
+
+
+@operation()
+def _deb_packages(packages: list[str], missing: list[str]):
+    """
+    ``apt.packages`` (no recommends) when some are missing; else nothing more to ask.
+
+    + packages: the packages this step installs
+    + missing: those the run's package list lacks
+    """
+    if not missing:
+        host.noop(f"{len(packages)} packages already installed")
+        return
+    yield from apt.packages._inner(packages=packages, no_recommends=True)
 
 
 def forget_apt_lists() -> None:
@@ -480,7 +505,7 @@ class Program:
 def supervisor_program(program: Program) -> Program:
     """Upload ``/etc/supervisor/conf.d/<name>.conf`` for a program; returns it with its op."""
     dest = f"/etc/supervisor/conf.d/{program.name}.conf"
-    program.conf_op = files.template(
+    program.conf_op = _files.template(
         name=f"Upload {dest}",
         src=template("supervisor", "/etc/supervisor/conf.d/program.conf"),
         dest=dest,

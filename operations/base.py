@@ -3,9 +3,8 @@ The base system: packages every concern relies on, the locale, and the seed's di
 """
 
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
-from operations import settings
+from operations import _files, settings
 from operations._common import apt_install, template
 
 BASE_PACKAGES = [
@@ -29,7 +28,7 @@ def setup_base(install: bool = True):
     """
     if install:
         apt_install(BASE_PACKAGES, name="Install base packages")
-        files.template(
+        _files.template(
             name="Upload /etc/default/locale",
             src=template("base", "/etc/default/locale"),
             dest="/etc/default/locale",
@@ -39,9 +38,9 @@ def setup_base(install: bool = True):
     # Every service runs as root and writes its own log here; users read them.
     for key in ("base_logs_dir", "base_notebooks_dir", "base_workspace_dir"):
         path = settings.get(key)
-        files.directory(name=f"Create {path}", path=path, mode="755")
-    files.directory(name="Create /opt/red/bin", path="/opt/red/bin", mode="755")
-    files.directory(
+        _files.directory(name=f"Create {path}", path=path, mode="755")
+    _files.directory(name="Create /opt/red/bin", path="/opt/red/bin", mode="755")
+    _files.directory(
         name=f"Create {settings.get('secrets_dir')} (root-only)",
         path=settings.get("secrets_dir"),
         mode="700",

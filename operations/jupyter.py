@@ -4,9 +4,8 @@ venv registered as a kernel, a token that is always required, and its supervisor
 """
 
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
-from operations import settings
+from operations import _files, settings
 from operations._common import (
     Program,
     autostart_unless_port_taken,
@@ -43,7 +42,7 @@ def setup_jupyter(runtime: settings.RuntimeSettings, install: bool = True,
             stamp_name="jupyterlab",
         )
         kernel_json = f"{jupyter_venv}/share/jupyter/kernels/{KERNEL_NAME}/kernel.json"
-        files.template(
+        _files.template(
             name=f"Upload {kernel_json}",
             src=template("jupyter", "/opt/red/jupyter/share/jupyter/kernels/red-app/kernel.json"),
             dest=kernel_json,

@@ -12,9 +12,8 @@ from pathlib import Path, PurePosixPath
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, deploy, operation
 from pyinfra.facts.files import FileContents, Sha256File
-from pyinfra.operations import files
 
-from operations import settings
+from operations import _files, settings
 from operations._common import static_file
 from redbox.log import SHELL_STAMP, SHELL_TIMESTAMP, startup_log
 
@@ -71,7 +70,7 @@ def setup_notebooks():
     """Ship the diagnostic notebooks to the notebooks directory, keeping users' edits."""
     notebooks_dir = settings.get("base_notebooks_dir")
     state_dir = settings.get("notebooks_state_dir")
-    files.directory(name=f"Create {state_dir}", path=state_dir, mode="755")
+    _files.directory(name=f"Create {state_dir}", path=state_dir, mode="755")
     for notebook in NOTEBOOKS:
         dest = f"{notebooks_dir}/{notebook}"
         _notebook(

@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
-from pyinfra.operations import files, server
+from pyinfra.operations import server
 
-from operations import settings
+from operations import _files, settings
 from operations._common import (
     Program,
     apt_install,
     autostart_unless_port_taken,
+    installed_packages,
     secret,
     supervisor_program,
     template,
@@ -92,7 +92,7 @@ def _public_ip(env: Mapping[str, str]) -> str | None:
 
 def _install_nginx() -> None:
     """Install nginx without letting its package start the distro's server on port 80."""
-    missing = not all(name in (host.get_fact(DebPackages) or {}) for name in PACKAGES)
+    missing = not all(name in installed_packages() for name in PACKAGES)
     if missing:
         server.shell(
             name="Hold back service starts while nginx installs",
@@ -159,8 +159,8 @@ def setup_portal(runtime: settings.RuntimeSettings, programs: list[Program],
             upload("portal", f"/opt/red/bin/{name}")
         for name in WWW_FILES:
             upload("portal", f"{www}/{name}", mode="644")
-    files.directory(name=f"Create {portal_dir} (root-only)", path=portal_dir, mode="700")
-    files.directory(name=f"Create {status_dir}", path=status_dir, mode="755")
+    _files.directory(name=f"Create {portal_dir} (root-only)", path=portal_dir, mode="700")
+    _files.directory(name=f"Create {status_dir}", path=status_dir, mode="755")
     token_path = settings.secret_path("portal_token")
     portal, status = build_programs(runtime)
     if configure:
@@ -169,7 +169,7 @@ def setup_portal(runtime: settings.RuntimeSettings, programs: list[Program],
                                         path=token_path, value=door.token, length=32))
         cert, key, made = _certificate(portal_dir)
         portal.restart_on += made
-        portal.restart_on.append(files.template(
+        portal.restart_on.append(_files.template(
             name=f"Upload {portal_dir}/nginx.conf",
             src=template("portal", "/etc/red/portal/nginx.conf"),
             dest=f"{portal_dir}/nginx.conf",

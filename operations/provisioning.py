@@ -17,7 +17,7 @@ from pyinfra.api import deploy
 from pyinfra.connectors.local import LocalConnector
 from pyinfra.operations import files
 
-from operations import settings
+from operations import _files, settings
 from operations._common import launch_mode, upload
 from redbox.provision import OWN_SCRIPTS, RUN_ONLY_KEYS
 from redbox.registry import BY_KEY
@@ -86,10 +86,10 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
     """
     if install:
         state_dir = settings.get("provisioning_state_dir")
-        files.directory(name=f"Create {state_dir} (root-only)", path=state_dir, mode="700")
+        _files.directory(name=f"Create {state_dir} (root-only)", path=state_dir, mode="700")
         for tool in TOOLS:
             upload("provisioning", f"/opt/red/bin/{tool}")
-        files.directory(name="Create /src", path="/src", mode="755")
+        _files.directory(name="Create /src", path="/src", mode="755")
         for script in SCRIPTS:
             upload("provisioning", script)
     if configure:
@@ -98,14 +98,14 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
         # keep; not the ones red-provision sets for one run, nor pyinfra's own (--key is
         # override data `ssh_key` over SSH).
         payload = settings_file_payload(runtime, chosen_settings(settings.cli_keys()))
-        files.put(
+        _files.put(
             name=f"Upload {SETTINGS_FILE} (the resolved settings, no secrets)",
             src=StringIO(json.dumps(payload, indent=1, sort_keys=True) + "\n"),
             dest=SETTINGS_FILE,
             mode="644",
         )
         values = settings.session_environment(runtime, settings.runtime_environment())
-        files.put(
+        _files.put(
             name=f"Upload {PROFILE}",
             src=StringIO(_profile(values)),
             dest=PROFILE,

@@ -8,7 +8,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
-from operations import settings
+from operations import _files, settings
 from operations._common import (
     Program,
     apt_install,
@@ -46,7 +46,7 @@ def setup_ssh(runtime: settings.RuntimeSettings, install: bool = True, configure
             for path in _host_key_paths():
                 files.file(name=f"Remove {path} from the image", path=path, present=False)
         restart_on.append(
-            files.template(
+            _files.template(
                 name="Upload /etc/ssh/sshd_config.d/red.conf",
                 src=template("ssh", "/etc/ssh/sshd_config.d/red.conf"),
                 dest="/etc/ssh/sshd_config.d/red.conf",
@@ -62,7 +62,7 @@ def setup_ssh(runtime: settings.RuntimeSettings, install: bool = True, configure
             restart_on.append(
                 server.shell(name="Generate this box's SSH host keys", commands=["ssh-keygen -A"])
             )
-        files.directory(name="Create /root/.ssh", path="/root/.ssh", mode="700")
+        _files.directory(name="Create /root/.ssh", path="/root/.ssh", mode="700")
         authorized_keys(
             name="Add public keys from SSH_PUBLIC_KEY/PUBLIC_KEY to /root/.ssh/authorized_keys",
             keys=runtime.ssh_authorized_keys,

@@ -5,10 +5,10 @@ is controlled through a root-only unix socket. A converge restarts only what cha
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server
+from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
-from operations import settings
+from operations import _files, settings
 from operations._common import (
     Program,
     SupervisordRunning,
@@ -32,7 +32,7 @@ def setup_supervisor(programs: list[Program], install: bool = True, configure: b
     socket = settings.get("supervisor_socket")
     if install:
         apt_install(["supervisor"], name="Install supervisor")
-        files.template(
+        _files.template(
             name="Upload /etc/supervisor/supervisord.conf",
             src=template("supervisor", "/etc/supervisor/supervisord.conf"),
             dest="/etc/supervisor/supervisord.conf",

@@ -6,15 +6,20 @@ operation tests do) on a fake host that answers the row's facts; nothing runs an
 
 from __future__ import annotations
 
+import grp
 import hashlib
+import os
+import pwd
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationValueError, StringCommand
-from pyinfra.context import ctx_host
+from pyinfra.context import ctx_host, ctx_state
+from pyinfra.operations import apt, files
 
-from operations import _common, notebooks, visomaster
+from operations import _common, _files, notebooks, visomaster
 from redbox.log import SHELL_STAMP, SHELL_TIMESTAMP
 from tests.conftest import ROOT
 
@@ -29,6 +34,8 @@ class FakeHost:
     # What the settings resolver reads of a host: no --data, no connector of its own.
     inventory = SimpleNamespace(get_override_data=dict)
     connector_cls = None
+    # What pyinfra's own file ops read of a host outside a run.
+    current_op_global_arguments: dict = {}
 
     def __init__(self, facts: dict):
         self.facts = facts
@@ -48,6 +55,14 @@ class FakeHost:
     def noop(self, description: str) -> None:
         self.noops.append(description)
 
+    @staticmethod
+    def get_temp_filename(dest: str, temp_directory=None) -> str:
+        return f"/tmp/pyinfra-{hashlib.sha1(dest.encode()).hexdigest()}"
+
+
+# What pyinfra's own file ops read of the run's state: no --diff, no deploy dir.
+FAKE_STATE = SimpleNamespace(config=SimpleNamespace(DIFF=False), cwd=None, inventory=None)
+
 
 def shown(command) -> str:
     """A yielded command as a line: shell text, ``upload DEST: CONTENT`` or ``call F: ARGS``."""
@@ -57,7 +72,8 @@ def shown(command) -> str:
         return command.get_raw_value()
     if isinstance(command, FileUploadCommand):
         src = command.src
-        content = src.getvalue().decode() if hasattr(src, "getvalue") else Path(src).name
+        content = src.getvalue() if hasattr(src, "getvalue") else Path(src).name
+        content = content.decode() if isinstance(content, bytes) else content
         return f"upload {command.dest}: {content}"
     if isinstance(command, FunctionCommand):
         # The first argument is the command it runs.
@@ -68,7 +84,7 @@ def shown(command) -> str:
 def run(op, facts: dict, **kwargs) -> tuple[list[str], list[str]]:
     """The commands an operation yields for these facts, and its no-change notes."""
     fake = FakeHost(facts)
-    with ctx_host.use(fake):
+    with ctx_host.use(fake), ctx_state.use(FAKE_STATE):
         commands = [shown(command) for command in op._inner(**kwargs)]
     return commands, fake.noops
 
@@ -283,3 +299,147 @@ def test_checkout_quotes_what_it_is_given():
     commands, _ = run(visomaster._checkout, {}, url="file:///srv/my app.git", ref="v1",
                       dest="/workspace/my app", log="/logs/c.log", retries=0, backoff=0)
     assert "--url 'file:///srv/my app.git' --ref v1 --dest '/workspace/my app'" in commands[0]
+
+
+# -- the deploy's files, checked in one batch --------------------------------------------------
+
+SHIPPED = "/opt/red/bin/red-xvnc"
+WRAPPER = (ROOT / "files/desktop" / SHIPPED.lstrip("/")).read_text()
+SAME = ("file", "755", "root", "root", sha(WRAPPER))
+
+
+def batch(states: dict) -> dict:
+    """Facts: the batch's answer (every shipped path asked in one PathStates)."""
+    return {("PathStates", "", ""): states}
+
+
+def run_fresh(op, facts: dict, **kwargs):
+    _files.forget()
+    try:
+        return run(op, facts, **kwargs)
+    finally:
+        _files.forget()
+
+
+@pytest.mark.parametrize(("states", "kwargs", "same"), [
+    ({SHIPPED: SAME}, {}, True),
+    ({SHIPPED: SAME}, {"mode": "0755"}, True),
+    ({SHIPPED: SAME}, {"user": "root", "group": "root"}, True),
+    ({SHIPPED: (*SAME[:4], sha("drifted"))}, {}, False),
+    ({SHIPPED: ("file", "644", "root", "root", SAME[4])}, {}, False),
+    ({SHIPPED: SAME}, {"user": "nobody"}, False),
+    ({SHIPPED: ("directory", "755", "root", "root", None)}, {}, False),
+    ({SHIPPED: ("link", "777", "root", "root", None)}, {}, False),
+    ({}, {}, False),
+], ids=["same", "same-mode-spelled-0755", "same-owner", "changed-content", "changed-mode",
+        "other-owner", "a-directory", "a-link", "missing"])
+def test_put_answers_from_the_batch_only_when_the_file_is_exactly_it(states, kwargs, same):
+    src = str(ROOT / "files/desktop" / SHIPPED.lstrip("/"))
+    arguments = {"src": src, "dest": SHIPPED, "mode": "755", **kwargs}
+    commands, noops = run_fresh(_files.put, batch(states), **arguments)
+    if same:
+        assert (commands, noops) == ([], [f"{SHIPPED} is up to date"])
+    else:
+        # Anything else is pyinfra's own op, command for command.
+        stock, _ = run_fresh(files.put, {}, **arguments)
+        assert commands == stock and any(line.startswith("upload ") for line in stock)
+
+
+def test_a_path_outside_the_batch_is_always_pyinfras_own_op():
+    # Even when the batch happened to list it: only what it was asked for counts.
+    outside = "/srv/elsewhere/red-xvnc"
+    src = str(ROOT / "files/desktop" / SHIPPED.lstrip("/"))
+    commands, noops = run_fresh(_files.put, batch({outside: SAME}), src=src, dest=outside)
+    assert noops == [] and commands == run_fresh(files.put, {}, src=src, dest=outside)[0]
+
+
+def test_template_renders_like_pyinfra_and_answers_from_the_batch():
+    src = str(ROOT / "templates/base/etc/default/locale.j2")
+    rendered, _ = run_fresh(files.template, {}, src=src, dest="/etc/default/locale", mode="644",
+                            locale="C.UTF-8")
+    content = next(line.split(": ", 1)[1] for line in rendered if line.startswith("upload "))
+    state = {"/etc/default/locale": ("file", "644", "root", "root", sha(content))}
+    commands, noops = run_fresh(_files.template, batch(state), src=src,
+                                dest="/etc/default/locale", mode="644", locale="C.UTF-8")
+    assert (commands, noops) == ([], ["/etc/default/locale is up to date"])
+    changed, _ = run_fresh(_files.template, batch(state), src=src, dest="/etc/default/locale",
+                           mode="644", locale="de_DE.UTF-8")
+    assert changed == run_fresh(files.template, {}, src=src, dest="/etc/default/locale",
+                                mode="644", locale="de_DE.UTF-8")[0]
+
+
+@pytest.mark.parametrize(("state", "mode", "same"), [
+    (("directory", "755", "root", "root", None), "755", True),
+    (("directory", "700", "root", "root", None), "755", False),
+    (("file", "755", "root", "root", sha("x")), "755", False),
+    (None, "755", False),
+], ids=["same", "changed-mode", "a-file", "missing"])
+def test_directory_answers_from_the_batch(state, mode, same):
+    path = "/opt/red/bin"
+    commands, noops = run_fresh(_files.directory, batch({path: state} if state else {}),
+                                path=path, mode=mode)
+    if same:
+        assert (commands, noops) == ([], [f"{path} is a directory"])
+    else:
+        stock, _ = run_fresh(files.directory, {}, path=path, mode=mode)
+        assert commands == stock and stock
+
+
+def test_the_batch_covers_every_shipped_destination_and_its_parents():
+    paths = set(_files.shipped_paths())
+    for tree, suffix in (("files", ""), ("templates", ".j2")):
+        for item in (ROOT / tree).rglob("*"):
+            if item.is_file() and "__pycache__" not in item.parts:
+                concern = item.relative_to(ROOT / tree).parts[0]
+                dest = "/" + item.relative_to(ROOT / tree / concern).as_posix()
+                dest = dest.removesuffix(suffix)
+                if dest.startswith("/etc/supervisor/conf.d/"):
+                    continue  # by pattern: every program's config
+                assert dest in paths
+                assert str(Path(dest).parent) in paths | {"/"}
+    assert "/etc/supervisor/conf.d/program.conf" not in paths
+
+
+def test_path_states_reads_a_real_tree(tmp_path):
+    # The fact's command against this machine's own stat and sha256sum.
+    (tmp_path / "file").write_text("content\n")
+    (tmp_path / "file").chmod(0o640)
+    (tmp_path / "empty").write_text("")
+    (tmp_path / "dir").mkdir(mode=0o700)
+    (tmp_path / "dir").chmod(0o700)
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    (tmp_path / "with space").write_text("x")
+    (tmp_path / "globbed.conf").write_text("g")
+    for name in ("empty", "with space", "globbed.conf"):
+        (tmp_path / name).chmod(0o644)
+    names = ["file", "empty", "dir", "link", "with space", "missing"]
+    fact = _files.PathStates()
+    command = fact.command(paths=[str(tmp_path / name) for name in names],
+                           patterns=[f"{tmp_path}/*.conf"])
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    states = fact.process(result.stdout.splitlines())
+    user = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    assert states == {
+        str(tmp_path / "file"): ("file", "640", user, group, sha("content\n")),
+        str(tmp_path / "empty"): ("file", "644", user, group, sha("")),
+        str(tmp_path / "dir"): ("directory", "700", user, group, None),
+        str(tmp_path / "link"): ("link", "777", user, group, None),
+        str(tmp_path / "with space"): ("file", "644", user, group, sha("x")),
+        str(tmp_path / "globbed.conf"): ("file", "644", user, group, sha("g")),
+    }
+
+
+# -- Debian packages, asked once per run -------------------------------------------------------
+
+@pytest.mark.parametrize(("missing", "noop"), [
+    ([], "2 packages already installed"),
+    (["curl"], None),
+])
+def test_deb_packages(missing, noop):
+    got, noops = run(_common._deb_packages, {}, packages=["git", "curl"], missing=missing)
+    if noop:
+        assert (got, noops) == ([], [noop])
+    else:
+        stock, _ = run(apt.packages, {}, packages=["git", "curl"], no_recommends=True)
+        assert got == stock and any("apt-get" in line for line in got)

@@ -1,0 +1,191 @@
+"""
+The deploy's own files, checked in one batch. pyinfra's ``files.put`` asks three facts per file
+(its directory, the file, its checksum): a process each on the box and a round trip each over
+SSH, which made them four fifths of a no-op converge. Here one fact stats and hashes every path
+the deploy ships (``files/`` and ``templates/`` are laid out by destination), and an op whose
+path already holds what it would write says so without asking more. Every other case (missing,
+different, another kind of file, a path outside the batch) is pyinfra's own op, unchanged, so
+a drifted file is repaired exactly as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+from io import BytesIO, StringIO
+from pathlib import PurePosixPath
+
+from pyinfra import host, state
+from pyinfra.api import FactBase, operation
+from pyinfra.api.util import get_template
+from pyinfra.operations import files
+
+from operations import settings
+
+# Program configs are rendered from one template to many names: all of them, by pattern.
+_PATTERNS = ("/etc/supervisor/conf.d/*.conf",)
+_KINDS = {"regular file": "file", "regular empty file": "file", "directory": "directory",
+          "symbolic link": "link"}
+# What this run's deploy already learned per host (a fleet runs the deploy code per host in
+# one process): path -> (kind, mode, user, group, sha256 or None); None: not asked.
+_snapshots: dict[str, dict[str, tuple] | None] = {}
+
+
+class PathStates(FactBase):
+    """
+    Kind, mode, owner and (regular files) sha256 of each path that exists: two processes for
+    all of them. Paths with a newline or a backslash are left out (sha256sum escapes those).
+
+    + paths: absolute paths to look at
+    + patterns: shell globs, expanded on the box
+    """
+
+    def command(self, paths, patterns=()):
+        words = " ".join([*(shlex.quote(path) for path in paths), *patterns])
+        return (f"stat --printf '%F\\t%a\\t%U\\t%G\\t%n\\n' -- {words} 2>/dev/null; "
+                f"echo '--'; sha256sum -- {words} 2>/dev/null; true")
+
+    @staticmethod
+    def default() -> dict:
+        return {}
+
+    def process(self, output):
+        states: dict[str, tuple] = {}
+        lines = iter(output)
+        for line in lines:
+            if line == "--":
+                break
+            kind, mode, user, group, path = (line.split("\t", 4) + [""] * 5)[:5]
+            if path:
+                states[path] = (_KINDS.get(kind, "other"), mode, user, group, None)
+        for line in lines:
+            digest, _, path = line.partition("  ")
+            if path in states and states[path][0] == "file" and len(digest) == 64:
+                states[path] = (*states[path][:4], digest)
+        return states
+
+
+def shipped_paths(root=settings.ROOT) -> list[str]:
+    """Every destination under files/<concern> and templates/<concern>, and their parents."""
+    found: set[str] = set()
+    for tree, suffix in (("files", ""), ("templates", ".j2")):
+        for concern in sorted((root / tree).iterdir()):
+            for item in concern.rglob("*"):
+                if not item.is_file() or "__pycache__" in item.parts or item.suffix == ".pyc":
+                    continue
+                dest = "/" + item.relative_to(concern).as_posix()
+                if suffix and dest.endswith(suffix):
+                    dest = dest[: -len(suffix)]
+                path = PurePosixPath(dest)
+                found.add(str(path))
+                found.update(str(parent) for parent in path.parents if str(parent) != "/")
+    # The patterns cover their directories (and the one template rendered to many names).
+    return sorted(path for path in found if "\n" not in path and "\\" not in path
+                  and not any(PurePosixPath(path).match(pattern) for pattern in _PATTERNS))
+
+
+def _known(path: str):
+    """(asked, state): whether the batch covers path, and its state (None: it is missing)."""
+    if host.name not in _snapshots:
+        paths = shipped_paths()
+        states = host.get_fact(PathStates, paths=paths, patterns=_PATTERNS)
+        _snapshots[host.name] = {"paths": set(paths), "states": states or {}}
+    snapshot = _snapshots[host.name]
+    states = snapshot["states"]
+    covered = path in snapshot["paths"] or any(
+        PurePosixPath(path).match(pattern) for pattern in _PATTERNS)
+    return covered, states.get(path)
+
+
+def forget() -> None:
+    """Drop what was learned (tests; a run that changes the box between its batches)."""
+    _snapshots.clear()
+
+
+def _same_mode(actual: str, wanted) -> bool:
+    if wanted is None:
+        return True
+    try:
+        return int(str(actual), 8) == int(str(wanted), 8)
+    except ValueError:
+        return False
+
+
+def _content(src) -> bytes:
+    if isinstance(src, StringIO):
+        return src.getvalue().encode("utf-8")
+    if isinstance(src, BytesIO):
+        return src.getvalue()
+    if hasattr(src, "read"):
+        raise TypeError(f"cannot hash {src!r} without consuming it")
+    cwd = getattr(state, "cwd", None)
+    if not os.path.isabs(src) and cwd:
+        src = os.path.join(cwd, src)
+    with open(src, "rb") as handle:
+        return handle.read()
+
+
+def holds(dest: str, content: bytes, mode=None, user=None, group=None) -> bool:
+    """Whether dest, as the batch saw it, is a regular file with this content and ownership."""
+    covered, state = _known(dest)
+    if not covered or state is None:
+        return False
+    kind, actual_mode, actual_user, actual_group, digest = state
+    return (kind == "file" and digest == hashlib.sha256(content).hexdigest()
+            and _same_mode(actual_mode, mode)
+            and user in (None, actual_user) and group in (None, actual_group))
+
+
+@operation()
+def put(src, dest: str, mode=None, user=None, group=None, **options):
+    """
+    ``files.put``, answered from the batch when dest already holds exactly src.
+
+    + src: a local path, or a StringIO/BytesIO
+    + dest, mode, user, group, options: as for ``files.put``
+    """
+    content = _content(src)
+    if holds(dest, content, mode, user, group):
+        host.noop(f"{dest} is up to date")
+        return
+    if isinstance(src, (StringIO, BytesIO)):
+        src.seek(0)
+    yield from files.put._inner(src=src, dest=dest, mode=mode, user=user, group=group,
+                                **options)
+
+
+@operation()
+def template(src: str, dest: str, mode=None, user=None, group=None, **data):
+    """
+    ``files.template``, rendered here (pyinfra's own renderer, the same context) and answered
+    from the batch when dest already holds the result.
+
+    + src: the jinja2 template
+    + dest, mode, user, group: as for ``files.template``
+    + data: the template's variables
+    """
+    data.setdefault("host", host)
+    data.setdefault("state", state)
+    data.setdefault("inventory", getattr(state, "inventory", None))
+    rendered = StringIO(get_template(src).render(data))
+    yield from put._inner(src=rendered, dest=dest, mode=mode, user=user, group=group,
+                          add_deploy_dir=False)
+
+
+@operation()
+def directory(path: str, mode=None, user=None, group=None):
+    """
+    ``files.directory`` (present), answered from the batch when path already is one with this
+    mode and ownership.
+
+    + path, mode, user, group: as for ``files.directory``
+    """
+    covered, state = _known(path)
+    if covered and state is not None:
+        kind, actual_mode, actual_user, actual_group, _ = state
+        if (kind == "directory" and _same_mode(actual_mode, mode)
+                and user in (None, actual_user) and group in (None, actual_group)):
+            host.noop(f"{path} is a directory")
+            return
+    yield from files.directory._inner(path=path, mode=mode, user=user, group=group)

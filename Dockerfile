@@ -42,6 +42,7 @@ WORKDIR /tmp/red-src
 RUN --mount=type=secret,id=extra_ca \
     /opt/red/bin/red-with-extra-ca \
       /opt/red/tool/bin/pyinfra @local deploy.py -y --data red_phase=install \
+ && /opt/red/bin/red-provision mark-installed --by "image build" \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /root/.cache /tmp/* /logs/*
 WORKDIR /opt/red/deploy

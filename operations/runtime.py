@@ -18,18 +18,17 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.facts.server import Command
-from pyinfra.operations import files
 
-from operations import settings
+from operations import _files, settings
 from operations._common import pip_requirements, shipped_text, static_file, venv
+from redbox.provision import DEPLOY_DIR, VERSION_FILE
 
 LIB_DIR = "/opt/red/lib"
 PACKAGE = f"{LIB_DIR}/redbox"
 TOOL_VENV = "/opt/red/tool"
 TOOL_LOCK = "requirements/tool.lock"
-DEPLOY_DIR = "/opt/red/deploy"
-# The deploy's version on the box: a content hash of the tree below (see tree_version).
-VERSION_FILE = ".red-version"
+# The deploy's version on the box (VERSION_FILE): a content hash of the tree below (see
+# tree_version).
 # What a box needs to converge itself: the deploy and everything it reads (not the tests,
 # the inventories or the docs). The image's build context (.dockerignore) holds at least this.
 DEPLOY_TREE = ("deploy.py", "pyproject.toml", "group_data", "operations", "files", "templates",
@@ -135,17 +134,12 @@ def setup_runtime(install: bool = True, configure: bool = True):
     )
     deploy_tree(name=f"Copy the deploy to {DEPLOY_DIR} (stamped with its version)",
                 src=str(settings.ROOT), dest=DEPLOY_DIR)
-    files.directory(name=f"Create {LIB_DIR}", path=LIB_DIR, mode="755")
-    files.sync(
-        name=f"Upload {PACKAGE}",
-        src=static_file("lib", PACKAGE),
-        dest=PACKAGE,
-        mode="644",
-        dir_mode="755",
-        # Bytecode is the box's own business (and differs between Pythons).
-        exclude=["*.pyc"],
-        exclude_dir=["__pycache__", "*/__pycache__"],
-    )
+    _files.directory(name=f"Create {LIB_DIR}", path=LIB_DIR, mode="755")
+    _files.directory(name=f"Create {PACKAGE}", path=PACKAGE, mode="755")
+    # Bytecode is the box's own business (and differs between Pythons).
+    for module in sorted(Path(static_file("lib", PACKAGE)).glob("*.py")):
+        _files.put(name=f"Upload {PACKAGE}/{module.name}", src=str(module),
+                   dest=f"{PACKAGE}/{module.name}", mode="644")
     # The tool venv's site-packages (python3's version: the venv is made from it, maybe later
     # in this very run): a .pth there puts the library on its sys.path, for
     # `python -m redbox...`; the tools' entry points add /opt/red/lib themselves.
@@ -155,7 +149,7 @@ def setup_runtime(install: bool = True, configure: bool = True):
     )
     if version:
         site = f"{TOOL_VENV}/lib/python{version}/site-packages"
-        files.put(
+        _files.put(
             name=f"Upload {site}/red-lib.pth",
             src=StringIO(f"{LIB_DIR}\n"),
             dest=f"{site}/red-lib.pth",

@@ -1,10 +1,21 @@
 """Converging again, restarting, a second container, and services killed with -9."""
 
+import json
 import time
 
 import pytest
 
-from tests.boxes import NO_APP, PROGRAMS, podman, ports, ports_env, remove, start_box, wait_ready
+from tests.boxes import (
+    NO_APP,
+    PROGRAMS,
+    podman,
+    ports,
+    ports_env,
+    remove,
+    start_box,
+    wait_onstart,
+    wait_ready,
+)
 
 SECRET_AND_KEY_FILES = "/etc/red/secrets/* /etc/ssh/ssh_host_*_key"
 LONG_VNC_PASSWORD = "longer-than-8ch"
@@ -95,3 +106,68 @@ def test_supervisor_brings_back_a_killed_service(box, program):
     time.sleep(STAYS_UP_SECONDS)
     assert box.program_pids().get(program) == new_pid, box.sh(
         f"supervisorctl status; tail -n 20 /logs/{program}.log", check=False)
+
+
+# -- drift: the boot applies the settings first, the full converge behind it repairs the rest --
+
+# Shipped by the deploy (files/desktop, files/lib, a program config, a template), and a package
+# of its install list that nothing else needs.
+DRIFTED_CONTENT = "/opt/red/bin/red-novnc"
+DRIFTED_MODE = "/opt/red/lib/redbox/log.py"
+DRIFTED_CONFIG = "/etc/supervisor/conf.d/novnc.conf"
+DRIFTED_TEMPLATE = "/etc/default/locale"
+REMOVED_PACKAGE = "thunar"
+FAST_BOOT = "is in place: applying the runtime settings only"
+
+
+def package_status(box, package: str) -> str:
+    return box.sh(f"dpkg-query -W -f '${{db:Status-Abbrev}}' {package}").strip()
+
+
+@pytest.fixture(scope="module")
+def drift_box():
+    drift_ports = ports(22320)
+    drift = start_box("red-test-drift", {**NO_APP, **ports_env(drift_ports),
+                                          "VNC_PW": "drift-pw"}, drift_ports)
+    try:
+        wait_ready(drift)
+        yield drift
+    finally:
+        remove(drift.name)
+
+
+def test_the_first_boot_applies_the_runtime_settings_only_before_the_services(drift_box):
+    # The image build recorded its install half; the boot's foreground converge trusted it,
+    # and the background flow's full converge followed (and recorded it again).
+    version = drift_box.sh("cat /opt/red/deploy/.red-version").strip()
+    log = drift_box.sh("cat /logs/provisioning.log")
+    assert f"the install half of deploy {version[:12]} {FAST_BOOT}" in log
+    assert wait_onstart(drift_box, timeout=300)["status"] == "ok"
+    installed = json.loads(drift_box.sh("cat /var/lib/red/provisioning/installed.json"))
+    assert installed["version"] == version
+
+
+def test_a_drifted_box_is_repaired_by_the_converge_after_the_next_boot(drift_box):
+    wait_onstart(drift_box, timeout=300)
+    paths = (DRIFTED_CONTENT, DRIFTED_CONFIG, DRIFTED_TEMPLATE)
+    shipped = drift_box.sh(f"sha256sum {' '.join(paths)}")
+    assert drift_box.sh(f"stat -c %a {DRIFTED_MODE}").strip() == "644"
+    drift_box.sh(f"echo '# drifted' >> {DRIFTED_CONTENT} && echo '; drifted' >> "
+                 f"{DRIFTED_CONFIG} && echo 'LANG=drifted' > {DRIFTED_TEMPLATE} && "
+                 f"chmod 600 {DRIFTED_MODE} && dpkg -r {REMOVED_PACKAGE} >/dev/null 2>&1")
+    # Removed as apt-get remove leaves it: its config files stay.
+    assert package_status(drift_box, REMOVED_PACKAGE) == "rc"
+    boots = drift_box.sh("grep -c 'red-entrypoint: converging' /logs/startup.log").strip()
+    podman("restart", "-t", "5", drift_box.name, timeout=120)
+    wait_ready(drift_box)
+    assert drift_box.sh("grep -c 'red-entrypoint: converging' /logs/startup.log").strip() \
+        == str(int(boots) + 1)
+    assert drift_box.sh(f"grep -c '{FAST_BOOT}' /logs/provisioning.log").strip() == "2"
+    record = wait_onstart(drift_box, timeout=600)
+    assert record["status"] == "ok", drift_box.sh("tail -n 40 /logs/provisioning.log")
+    assert drift_box.sh(f"sha256sum {' '.join(paths)}") == shipped
+    assert drift_box.sh(f"stat -c %a {DRIFTED_MODE}").strip() == "644"
+    assert package_status(drift_box, REMOVED_PACKAGE) == "ii"
+    # The repaired program config was applied: novnc runs, and a converge now changes nothing.
+    assert " RUNNING " in drift_box.sh("supervisorctl status novnc")
+    assert drift_box.converge_json()["results"]["totals"]["success"] == 0

@@ -173,3 +173,25 @@ def test_only_the_users_setting_choices_are_kept_for_the_boxs_own_converges():
     assert chosen_settings({"python_version", "ssh_key", "supervisor_start",
                             "visomaster_checkout", "vnc_resolution"}) == {
         "python_version", "vnc_resolution"}
+
+
+def test_the_install_half_counts_as_in_place_only_for_the_deploy_version_it_was_run_with(
+        tmp_path, monkeypatch):
+    deploy, state = tmp_path / "deploy", tmp_path / "state"
+    deploy.mkdir()
+    state.mkdir()
+    monkeypatch.setattr(red_provision, "DEPLOY_DIR", str(deploy))
+    paths = red_provision.markers(str(state))
+    # No version on the box, or never installed: not in place.
+    assert red_provision.install_in_place(paths) is None
+    (deploy / red_provision.VERSION_FILE).write_text("v1\n")
+    assert red_provision.install_in_place(paths) is None
+    red_provision.mark_installed(paths, "image build")
+    assert red_provision.install_in_place(paths) == "v1"
+    assert json.loads((state / red_provision.INSTALLED).read_text())["by"] == "image build"
+    # A newer deploy arrived (a converge over SSH from a newer controller): not until its own
+    # install half completes.
+    (deploy / red_provision.VERSION_FILE).write_text("v2\n")
+    assert red_provision.install_in_place(paths) is None
+    (state / red_provision.INSTALLED).write_text("{not json")
+    assert red_provision.install_in_place(paths) is None

@@ -75,6 +75,11 @@ from redbox.resolve import SEED_SCRIPTS, SETTINGS_FILE, box_settings, provisioni
 from redbox.retry import Attempts
 
 DEPLOY_DIR = "/opt/red/deploy"
+# The deploy tree's version (operations/runtime.py writes it into DEPLOY_DIR).
+VERSION_FILE = ".red-version"
+# In the state dir: the deploy version whose install half last completed (a full converge by
+# red-provision, or the image build: `red-provision mark-installed`).
+INSTALLED = "installed.json"
 PYINFRA = "/opt/red/tool/bin/pyinfra"
 SUPERVISOR_CONF = "/etc/supervisor/supervisord.conf"
 EX_TEMPFAIL = 75
@@ -133,7 +138,7 @@ def usable_logs_dir(values, quiet: bool = False) -> str | None:
 def markers(state_dir: str) -> dict[str, str]:
     return {name: os.path.join(state_dir, name)
             for name in ("lock", "in-progress", "completed", "failed", "onstart.json",
-                         SCRIPT_DONE)}
+                         SCRIPT_DONE, INSTALLED)}
 
 
 def saved_data(path: str = SETTINGS_FILE) -> list[str]:
@@ -219,8 +224,30 @@ def _error_lines(path: str | None, count: int = 8) -> list[str]:
 
 
 
+def deploy_version() -> str | None:
+    """The version of the deploy tree in DEPLOY_DIR, or None when it has none."""
+    try:
+        with open(os.path.join(DEPLOY_DIR, VERSION_FILE), encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def install_in_place(paths: dict[str, str]) -> str | None:
+    """The deploy version when its install half is known complete on this box, else None."""
+    version = deploy_version()
+    installed = read_json(paths[INSTALLED]) or {}
+    return version if version and installed.get("version") == version else None
+
+
+def mark_installed(paths: dict[str, str], by: str) -> None:
+    version = deploy_version()
+    if version:
+        write_json(paths[INSTALLED], {"version": version, "at": now(), "by": by})
+
+
 def converge(values, prov, logs: str | None, by: str, *, start_supervisor: bool = True,
-             skip_app: bool = False) -> int:
+             skip_app: bool = False, configure_if_installed: bool = False) -> int:
     """The `run` command's work: lock, in-progress marker, pyinfra, completed or failed."""
     log = tool_log(logs, "red-provision")
     paths = markers(prov.state_dir)
@@ -245,6 +272,13 @@ def converge(values, prov, logs: str | None, by: str, *, start_supervisor: bool 
                   "interrupted_run": interrupted}
         write_json(paths["in-progress"], record)
         command = [PYINFRA, "@local", "deploy.py", "-y", "--json", *saved_data()]
+        installed = install_in_place(paths) if configure_if_installed else None
+        if installed:
+            # The boot's foreground step: settings, secrets and program configs before
+            # supervisord starts; the full converge (drift repair) follows in the background.
+            log(f"the install half of deploy {installed[:12]} is in place: applying the "
+                "runtime settings only (the full converge follows in the background)")
+            command += ["--data", "red_phase=configure"]
         if not start_supervisor:
             command += ["--data", "supervisor_start=false"]
         for step in APP_STEPS if skip_app else ():
@@ -258,7 +292,10 @@ def converge(values, prov, logs: str | None, by: str, *, start_supervisor: bool 
         stdout, reason = run_pyinfra(command, record["log"], handle)
         record.update(finished=now(), seconds=round(time.monotonic() - clock, 1))
         echo_startup_lines(logs, offset)
-        return _finish_run(paths, record, stdout, reason, log)
+        code = _finish_run(paths, record, stdout, reason, log)
+        if code == 0 and not installed:
+            mark_installed(paths, by)
+        return code
     finally:
         os.close(handle)
 
@@ -521,7 +558,14 @@ def cmd_run(args) -> int:
     values, prov = _settings()
     logs = _logs_and_decisions(values, prov)
     return converge(values, prov, logs, args.by, start_supervisor=not args.no_start_supervisor,
-                    skip_app=args.skip_app)
+                    skip_app=args.skip_app, configure_if_installed=args.configure_if_installed)
+
+
+def cmd_mark_installed(args) -> int:
+    """The image build ran the install half itself: record its version."""
+    _values, prov = _settings()
+    mark_installed(markers(prov.state_dir), args.by)
+    return 0
 
 
 def ensure_services(values, prov, logs: str | None, log, wait: bool) -> tuple[bool, bool]:
@@ -766,6 +810,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--skip-app", action="store_true",
                      help="leave the app's checkout, packages and models to a later run")
     run.add_argument("--by", default="red-provision", help="who asked, for the markers")
+    run.add_argument("--configure-if-installed", action="store_true",
+                     help="only the configure half when this deploy's install half is in place")
+    installed = commands.add_parser("mark-installed", help=argparse.SUPPRESS)
+    installed.add_argument("--by", default="image build")
     onstart = commands.add_parser("onstart", help="the seed's on-start flow")
     onstart.add_argument("--wait-for-supervisord", action="store_true")
     onstart.add_argument("--once-per-boot", action="store_true",
@@ -780,7 +828,8 @@ def main(argv: list[str] | None = None) -> int:
     stamp.add_argument("--log")
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "onstart": cmd_onstart, "status": cmd_status,
-                "logs-dir": cmd_logs_dir, "stamp": cmd_stamp}
+                "logs-dir": cmd_logs_dir, "stamp": cmd_stamp,
+                "mark-installed": cmd_mark_installed}
     return handlers[args.command](args)
 
 

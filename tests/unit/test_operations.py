@@ -35,9 +35,8 @@ class FakeHost:
     inventory = SimpleNamespace(get_override_data=dict)
     connector_cls = None
     # What pyinfra's own file ops read of a host outside a run.
-    current_op_global_arguments: dict = {}
-
     def __init__(self, facts: dict):
+        self.current_op_global_arguments: dict = {}
         self.facts = facts
         self.noops: list[str] = []
         self.data: dict = {}
@@ -57,7 +56,7 @@ class FakeHost:
 
     @staticmethod
     def get_temp_filename(dest: str, temp_directory=None) -> str:
-        return f"/tmp/pyinfra-{hashlib.sha1(dest.encode()).hexdigest()}"
+        return f"/tmp/pyinfra-{hashlib.sha256(dest.encode()).hexdigest()[:40]}"
 
 
 # What pyinfra's own file ops read of the run's state: no --diff, no deploy dir.

@@ -249,11 +249,12 @@ def secret(path: str, value: str | None = None, length: int = 24):
     + value: the secret to store; ``None`` keeps the stored one, or generates one once
     + length: characters of a generated secret
     """
-    info = host.get_fact(File, path=path)
+    found = _files.state_of(path)
+    stored = found is not None and found.kind == "file"
     fix_mode = StringCommand("chmod", "600", QuoteString(path))
     if value is None:
-        if info and info["size"] > 0:
-            if info["mode"] != 600:
+        if stored and found.size > 0:
+            if not _files.mode_is(found, "600"):
                 yield fix_mode
             else:
                 host.noop(f"{path} already holds a secret")
@@ -270,8 +271,8 @@ def secret(path: str, value: str | None = None, length: int = 24):
         )
         return
     wanted = hashlib.sha256(value.encode()).hexdigest()
-    if info and host.get_fact(Sha256File, path=path) == wanted:
-        if info["mode"] != 600:
+    if stored and found.sha256 == wanted:
+        if not _files.mode_is(found, "600"):
             yield fix_mode
         else:
             host.noop(f"{path} already holds this secret")

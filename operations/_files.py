@@ -1,11 +1,11 @@
 """
-The deploy's own files, checked in one batch. pyinfra's ``files.put`` asks three facts per file
+The deploy's own files, checked in batches. pyinfra's ``files.put`` asks three facts per file
 (its directory, the file, its checksum): a process each on the box and a round trip each over
 SSH, which made them four fifths of a no-op converge. Here one fact stats and hashes every path
-the deploy ships (``files/`` and ``templates/`` are laid out by destination), and an op whose
-path already holds what it would write says so without asking more. Every other case (missing,
-different, another kind of file, a path outside the batch) is pyinfra's own op, unchanged, so
-a drifted file is repaired exactly as before.
+the deploy ships (``files/`` and ``templates/`` are laid out by destination) and what the
+concerns said they would look at (``expect``), and an op whose path already holds what it
+would write says so without asking more. Every other case (missing, different, another kind
+of file) is pyinfra's own op, unchanged, so a drifted file is repaired exactly as before.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import shlex
 from io import BytesIO, StringIO
 from pathlib import PurePosixPath
+from typing import NamedTuple
 
 from pyinfra import host, state
 from pyinfra.api import FactBase, operation
@@ -27,15 +28,27 @@ from operations import settings
 _PATTERNS = ("/etc/supervisor/conf.d/*.conf",)
 _KINDS = {"regular file": "file", "regular empty file": "file", "directory": "directory",
           "symbolic link": "link"}
-# What this run's deploy already learned per host (a fleet runs the deploy code per host in
-# one process): path -> (kind, mode, user, group, sha256 or None); None: not asked.
-_snapshots: dict[str, dict[str, tuple] | None] = {}
+
+
+class PathState(NamedTuple):
+    kind: str  # file, directory, link or other
+    mode: str  # octal digits, as stat prints them: "644"
+    user: str
+    group: str
+    size: int
+    sha256: str | None  # regular files only
+
+
+# What this run's deploy learned per host (a fleet runs the deploy code per host in one
+# process): the paths asked, their states (a path asked but absent is missing), and the paths
+# expected next (asked together with the next one).
+_snapshots: dict[str, dict] = {}
 
 
 class PathStates(FactBase):
     """
-    Kind, mode, owner and (regular files) sha256 of each path that exists: two processes for
-    all of them. Paths with a newline or a backslash are left out (sha256sum escapes those).
+    Kind, mode, owner, size and (regular files) sha256 of each path that exists: two processes
+    for all of them. Paths with a newline or a backslash are left out (sha256sum escapes those).
 
     + paths: absolute paths to look at
     + patterns: shell globs, expanded on the box
@@ -43,7 +56,7 @@ class PathStates(FactBase):
 
     def command(self, paths, patterns=()):
         words = " ".join([*(shlex.quote(path) for path in paths), *patterns])
-        return (f"stat --printf '%F\\t%a\\t%U\\t%G\\t%n\\n' -- {words} 2>/dev/null; "
+        return (f"stat --printf '%F\\t%a\\t%U\\t%G\\t%s\\t%n\\n' -- {words} 2>/dev/null; "
                 f"echo '--'; sha256sum -- {words} 2>/dev/null; true")
 
     @staticmethod
@@ -51,18 +64,19 @@ class PathStates(FactBase):
         return {}
 
     def process(self, output):
-        states: dict[str, tuple] = {}
+        states: dict[str, PathState] = {}
         lines = iter(output)
         for line in lines:
             if line == "--":
                 break
-            kind, mode, user, group, path = (line.split("\t", 4) + [""] * 5)[:5]
-            if path:
-                states[path] = (_KINDS.get(kind, "other"), mode, user, group, None)
+            kind, mode, user, group, size, path = (line.split("\t", 5) + [""] * 6)[:6]
+            if path and size.isdigit():
+                states[path] = PathState(_KINDS.get(kind, "other"), mode, user, group,
+                                         int(size), None)
         for line in lines:
             digest, _, path = line.partition("  ")
-            if path in states and states[path][0] == "file" and len(digest) == 64:
-                states[path] = (*states[path][:4], digest)
+            if path in states and states[path].kind == "file" and len(digest) == 64:
+                states[path] = states[path]._replace(sha256=digest)
         return states
 
 
@@ -85,22 +99,43 @@ def shipped_paths(root=settings.ROOT) -> list[str]:
                   and not any(PurePosixPath(path).match(pattern) for pattern in _PATTERNS))
 
 
-def _known(path: str):
-    """(asked, state): whether the batch covers path, and its state (None: it is missing)."""
+def _snapshot() -> dict:
     if host.name not in _snapshots:
-        paths = shipped_paths()
-        states = host.get_fact(PathStates, paths=paths, patterns=_PATTERNS)
-        _snapshots[host.name] = {"paths": set(paths), "states": states or {}}
-    snapshot = _snapshots[host.name]
-    states = snapshot["states"]
-    covered = path in snapshot["paths"] or any(
-        PurePosixPath(path).match(pattern) for pattern in _PATTERNS)
-    return covered, states.get(path)
+        _snapshots[host.name] = {"asked": set(), "states": {}, "expected": set(shipped_paths())}
+    return _snapshots[host.name]
+
+
+def expect(*paths: str) -> None:
+    """Paths a concern is about to look at (written from data, not shipped): asked together."""
+    snapshot = _snapshot()
+    snapshot["expected"].update(path for path in paths if path not in snapshot["asked"])
+
+
+def state_of(path: str) -> PathState | None:
+    """path's state before this run (None: missing), asked with every path expected so far."""
+    snapshot = _snapshot()
+    # The patterns are expanded by the first batch.
+    covered = path in snapshot["asked"] or (bool(snapshot["asked"]) and any(
+        PurePosixPath(path).match(pattern) for pattern in _PATTERNS))
+    if not covered:
+        snapshot["expected"].add(path)
+        first = not snapshot["asked"]
+        asked = sorted(snapshot["expected"] - snapshot["asked"])
+        found = host.get_fact(PathStates, paths=asked, patterns=_PATTERNS if first else ())
+        snapshot["states"].update(found or {})
+        snapshot["asked"].update(asked)
+        snapshot["expected"].clear()
+    return snapshot["states"].get(path)
 
 
 def forget() -> None:
     """Drop what was learned (tests; a run that changes the box between its batches)."""
     _snapshots.clear()
+
+
+def mode_is(found: PathState | None, wanted) -> bool:
+    """Whether an existing path has this mode (e.g. "600")."""
+    return found is not None and _same_mode(found.mode, wanted)
 
 
 def _same_mode(actual: str, wanted) -> bool:
@@ -128,13 +163,11 @@ def _content(src) -> bytes:
 
 def holds(dest: str, content: bytes, mode=None, user=None, group=None) -> bool:
     """Whether dest, as the batch saw it, is a regular file with this content and ownership."""
-    covered, state = _known(dest)
-    if not covered or state is None:
-        return False
-    kind, actual_mode, actual_user, actual_group, digest = state
-    return (kind == "file" and digest == hashlib.sha256(content).hexdigest()
-            and _same_mode(actual_mode, mode)
-            and user in (None, actual_user) and group in (None, actual_group))
+    found = state_of(dest)
+    return (found is not None and found.kind == "file"
+            and found.sha256 == hashlib.sha256(content).hexdigest()
+            and _same_mode(found.mode, mode) and user in (None, found.user)
+            and group in (None, found.group))
 
 
 @operation()
@@ -181,11 +214,9 @@ def directory(path: str, mode=None, user=None, group=None):
 
     + path, mode, user, group: as for ``files.directory``
     """
-    covered, state = _known(path)
-    if covered and state is not None:
-        kind, actual_mode, actual_user, actual_group, _ = state
-        if (kind == "directory" and _same_mode(actual_mode, mode)
-                and user in (None, actual_user) and group in (None, actual_group)):
-            host.noop(f"{path} is a directory")
-            return
+    found = state_of(path)
+    if (found is not None and found.kind == "directory" and _same_mode(found.mode, mode)
+            and user in (None, found.user) and group in (None, found.group)):
+        host.noop(f"{path} is a directory")
+        return
     yield from files.directory._inner(path=path, mode=mode, user=user, group=group)

@@ -26,6 +26,9 @@ def setup_base(install: bool = True):
 
     + install: run the install half (packages); directories are always ensured
     """
+    directories = [settings.get(key) for key in ("base_logs_dir", "base_notebooks_dir",
+                                                 "base_workspace_dir")]
+    _files.expect(*directories, settings.get("secrets_dir"))
     if install:
         apt_install(BASE_PACKAGES, name="Install base packages")
         _files.template(
@@ -36,8 +39,7 @@ def setup_base(install: bool = True):
             locale=settings.get("base_locale"),
         )
     # Every service runs as root and writes its own log here; users read them.
-    for key in ("base_logs_dir", "base_notebooks_dir", "base_workspace_dir"):
-        path = settings.get(key)
+    for path in directories:
         _files.directory(name=f"Create {path}", path=path, mode="755")
     _files.directory(name="Create /opt/red/bin", path="/opt/red/bin", mode="755")
     _files.directory(

@@ -15,9 +15,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import File
 from pyinfra.operations import server
 
 from operations import _files, settings
@@ -110,13 +108,14 @@ def _install_nginx() -> None:
 
 def _certificate(portal_dir: str) -> tuple[str, str, list]:
     """Vast's instance certificate when present, else ours, made once per container."""
-    cert, key = settings.get("portal_instance_cert"), settings.get("portal_instance_key")
-    if host.get_fact(File, path=cert) and host.get_fact(File, path=key):
-        return cert, key, []
     tls = f"{portal_dir}/tls"
-    cert, key = f"{tls}/cert.pem", f"{tls}/key.pem"
-    if host.get_fact(File, path=cert) and host.get_fact(File, path=key):
-        return cert, key, []
+    pairs = [(settings.get("portal_instance_cert"), settings.get("portal_instance_key")),
+             (f"{tls}/cert.pem", f"{tls}/key.pem")]
+    _files.expect(*(path for pair in pairs for path in pair))
+    for cert, key in pairs:
+        if all(getattr(_files.state_of(path), "kind", None) == "file" for path in (cert, key)):
+            return cert, key, []
+    cert, key = pairs[-1]
     names = ["DNS:localhost", "IP:127.0.0.1"]
     public_ip = _public_ip(settings.runtime_environment())
     if public_ip and public_ip != "127.0.0.1":

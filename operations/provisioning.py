@@ -84,8 +84,9 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
     + install: run the install half (the scripts, the markers' directory)
     + configure: run the configure half (/etc/profile.d/red.sh from the runtime env)
     """
+    state_dir = settings.get("provisioning_state_dir")
+    _files.expect(state_dir, "/src", *((SETTINGS_FILE, PROFILE) if configure else ()))
     if install:
-        state_dir = settings.get("provisioning_state_dir")
         _files.directory(name=f"Create {state_dir} (root-only)", path=state_dir, mode="700")
         for tool in TOOLS:
             upload("provisioning", f"/opt/red/bin/{tool}")

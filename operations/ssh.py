@@ -3,9 +3,7 @@ SSH: OpenSSH's server, key-only, root by key; host keys made per container at fi
 never baked into an image; authorized_keys filled from the env, keys already there kept.
 """
 
-from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from operations import _files, settings
@@ -55,9 +53,9 @@ def setup_ssh(runtime: settings.RuntimeSettings, install: bool = True, configure
         )
         upload("ssh", "/opt/red/bin/red-sshd")
     if configure:
-        missing = [
-            path for path in _host_key_paths() if not host.get_fact(File, path=path)
-        ]
+        _files.expect(*_host_key_paths(), "/root/.ssh")
+        missing = [path for path in _host_key_paths()
+                   if getattr(_files.state_of(path), "kind", None) != "file"]
         if missing:
             restart_on.append(
                 server.shell(name="Generate this box's SSH host keys", commands=["ssh-keygen -A"])

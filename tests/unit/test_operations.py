@@ -83,8 +83,13 @@ def shown(command) -> str:
 def run(op, facts: dict, **kwargs) -> tuple[list[str], list[str]]:
     """The commands an operation yields for these facts, and its no-change notes."""
     fake = FakeHost(facts)
-    with ctx_host.use(fake), ctx_state.use(FAKE_STATE):
-        commands = [shown(command) for command in op._inner(**kwargs)]
+    # What the batch of files learned belongs to one run.
+    _files.forget()
+    try:
+        with ctx_host.use(fake), ctx_state.use(FAKE_STATE):
+            commands = [shown(command) for command in op._inner(**kwargs)]
+    finally:
+        _files.forget()
     return commands, fake.noops
 
 
@@ -102,24 +107,28 @@ def sha(text: str) -> str:
 # -- secret ------------------------------------------------------------------------------------
 
 SECRET = "/etc/red/secrets/token"
-STORED = {"size": 24, "mode": 600}
 GENERATE = ("umask 077 && head -c 48 /dev/urandom | base64 | tr -dc A-Za-z0-9 | head -c 24 > "
             f"{SECRET}.new && mv -f {SECRET}.new {SECRET}")
 STORE = f"chmod 600 {SECRET}.new && mv -f {SECRET}.new {SECRET}"
 
 
+def stored(mode="600", size=24, content="old"):
+    """The batch's answer for the secret's file."""
+    return {("PathStates", "", ""): {SECRET: _files.PathState("file", mode, "root", "root", size,
+                                                                 sha(content))}}
+
+
 @pytest.mark.parametrize(("facts", "kwargs", "commands", "noop"), [
     ({}, {}, [GENERATE], None),
-    ({("File", SECRET): {"size": 0, "mode": 600}}, {}, [GENERATE], None),
-    ({("File", SECRET): STORED}, {}, [], f"{SECRET} already holds a secret"),
-    ({("File", SECRET): {**STORED, "mode": 644}}, {}, [f"chmod 600 {SECRET}"], None),
+    (stored(size=0, content=""), {}, [GENERATE], None),
+    (stored(), {}, [], f"{SECRET} already holds a secret"),
+    (stored(mode="644"), {}, [f"chmod 600 {SECRET}"], None),
     ({}, {"value": "s3cret-x"}, [f"upload {SECRET}.new: s3cret-x", STORE], None),
-    ({("File", SECRET): STORED, ("Sha256File", SECRET): sha("old")}, {"value": "s3cret-x"},
-     [f"upload {SECRET}.new: s3cret-x", STORE], None),
-    ({("File", SECRET): STORED, ("Sha256File", SECRET): sha("s3cret-x")}, {"value": "s3cret-x"},
-     [], f"{SECRET} already holds this secret"),
-    ({("File", SECRET): {**STORED, "mode": 640}, ("Sha256File", SECRET): sha("s3cret-x")},
-     {"value": "s3cret-x"}, [f"chmod 600 {SECRET}"], None),
+    (stored(), {"value": "s3cret-x"}, [f"upload {SECRET}.new: s3cret-x", STORE], None),
+    (stored(content="s3cret-x"), {"value": "s3cret-x"}, [],
+     f"{SECRET} already holds this secret"),
+    (stored(mode="640", content="s3cret-x"), {"value": "s3cret-x"}, [f"chmod 600 {SECRET}"],
+     None),
 ], ids=["missing", "empty", "kept", "kept-wrong-mode", "given-new", "given-changed",
         "given-same", "given-same-wrong-mode"])
 def test_secret(facts, kwargs, commands, noop):
@@ -304,7 +313,7 @@ def test_checkout_quotes_what_it_is_given():
 
 SHIPPED = "/opt/red/bin/red-xvnc"
 WRAPPER = (ROOT / "files/desktop" / SHIPPED.lstrip("/")).read_text()
-SAME = ("file", "755", "root", "root", sha(WRAPPER))
+SAME = _files.PathState("file", "755", "root", "root", len(WRAPPER), sha(WRAPPER))
 
 
 def batch(states: dict) -> dict:
@@ -312,75 +321,95 @@ def batch(states: dict) -> dict:
     return {("PathStates", "", ""): states}
 
 
-def run_fresh(op, facts: dict, **kwargs):
-    _files.forget()
-    try:
-        return run(op, facts, **kwargs)
-    finally:
-        _files.forget()
-
-
 @pytest.mark.parametrize(("states", "kwargs", "same"), [
     ({SHIPPED: SAME}, {}, True),
     ({SHIPPED: SAME}, {"mode": "0755"}, True),
     ({SHIPPED: SAME}, {"user": "root", "group": "root"}, True),
-    ({SHIPPED: (*SAME[:4], sha("drifted"))}, {}, False),
-    ({SHIPPED: ("file", "644", "root", "root", SAME[4])}, {}, False),
+    ({SHIPPED: SAME._replace(sha256=sha("drifted"))}, {}, False),
+    ({SHIPPED: SAME._replace(mode="644")}, {}, False),
     ({SHIPPED: SAME}, {"user": "nobody"}, False),
-    ({SHIPPED: ("directory", "755", "root", "root", None)}, {}, False),
-    ({SHIPPED: ("link", "777", "root", "root", None)}, {}, False),
+    ({SHIPPED: SAME._replace(kind="directory", sha256=None)}, {}, False),
+    ({SHIPPED: SAME._replace(kind="link", sha256=None)}, {}, False),
     ({}, {}, False),
 ], ids=["same", "same-mode-spelled-0755", "same-owner", "changed-content", "changed-mode",
         "other-owner", "a-directory", "a-link", "missing"])
 def test_put_answers_from_the_batch_only_when_the_file_is_exactly_it(states, kwargs, same):
     src = str(ROOT / "files/desktop" / SHIPPED.lstrip("/"))
     arguments = {"src": src, "dest": SHIPPED, "mode": "755", **kwargs}
-    commands, noops = run_fresh(_files.put, batch(states), **arguments)
+    commands, noops = run(_files.put, batch(states), **arguments)
     if same:
         assert (commands, noops) == ([], [f"{SHIPPED} is up to date"])
     else:
         # Anything else is pyinfra's own op, command for command.
-        stock, _ = run_fresh(files.put, {}, **arguments)
+        stock, _ = run(files.put, {}, **arguments)
         assert commands == stock and any(line.startswith("upload ") for line in stock)
 
 
-def test_a_path_outside_the_batch_is_always_pyinfras_own_op():
-    # Even when the batch happened to list it: only what it was asked for counts.
-    outside = "/srv/elsewhere/red-xvnc"
-    src = str(ROOT / "files/desktop" / SHIPPED.lstrip("/"))
-    commands, noops = run_fresh(_files.put, batch({outside: SAME}), src=src, dest=outside)
-    assert noops == [] and commands == run_fresh(files.put, {}, src=src, dest=outside)[0]
+class RecordingHost(FakeHost):
+    def __init__(self, facts: dict):
+        super().__init__(facts)
+        self.asked: list[dict] = []
+
+    def get_fact(self, fact, *args, **kwargs):
+        self.asked.append(kwargs)
+        return super().get_fact(fact, *args, **kwargs)
+
+
+def test_paths_are_asked_in_batches_each_once():
+    fake = RecordingHost(batch({"/etc/red/a": SAME}))
+    _files.forget()
+    try:
+        with ctx_host.use(fake), ctx_state.use(FAKE_STATE):
+            _files.expect("/etc/red/a", "/etc/red/b")
+            # The first question asks every shipped path, the patterns and what was expected.
+            assert _files.state_of("/etc/red/a") == SAME
+            assert _files.state_of("/etc/red/b") is None
+            assert _files.state_of(SHIPPED) is None
+            assert _files.state_of("/etc/supervisor/conf.d/xvnc.conf") is None
+            first = fake.asked[0]
+            assert {"/etc/red/a", "/etc/red/b", SHIPPED} <= set(first["paths"])
+            assert first["patterns"] == ("/etc/supervisor/conf.d/*.conf",)
+            assert len(fake.asked) == 1
+            # Then one fact per batch of what is new: expected paths go with the next miss.
+            _files.expect("/etc/red/c")
+            assert _files.state_of("/etc/red/d") is None
+            assert [sorted(ask["paths"]) for ask in fake.asked[1:]] == \
+                [["/etc/red/c", "/etc/red/d"]]
+            assert _files.state_of("/etc/red/c") is None and len(fake.asked) == 2
+    finally:
+        _files.forget()
 
 
 def test_template_renders_like_pyinfra_and_answers_from_the_batch():
     src = str(ROOT / "templates/base/etc/default/locale.j2")
-    rendered, _ = run_fresh(files.template, {}, src=src, dest="/etc/default/locale", mode="644",
+    rendered, _ = run(files.template, {}, src=src, dest="/etc/default/locale", mode="644",
                             locale="C.UTF-8")
     content = next(line.split(": ", 1)[1] for line in rendered if line.startswith("upload "))
-    state = {"/etc/default/locale": ("file", "644", "root", "root", sha(content))}
-    commands, noops = run_fresh(_files.template, batch(state), src=src,
+    state = {"/etc/default/locale": _files.PathState("file", "644", "root", "root",
+                                                      len(content), sha(content))}
+    commands, noops = run(_files.template, batch(state), src=src,
                                 dest="/etc/default/locale", mode="644", locale="C.UTF-8")
     assert (commands, noops) == ([], ["/etc/default/locale is up to date"])
-    changed, _ = run_fresh(_files.template, batch(state), src=src, dest="/etc/default/locale",
+    changed, _ = run(_files.template, batch(state), src=src, dest="/etc/default/locale",
                            mode="644", locale="de_DE.UTF-8")
-    assert changed == run_fresh(files.template, {}, src=src, dest="/etc/default/locale",
+    assert changed == run(files.template, {}, src=src, dest="/etc/default/locale",
                                 mode="644", locale="de_DE.UTF-8")[0]
 
 
 @pytest.mark.parametrize(("state", "mode", "same"), [
-    (("directory", "755", "root", "root", None), "755", True),
-    (("directory", "700", "root", "root", None), "755", False),
-    (("file", "755", "root", "root", sha("x")), "755", False),
+    (_files.PathState("directory", "755", "root", "root", 4096, None), "755", True),
+    (_files.PathState("directory", "700", "root", "root", 4096, None), "755", False),
+    (_files.PathState("file", "755", "root", "root", 1, sha("x")), "755", False),
     (None, "755", False),
 ], ids=["same", "changed-mode", "a-file", "missing"])
 def test_directory_answers_from_the_batch(state, mode, same):
     path = "/opt/red/bin"
-    commands, noops = run_fresh(_files.directory, batch({path: state} if state else {}),
+    commands, noops = run(_files.directory, batch({path: state} if state else {}),
                                 path=path, mode=mode)
     if same:
         assert (commands, noops) == ([], [f"{path} is a directory"])
     else:
-        stock, _ = run_fresh(files.directory, {}, path=path, mode=mode)
+        stock, _ = run(files.directory, {}, path=path, mode=mode)
         assert commands == stock and stock
 
 
@@ -419,13 +448,20 @@ def test_path_states_reads_a_real_tree(tmp_path):
     states = fact.process(result.stdout.splitlines())
     user = pwd.getpwuid(os.getuid()).pw_name
     group = grp.getgrgid(os.getgid()).gr_name
+
+    def path(name):
+        return str(tmp_path / name)
+
+    def state(kind, mode, size, digest):
+        return _files.PathState(kind, mode, user, group, size, digest)
+
     assert states == {
-        str(tmp_path / "file"): ("file", "640", user, group, sha("content\n")),
-        str(tmp_path / "empty"): ("file", "644", user, group, sha("")),
-        str(tmp_path / "dir"): ("directory", "700", user, group, None),
-        str(tmp_path / "link"): ("link", "777", user, group, None),
-        str(tmp_path / "with space"): ("file", "644", user, group, sha("x")),
-        str(tmp_path / "globbed.conf"): ("file", "644", user, group, sha("g")),
+        path("file"): state("file", "640", 8, sha("content\n")),
+        path("empty"): state("file", "644", 0, sha("")),
+        path("dir"): state("directory", "700", (tmp_path / "dir").stat().st_size, None),
+        path("link"): state("link", "777", len(str(tmp_path / "file")), None),
+        path("with space"): state("file", "644", 1, sha("x")),
+        path("globbed.conf"): state("file", "644", 1, sha("g")),
     }
 
 

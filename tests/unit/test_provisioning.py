@@ -336,7 +336,7 @@ def test_plan_ships_the_scripts_and_notebooks_at_build_time(tmp_path):
                  "/notebooks/find_provisioning_script.ipynb.red-new",
                  "/notebooks/check_visomaster_and_gpu.ipynb.red-new"):
         assert dest in output, dest
-    assert "/etc/profile.d/red.sh" not in output
+    assert "Upload /etc/profile.d/red.sh" not in output
     # The box-side library goes on the box before any tool that imports it.
     assert output.index("Upload /opt/red/lib/redbox") < output.index("/opt/red/bin/red-provision")
 
@@ -347,7 +347,7 @@ def test_plan_skips_our_sshd_when_another_holds_its_port(tmp_path):
     code, output = plan(tmp_path, "red_phase=configure", ss_22=held)
     assert code == 0, output[-3000:]
     assert "sshd: port 22 is held by sshd (pid 9): not starting a second one" in output
-    assert "/etc/profile.d/red.sh" in output
+    assert "Upload /etc/profile.d/red.sh" in output
     code, output = plan(tmp_path, "red_phase=configure")
     assert code == 0 and "is held by" not in output
 

@@ -2,7 +2,11 @@
 Measure converging live boxes over SSH: one fresh box's first and no-op converges, a dry run,
 and a fleet of fresh boxes in one run against one box. Prints one JSON object (seconds).
 
-    python tests/live/measure.py [--fleet 3] [--noop-runs 3]
+    python tests/live/measure.py [--fleet 3] [--noop-runs 3] [--red-fleet 8]
+
+--red-fleet N: the no-op converge of one and of N running Red containers (RED_TEST_IMAGE,
+already converged by their own boot: the "existing boxes" case) over SSH, with pyinfra's
+default lockstep and with --no-wait; --red-fleet-only skips the fresh boxes.
 
 Same fresh boxes, inventory and ports as the live tests (tests/live/freshbox.py); needs root,
 podman and `make base`. Removes its containers when done.
@@ -21,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests import boxes as boxes_  # noqa: E402
 from tests.live import freshbox  # noqa: E402
 
 
@@ -31,16 +36,64 @@ def converge(operator: freshbox.Operator, *args: str) -> float:
     return run.seconds
 
 
+def red_fleet(operator: freshbox.Operator, count: int, runs: int) -> dict[str, float]:
+    """No-op converges over SSH of 1 and of ``count`` running Red boxes, median of runs."""
+    image = boxes_.image()
+    started = []
+    figures: dict[str, float] = {}
+    try:
+        for index in range(count):
+            ports = boxes_.ports(freshbox.PORT_BASE + 500 + 10 * index)
+            box = boxes_.start_box(f"red-live-redbox{index}", {
+                **boxes_.ports_env(ports), **freshbox.APP_OFF_ENV,
+                "SSH_PUBLIC_KEY": operator.public_key}, ports, image_tag=image)
+            started.append(box)
+        for box in started:
+            boxes_.wait_ready(box, timeout=300)
+            boxes_.wait_onstart(box, timeout=300)
+        instances = [freshbox.instance(freshbox.ID_BASE + 500 + index, f"redbox{index}",
+                                       box.ports["sshd"]) for index, box in enumerate(started)]
+        # The first run over SSH records the controller's --data choices on each box.
+        operator.list_instances(instances)
+        converge(operator)
+        for label, listed, args in (("1_red_box", instances[:1], ()),
+                                    (f"{count}_red_boxes", instances, ()),
+                                    (f"{count}_red_boxes_no_wait", instances, ("--no-wait",))):
+            operator.list_instances(listed)
+            figures[f"noop_converge_{label}_s"] = statistics.median(
+                noop(operator, *args) for _ in range(runs))
+        figures[f"noop_{count}_red_boxes_vs_1"] = (
+            figures[f"noop_converge_{count}_red_boxes_s"] / figures["noop_converge_1_red_box_s"])
+    finally:
+        for box in started:
+            boxes_.remove(box.name)
+    return figures
+
+
+def noop(operator: freshbox.Operator, *args: str) -> float:
+    run = operator.deploy("-y", "--json", *args)
+    if run.returncode != 0 or run.totals["error"] or run.totals["success"]:
+        raise SystemExit(f"not a no-op:\n{run.tail()}")
+    return run.seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fleet", type=int, default=3, help="boxes in the fleet run")
     parser.add_argument("--noop-runs", type=int, default=3, help="no-op runs (median)")
+    parser.add_argument("--red-fleet", type=int, default=0,
+                        help="also the no-op of N running Red boxes (0: not)")
+    parser.add_argument("--red-fleet-only", action="store_true")
     options = parser.parse_args()
     figures: dict[str, float | int] = {"fleet_boxes": options.fleet}
     boxes: list[freshbox.FreshBox] = []
     with tempfile.TemporaryDirectory(prefix="red-live-measure-") as directory:
         operator = freshbox.Operator(Path(directory))
         try:
+            if options.red_fleet:
+                figures.update(red_fleet(operator, options.red_fleet, options.noop_runs))
+            if options.red_fleet_only:
+                return print_figures(figures)
             figures["freshbox_image_build_s"] = freshbox.build_image()
             single = freshbox.start(0, operator.public_key)
             boxes.append(single)
@@ -65,6 +118,10 @@ def main() -> None:
         finally:
             freshbox.remove(*boxes)
             operator.close()
+    print_figures(figures)
+
+
+def print_figures(figures: dict) -> None:
     print(json.dumps({key: round(value, 2) if isinstance(value, float) else value
                       for key, value in figures.items()}, indent=1))
 

@@ -1,7 +1,7 @@
 """red-provision: converge this box with Red's deploy, and the seed's boot-time flow.
 
 Usage:
-    red-provision run [--no-start-supervisor] [--by NAME]
+    red-provision run [--no-start-supervisor] [--skip-app] [--configure-if-installed] [--by NAME]
     red-provision onstart [--wait-for-supervisord] [--force] [--once-per-boot]
     red-provision status [--json]
     red-provision logs-dir
@@ -21,6 +21,10 @@ run       What /vast_ai_provisioning_script.sh and /src/provisioning_script.sh d
           stop) leaves in-progress behind with nobody holding the lock: `status` reports it as
           interrupted, and the next run says so and converges again. The lock is shared with the
           pyinfra child, so a run whose parent was killed still finishes before the next starts.
+          A run of the whole deploy that succeeds records the deploy version in
+          <state>/installed.json (the image build records its own); --configure-if-installed
+          (the entrypoint) converges only the configure half when that record matches the
+          deploy in /opt/red/deploy.
           Exit: 0 converged, 1 failed, 2 cannot start, 75 the lock was not obtained in time.
 onstart   The seed's on-start script (/opt/red/bin/red-onstart). First the services: when
           supervisord does not answer (Vast's ssh/jupyter modes, where Vast owns PID 1), `run`

@@ -4,11 +4,14 @@ Red's benchmark, side by side with a plain build of the same stack (bench/plain.
 deploy's own packages, venvs and programs with a 15-line entrypoint): cold build time, image
 size, boot-to-ready, and the no-op re-converge against a seed-style bash re-run, as medians with
 min and max; then kill -9 recovery per service, the first boot to "app ready" with the app
-baked in vs not, and the Vast inventory's load time. Prints a Markdown table; it asserts
+baked in vs not, the Vast inventory's load time, and the converges over SSH (one fresh box's
+no-op and dry run, 3 fresh boxes against one, 8 running Red boxes against one). Prints a
+Markdown table with issue 11's goal beside each figure it sets one for, met or not; it asserts
 nothing (tests do that).
 
     make bench                       # the test image on the local Debian 12 base
     bench/bench.py --skip-build      # reuse RED_TEST_IMAGE as it is
+    bench/bench.py --skip-live       # without the converges over SSH
     bench/bench.py --inventory-only  # only the inventory (no podman)
 """
 
@@ -214,6 +217,16 @@ def inventory_load(runs: int) -> list[tuple[str, str]]:
     ]
 
 
+def goal(value: float, limit: float, unit: str = "x") -> str:
+    """The issue's goal for a figure, and whether this run met it."""
+    return f"<= {limit:g}{' ' if unit == 's' else ''}{unit}: " + (
+        "met" if value <= limit else "NOT met")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
 def spread(values: list[float], unit: str = "s", digits: int = 1) -> str:
     """Median with min and max: ``7.5 s (7.1-8.0)``."""
     return (f"{statistics.median(values):.{digits}f} {unit} "
@@ -280,21 +293,58 @@ def side_by_side(args, rows: list[tuple[str, ...]]) -> None:
     if not args.skip_build:
         red_build = cold_build()
         rows.append(("cold build (no cache)", f"{red_build:.0f} s", f"{plain_build:.0f} s",
-                     f"{red_build / plain_build:.2f}x"))
+                     f"{red_build / plain_build:.2f}x", goal(red_build / plain_build, 1.15)))
     sizes = [int(podman("image", "inspect", "--format", "{{.Size}}", tag).stdout)
              for tag in (red, PLAIN_IMAGE)]
     rows.append(("image size", f"{sizes[0] / 1e9:.2f} GB", f"{sizes[1] / 1e9:.2f} GB",
-                 f"{sizes[0] / sizes[1]:.2f}x"))
+                 f"{sizes[0] / sizes[1]:.2f}x", goal(sizes[0] / sizes[1], 1.0)))
     red_boots, red_error = boots(red, args.runs)
     plain_boots, plain_error = boots(PLAIN_IMAGE, args.runs)
     rows.append((f"boot to ready (median of {args.runs}, min-max)",
                  red_error or spread(red_boots), plain_error or spread(plain_boots),
-                 "-" if red_error or plain_error else ratio(red_boots, plain_boots)))
+                 "-" if red_error or plain_error else ratio(red_boots, plain_boots),
+                 "" if red_error or plain_error else
+                 goal(median(red_boots) / median(plain_boots), 1.2)))
     noop = "no-op re-converge in the container" if not changed else \
         f"re-converge in the container (NOT a no-op: {changed} changes)"
     rows.append((f"{noop} vs a seed-style bash re-run (median of {args.runs})",
                  spread(converges, digits=2), seed_error or spread(seeds, digits=2),
-                 "-" if seed_error else ratio(converges, seeds)))
+                 "-" if seed_error else ratio(converges, seeds),
+                 goal(median(converges), 1.0, "s") + "; " + (
+                     "" if seed_error else goal(median(converges) / median(seeds), 0.5))))
+
+
+def live_rows(runs: int) -> list[tuple[str, ...]]:
+    """
+    Over SSH through inventories/vast.py (tests/live/measure.py): one fresh box's no-op and
+    --dry --diff, the first converge of 3 fresh boxes against one, and the no-op of 8 running
+    Red boxes against one (pyinfra's lockstep, and --no-wait).
+    """
+    from tests.live import measure  # noqa: PLC0415 - podman-heavy, only when asked
+
+    try:
+        figures = measure.measure(fleet=3, noop_runs=runs, red_fleet_size=8)
+    except (RuntimeError, AssertionError, subprocess.SubprocessError) as error:
+        return [("over SSH", f"error: {str(error).splitlines()[0][:120]}", "", "", "")]
+    one, fleet = figures["first_converge_1_box_s"], figures["first_converge_fleet_s"]
+    noop_one = figures["noop_converge_1_red_box_s"]
+    noop_eight = figures["noop_converge_8_red_boxes_s"]
+    return [
+        (f"no-op converge of one box over SSH (median of {runs})",
+         f"{figures['noop_converge_1_box_s']:.2f} s", "", "",
+         goal(figures["noop_converge_1_box_s"], 2.5, "s")),
+        ("--dry --diff of one box over SSH (a setting changed)",
+         f"{figures['dry_run_diff_1_box_s']:.2f} s", "", "",
+         goal(figures["dry_run_diff_1_box_s"], 2.5, "s")),
+        ("first converge over SSH: 3 fresh boxes in one run / 1 box", f"{fleet:.0f} s",
+         f"{one:.0f} s", f"{fleet / one:.2f}x", goal(fleet / one, 1.3)),
+        (f"no-op converge over SSH: 8 running Red boxes / 1 (median of {runs})",
+         f"{noop_eight:.2f} s", f"{noop_one:.2f} s", f"{noop_eight / noop_one:.2f}x",
+         goal(noop_eight / noop_one, 1.3)),
+        ("the same, 8 boxes with pyinfra --no-wait / 1",
+         f"{figures['noop_converge_8_red_boxes_no_wait_s']:.2f} s", f"{noop_one:.2f} s",
+         f"{figures['noop_converge_8_red_boxes_no_wait_s'] / noop_one:.2f}x", ""),
+    ]
 
 
 def main() -> None:
@@ -306,6 +356,8 @@ def main() -> None:
                         help="measure only the Vast inventory's load time")
     parser.add_argument("--skip-app", action="store_true",
                         help="leave out the app's baked vs lean first boot")
+    parser.add_argument("--skip-live", action="store_true",
+                        help="leave out the converges over SSH (fresh boxes, fleets)")
     args = parser.parse_args()
 
     rows: list[tuple[str, ...]] = [
@@ -330,12 +382,16 @@ def main() -> None:
         remove(NAME)
     if not args.skip_app:
         rows += [(name, value, "", "") for name, value in app_ready_baked_vs_lean()]
+    if not args.skip_live:
+        rows += live_rows(args.runs)
     print_table(rows)
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:
-    header = ("measure", "Red", "plain build / seed bash", "Red / baseline")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    header = ("measure", "Red", "plain build / seed bash / 1 box", "Red / baseline",
+              "goal (issue 11)")
+    rows = [tuple(row) + ("",) * (len(header) - len(row)) for row in rows]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * width for width in widths), *rows]:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         print("| " + " | ".join(cells) + " |")

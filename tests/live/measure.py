@@ -73,8 +73,47 @@ def red_fleet(operator: freshbox.Operator, count: int, runs: int) -> dict[str, f
 def noop(operator: freshbox.Operator, *args: str) -> float:
     run = operator.deploy("-y", "--json", *args)
     if run.returncode != 0 or run.totals["error"] or run.totals["success"]:
-        raise SystemExit(f"not a no-op:\n{run.tail()}")
+        raise RuntimeError(f"not a no-op: {run.tail(300)}")
     return run.seconds
+
+
+def measure(fleet: int = 3, noop_runs: int = 3, red_fleet_size: int = 0,
+            red_fleet_only: bool = False) -> dict[str, float | int]:
+    """The figures (seconds, ratios) for ``fleet`` fresh boxes and ``red_fleet_size`` Red ones."""
+    figures: dict[str, float | int] = {"fleet_boxes": fleet}
+    boxes: list[freshbox.FreshBox] = []
+    with tempfile.TemporaryDirectory(prefix="red-live-measure-") as directory:
+        operator = freshbox.Operator(Path(directory))
+        try:
+            if red_fleet_size:
+                figures.update(red_fleet(operator, red_fleet_size, noop_runs))
+            if red_fleet_only:
+                return figures
+            figures["freshbox_image_build_s"] = freshbox.build_image()
+            single = freshbox.start(0, operator.public_key)
+            boxes.append(single)
+            operator.list_instances([single.instance()])
+            figures["first_converge_1_box_s"] = converge(operator)
+            figures["services_up_after_first_converge_s"] = freshbox.wait_running(single)
+            figures["noop_converge_1_box_s"] = statistics.median(
+                noop(operator) for _ in range(noop_runs))
+            dry = operator.deploy("--dry", "--diff", "--data", "vnc_resolution=1600x900")
+            figures["dry_run_diff_1_box_s"] = dry.seconds
+            freshbox.remove(single)
+            boxes.clear()
+            members = [freshbox.start(index, operator.public_key)
+                       for index in range(1, fleet + 1)]
+            boxes.extend(members)
+            operator.list_instances([member.instance() for member in members])
+            figures["first_converge_fleet_s"] = converge(operator)
+            figures["noop_converge_fleet_s"] = statistics.median(
+                noop(operator) for _ in range(noop_runs))
+            figures["fleet_vs_1_box_first_converge"] = (
+                figures["first_converge_fleet_s"] / figures["first_converge_1_box_s"])
+        finally:
+            freshbox.remove(*boxes)
+            operator.close()
+    return figures
 
 
 def main() -> None:
@@ -85,40 +124,8 @@ def main() -> None:
                         help="also the no-op of N running Red boxes (0: not)")
     parser.add_argument("--red-fleet-only", action="store_true")
     options = parser.parse_args()
-    figures: dict[str, float | int] = {"fleet_boxes": options.fleet}
-    boxes: list[freshbox.FreshBox] = []
-    with tempfile.TemporaryDirectory(prefix="red-live-measure-") as directory:
-        operator = freshbox.Operator(Path(directory))
-        try:
-            if options.red_fleet:
-                figures.update(red_fleet(operator, options.red_fleet, options.noop_runs))
-            if options.red_fleet_only:
-                return print_figures(figures)
-            figures["freshbox_image_build_s"] = freshbox.build_image()
-            single = freshbox.start(0, operator.public_key)
-            boxes.append(single)
-            operator.list_instances([single.instance()])
-            figures["first_converge_1_box_s"] = converge(operator)
-            figures["services_up_after_first_converge_s"] = freshbox.wait_running(single)
-            figures["noop_converge_1_box_s"] = statistics.median(
-                converge(operator) for _ in range(options.noop_runs))
-            dry = operator.deploy("--dry", "--diff", "--data", "vnc_resolution=1600x900")
-            figures["dry_run_diff_1_box_s"] = dry.seconds
-            freshbox.remove(single)
-            boxes.clear()
-            fleet = [freshbox.start(index, operator.public_key)
-                     for index in range(1, options.fleet + 1)]
-            boxes.extend(fleet)
-            operator.list_instances([member.instance() for member in fleet])
-            figures["first_converge_fleet_s"] = converge(operator)
-            figures["noop_converge_fleet_s"] = statistics.median(
-                converge(operator) for _ in range(options.noop_runs))
-            figures["fleet_vs_1_box_first_converge"] = (
-                figures["first_converge_fleet_s"] / figures["first_converge_1_box_s"])
-        finally:
-            freshbox.remove(*boxes)
-            operator.close()
-    print_figures(figures)
+    print_figures(measure(options.fleet, options.noop_runs, options.red_fleet,
+                          options.red_fleet_only))
 
 
 def print_figures(figures: dict) -> None:

@@ -14,11 +14,11 @@ import hashlib
 import os
 import shlex
 from io import BytesIO, StringIO
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 from pyinfra import host, state
-from pyinfra.api import FactBase, operation
+from pyinfra.api import FactBase, OperationValueError, operation
 from pyinfra.api.util import get_template
 from pyinfra.operations import files
 
@@ -220,3 +220,32 @@ def directory(path: str, mode=None, user=None, group=None):
         host.noop(f"{path} is a directory")
         return
     yield from files.directory._inner(path=path, mode=mode, user=user, group=group)
+
+
+@operation()
+def tree(src: str, dest: str, mode: str = "644", dir_mode: str = "755"):
+    """
+    A shipped flat directory at dest (``files.sync`` without deletion, bytecode left out):
+    each file answered from the batch, the changed ones by pyinfra's own ``files.put``.
+
+    + src: the local directory (files only, besides __pycache__)
+    + dest: where it goes
+    + mode, dir_mode: the files' and the directory's modes
+    """
+    entries = sorted(Path(src).iterdir())
+    nested = [entry.name for entry in entries if entry.is_dir() and entry.name != "__pycache__"]
+    if nested:
+        raise OperationValueError(f"{src} has subdirectories ({', '.join(nested)}): not flat")
+    changed = False
+    found = state_of(dest)
+    if not (found is not None and found.kind == "directory" and _same_mode(found.mode, dir_mode)):
+        yield from files.directory._inner(path=dest, mode=dir_mode)
+        changed = True
+    for entry in entries:
+        if entry.is_file() and entry.suffix != ".pyc":
+            target = f"{dest}/{entry.name}"
+            if not holds(target, entry.read_bytes(), mode):
+                yield from files.put._inner(src=str(entry), dest=target, mode=mode)
+                changed = True
+    if not changed:
+        host.noop(f"{dest} is up to date")

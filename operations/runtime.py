@@ -135,11 +135,8 @@ def setup_runtime(install: bool = True, configure: bool = True):
     deploy_tree(name=f"Copy the deploy to {DEPLOY_DIR} (stamped with its version)",
                 src=str(settings.ROOT), dest=DEPLOY_DIR)
     _files.directory(name=f"Create {LIB_DIR}", path=LIB_DIR, mode="755")
-    _files.directory(name=f"Create {PACKAGE}", path=PACKAGE, mode="755")
     # Bytecode is the box's own business (and differs between Pythons).
-    for module in sorted(Path(static_file("lib", PACKAGE)).glob("*.py")):
-        _files.put(name=f"Upload {PACKAGE}/{module.name}", src=str(module),
-                   dest=f"{PACKAGE}/{module.name}", mode="644")
+    _files.tree(name=f"Upload {PACKAGE}", src=static_file("lib", PACKAGE), dest=PACKAGE)
     # The tool venv's site-packages (python3's version: the venv is made from it, maybe later
     # in this very run): a .pth there puts the library on its sys.path, for
     # `python -m redbox...`; the tools' entry points add /opt/red/lib themselves.

@@ -478,3 +478,50 @@ def test_deb_packages(missing, noop):
     else:
         stock, _ = run(apt.packages, {}, packages=["git", "curl"], no_recommends=True)
         assert got == stock and any("apt-get" in line for line in got)
+
+
+def _tree_source(tmp_path):
+    src = tmp_path / "pkg"
+    src.mkdir()
+    (src / "a.py").write_text("A = 1\n")
+    (src / "b.py").write_text("B = 2\n")
+    (src / "__pycache__").mkdir()
+    (src / "a.cpython-311.pyc").write_bytes(b"\0")
+    return src
+
+
+def _file(text: str) -> _files.PathState:
+    return _files.PathState("file", "644", "root", "root", len(text), sha(text))
+
+
+TREE_DIR = _files.PathState("directory", "755", "root", "root", 4096, None)
+
+
+@pytest.mark.parametrize(("states", "uploaded"), [
+    ({"/opt/pkg": TREE_DIR, "/opt/pkg/a.py": _file("A = 1\n"), "/opt/pkg/b.py": _file("B = 2\n")},
+     []),
+    ({"/opt/pkg": TREE_DIR, "/opt/pkg/a.py": _file("A = 1\n"), "/opt/pkg/b.py": _file("old\n")},
+     ["b.py"]),
+    ({"/opt/pkg": TREE_DIR, "/opt/pkg/a.py": _file("A = 1\n")}, ["b.py"]),
+    ({}, ["a.py", "b.py"]),
+], ids=["same", "one-changed", "one-missing", "all-missing"])
+def test_tree_uploads_only_what_differs(tmp_path, states, uploaded):
+    src = _tree_source(tmp_path)
+    commands, noops = run(_files.tree, batch(states), src=str(src), dest="/opt/pkg")
+    if not uploaded:
+        assert (commands, noops) == ([], ["/opt/pkg is up to date"])
+        return
+    expected = [] if "/opt/pkg" in states else run(files.directory, {}, path="/opt/pkg",
+                                                   mode="755")[0]
+    for name in uploaded:
+        expected += run(files.put, {}, src=str(src / name), dest=f"/opt/pkg/{name}",
+                        mode="644")[0]
+    assert commands == expected and noops == []
+    assert not any(".pyc" in line for line in commands)
+
+
+def test_tree_refuses_a_nested_directory(tmp_path):
+    src = _tree_source(tmp_path)
+    (src / "sub").mkdir()
+    with pytest.raises(OperationValueError, match="subdirectories"):
+        run(_files.tree, {}, src=str(src), dest="/opt/pkg")

@@ -327,6 +327,7 @@ def live_rows(runs: int) -> list[tuple[str, ...]]:
     except (RuntimeError, AssertionError, subprocess.SubprocessError) as error:
         return [("over SSH", f"error: {str(error).splitlines()[0][:120]}", "", "", "")]
     one, fleet = figures["first_converge_1_box_s"], figures["first_converge_fleet_s"]
+    busy, cores = figures["first_converge_1_box_busy_cores"], figures["cores"]
     noop_one = figures["noop_converge_1_red_box_s"]
     noop_eight = figures["noop_converge_8_red_boxes_s"]
     return [
@@ -338,6 +339,8 @@ def live_rows(runs: int) -> list[tuple[str, ...]]:
          goal(figures["dry_run_diff_1_box_s"], 2.5, "s")),
         ("first converge over SSH: 3 fresh boxes in one run / 1 box", f"{fleet:.0f} s",
          f"{one:.0f} s", f"{fleet / one:.2f}x", goal(fleet / one, 1.3)),
+        ("  one box's first converge keeps this many cores busy (of the machine's)",
+         f"{busy:.2f} of {cores}", "", f"CPU floor for 3: {max(1.0, 3 * busy / cores):.2f}x", ""),
         (f"no-op converge over SSH: 8 running Red boxes / 1 (median of {runs})",
          f"{noop_eight:.2f} s", f"{noop_one:.2f} s", f"{noop_eight / noop_one:.2f}x",
          goal(noop_eight / noop_one, 1.3)),

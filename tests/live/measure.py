@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -27,6 +28,14 @@ if str(ROOT) not in sys.path:
 
 from tests import boxes as boxes_  # noqa: E402
 from tests.live import freshbox  # noqa: E402
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds this machine spent busy (all cores; /proc/stat), for a CPU-bound check."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(value) for value in handle.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def converge(operator: freshbox.Operator, *args: str) -> float:
@@ -93,7 +102,12 @@ def measure(fleet: int = 3, noop_runs: int = 3, red_fleet_size: int = 0,
             single = freshbox.start(0, operator.public_key)
             boxes.append(single)
             operator.list_instances([single.instance()])
+            busy = busy_cpu_seconds()
             figures["first_converge_1_box_s"] = converge(operator)
+            # Cores kept busy on average: n boxes need n times that, on os.cpu_count() cores.
+            figures["first_converge_1_box_busy_cores"] = (
+                (busy_cpu_seconds() - busy) / figures["first_converge_1_box_s"])
+            figures["cores"] = os.cpu_count()
             figures["services_up_after_first_converge_s"] = freshbox.wait_running(single)
             figures["noop_converge_1_box_s"] = statistics.median(
                 noop(operator) for _ in range(noop_runs))

@@ -145,6 +145,9 @@ def test_the_first_boot_applies_the_runtime_settings_only_before_the_services(dr
     assert wait_onstart(drift_box, timeout=300)["status"] == "ok"
     installed = json.loads(drift_box.sh("cat /var/lib/red/provisioning/installed.json"))
     assert installed["version"] == version
+    # That converge ran behind the services, at a lower priority than theirs.
+    completed = json.loads(drift_box.sh("cat /var/lib/red/provisioning/completed"))
+    assert completed["niceness"] == 10, completed
 
 
 def test_a_drifted_box_is_repaired_by_the_converge_after_the_next_boot(drift_box):

@@ -47,7 +47,8 @@ STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
 ROUTES = {
     "/ok.sh": (200, "text/x-sh",
                b"#!/bin/bash\necho 'hello from the provisioning script'\n"
-               b"echo \"it sees SSH_PORT=$SSH_PORT\"\ntouch /tmp/prov-ran\n"),
+               b"echo \"it sees SSH_PORT=$SSH_PORT\"\necho \"it runs at niceness $(nice)\"\n"
+               b"touch /tmp/prov-ran\n"),
     "/fail.sh": (200, "text/plain", b"echo 'about to fail'\nexit 3\n"),
     "/hang.sh": (200, "text/plain", b"#!/bin/bash\necho 'hanging now'\nsleep 600\n"),
     "/page.html": (200, "text/html",
@@ -117,6 +118,8 @@ def test_boot_downloads_and_runs_the_provisioning_script(prov_box):
                      f"red-onstart: Using PROVISIONING_SCRIPT: {SERVER}/ok.sh",
                      "script: hello from the provisioning script",
                      f"script: it sees SSH_PORT={PROV_PORTS['sshd']}",
+                     # The user's script keeps the normal priority; Red's converge yields.
+                     "script: it runs at niceness 0",
                      "red-onstart: on-start flow finished: ok"):
         assert expected in text, text
     assert prov_box.sh("test -e /tmp/prov-ran && echo yes").strip() == "yes"
@@ -126,6 +129,7 @@ def test_boot_downloads_and_runs_the_provisioning_script(prov_box):
     assert int(converges) >= 2
     completed = marker(prov_box, "completed")
     assert completed["by"] == "red-onstart (app)" and marker(prov_box, "in-progress") is None
+    assert completed["niceness"] == 10
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

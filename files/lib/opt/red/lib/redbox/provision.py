@@ -87,6 +87,10 @@ INSTALLED = "installed.json"
 PYINFRA = "/opt/red/tool/bin/pyinfra"
 SUPERVISOR_CONF = "/etc/supervisor/supervisord.conf"
 EX_TEMPFAIL = 75
+# Red's own work behind the services at boot (the full converge, the app's install) yields
+# the CPU to them while they start; the user's PROVISIONING_SCRIPT keeps the normal priority
+# (a server it starts must not inherit ours).
+BACKGROUND_NICENESS = 10
 # Seconds between SIGTERM and SIGKILL for a script that ran out of time.
 KILL_GRACE = 10
 # Set for a script the on-start flow runs: its output already goes into provisioning.log
@@ -251,7 +255,8 @@ def mark_installed(paths: dict[str, str], by: str) -> None:
 
 
 def converge(values, prov, logs: str | None, by: str, *, start_supervisor: bool = True,
-             skip_app: bool = False, configure_if_installed: bool = False) -> int:
+             skip_app: bool = False, configure_if_installed: bool = False,
+             background: bool = False) -> int:
     """The `run` command's work: lock, in-progress marker, pyinfra, completed or failed."""
     log = tool_log(logs, "red-provision")
     paths = markers(prov.state_dir)
@@ -272,8 +277,9 @@ def converge(values, prov, logs: str | None, by: str, *, start_supervisor: bool 
             log(f"the previous run (pid {interrupted.get('pid', '?')}, by "
                 f"{interrupted.get('by', '?')}, started {interrupted.get('started', '?')}) was "
                 "interrupted before it finished (killed?): converging again")
+        niceness = os.nice(0) + (BACKGROUND_NICENESS if background else 0)
         record = {"by": by, "pid": os.getpid(), "started": now(),
-                  "interrupted_run": interrupted}
+                  "interrupted_run": interrupted, "niceness": niceness}
         write_json(paths["in-progress"], record)
         command = [PYINFRA, "@local", "deploy.py", "-y", "--json", *saved_data()]
         installed = install_in_place(paths) if configure_if_installed else None
@@ -293,7 +299,8 @@ def converge(values, prov, logs: str | None, by: str, *, start_supervisor: bool 
         log(f"converging this box: {' '.join(command[1:])} in {DEPLOY_DIR}"
             + (f" (pyinfra's output: {record['log']})" if record["log"] else ""))
         clock, offset = time.monotonic(), startup_size(logs)
-        stdout, reason = run_pyinfra(command, record["log"], handle)
+        stdout, reason = run_pyinfra(command, record["log"], handle,
+                                     nice=BACKGROUND_NICENESS if background else 0)
         record.update(finished=now(), seconds=round(time.monotonic() - clock, 1))
         echo_startup_lines(logs, offset)
         code = _finish_run(paths, record, stdout, reason, log)
@@ -304,8 +311,12 @@ def converge(values, prov, logs: str | None, by: str, *, start_supervisor: bool 
         os.close(handle)
 
 
-def run_pyinfra(command: list[str], log_path: str | None, handle: int) -> tuple[bytes, str]:
-    """Run pyinfra (its progress to log_path); (its JSON stdout, "" or why it failed)."""
+def run_pyinfra(command: list[str], log_path: str | None, handle: int,
+                nice: int = 0) -> tuple[bytes, str]:
+    """
+    Run pyinfra (its progress to log_path) at this much lower priority; (its JSON stdout, ""
+    or why it failed).
+    """
     try:
         sink = open(log_path, "ab") if log_path else None
     except OSError:
@@ -314,8 +325,9 @@ def run_pyinfra(command: list[str], log_path: str | None, handle: int) -> tuple[
     try:
         # The child shares the lock: a run whose parent was killed still finishes first.
         process = subprocess.Popen(
-            command, cwd=DEPLOY_DIR, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=sink or sys.stderr, pass_fds=(handle,),
+            (["nice", "-n", str(nice)] if nice else []) + command, cwd=DEPLOY_DIR,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=sink or sys.stderr,
+            pass_fds=(handle,),
         )
     except OSError as error:
         if sink:
@@ -488,10 +500,11 @@ def mark_script_done(path: str, url: str, script: str, seconds: float) -> None:
                       "script_sha256": content, "finished": now(),
                       "seconds": round(seconds, 1)}, mode=0o600)
 
-def run_script(path: str, timeout: int, logs: str | None, log) -> tuple[str, int | None]:
+def run_script(path: str, timeout: int, logs: str | None, log,
+               nice: int = 0) -> tuple[str, int | None]:
     """
-    Run a script by its shebang (else with bash), its output timestamped into the log;
-    (outcome, exit code).
+    Run a script by its shebang (else with bash) at this much lower priority, its output
+    timestamped into the log; (outcome, exit code).
     """
     stamper_command = [sys.executable, "-m", "redbox.provision", "stamp", "--prefix", "script"]
     if logs:
@@ -502,6 +515,8 @@ def run_script(path: str, timeout: int, logs: str | None, log) -> tuple[str, int
     stamper = subprocess.Popen(stamper_command, stdin=subprocess.PIPE, start_new_session=True,
                                cwd=LIB_DIR)
     command, how = interpreter(path)
+    if nice:
+        command, how = ["nice", "-n", str(nice), *command], f"{how} at niceness +{nice}"
     log(f"running {path} {how} (timeout {timeout} s; its output follows, as 'script:')")
     clock = time.monotonic()
     try:
@@ -645,7 +660,7 @@ def _onstart_flow(args, values, prov, paths: dict[str, str], this_start: str) ->
                                       or fallback not in OWN_SCRIPTS):
         log("services are up: converging the app's checkout, packages and models")
         _phase(record, paths, "app")
-        converge(values, prov, logs, "red-onstart (app)")
+        converge(values, prov, logs, "red-onstart (app)", background=True)
 
     path, status = _which_script(args, prov, paths, record, log, fallback=fallback,
                                  converged=converged)
@@ -654,7 +669,10 @@ def _onstart_flow(args, values, prov, paths: dict[str, str], this_start: str) ->
         return finish(outcome, **({"reason": reason} if reason else {}))
     _phase(record, paths, "app" if path in OWN_SCRIPTS else "script")
     clock_script = time.monotonic()
-    outcome, code = run_script(path, prov.script_timeout, logs, log)
+    # Our own scripts are the converge behind the services: it yields to them.
+    own_behind_services = args.wait_for_supervisord and path in OWN_SCRIPTS
+    outcome, code = run_script(path, prov.script_timeout, logs, log,
+                               nice=BACKGROUND_NICENESS if own_behind_services else 0)
     if outcome == "ok" and prov.script_url:
         mark_script_done(paths[SCRIPT_DONE], prov.script_url, path,
                          time.monotonic() - clock_script)

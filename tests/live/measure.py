@@ -52,7 +52,7 @@ def red_fleet(operator: freshbox.Operator, count: int, runs: int) -> dict[str, f
     figures: dict[str, float] = {}
     try:
         for index in range(count):
-            ports = boxes_.ports(freshbox.PORT_BASE + 500 + 10 * index)
+            ports = boxes_.ports(freshbox.PORT_BASE + 800 + 10 * index)
             box = boxes_.start_box(f"red-live-redbox{index}", {
                 **boxes_.ports_env(ports), **freshbox.APP_OFF_ENV,
                 "SSH_PUBLIC_KEY": operator.public_key}, ports, image_tag=image)
@@ -124,6 +124,15 @@ def measure(fleet: int = 3, noop_runs: int = 3, red_fleet_size: int = 0,
                 noop(operator) for _ in range(noop_runs))
             figures["fleet_vs_1_box_first_converge"] = (
                 figures["first_converge_fleet_s"] / figures["first_converge_1_box_s"])
+            # The same fleet size again, fresh, with pyinfra's --no-wait: each box runs its
+            # operations without waiting for the others at every one.
+            freshbox.remove(*members)
+            boxes.clear()
+            members = [freshbox.start(index, operator.public_key)
+                       for index in range(fleet + 1, 2 * fleet + 1)]
+            boxes.extend(members)
+            operator.list_instances([member.instance() for member in members])
+            figures["first_converge_fleet_no_wait_s"] = converge(operator, "--no-wait")
         finally:
             freshbox.remove(*boxes)
             operator.close()

@@ -282,7 +282,9 @@ def converge(values, prov, logs: str | None, by: str, *, start_supervisor: bool 
                   "interrupted_run": interrupted, "niceness": niceness}
         write_json(paths["in-progress"], record)
         command = [PYINFRA, "@local", "deploy.py", "-y", "--json", *saved_data()]
-        installed = install_in_place(paths) if configure_if_installed else None
+        # supervisord.conf (install half) names the logs dir: a fallback dir needs the whole run.
+        moved_logs = bool(logs) and logs != str(values["base_logs_dir"])
+        installed = install_in_place(paths) if configure_if_installed and not moved_logs else None
         if installed:
             # The boot's foreground step: settings, secrets and program configs before
             # supervisord starts; the full converge (drift repair) follows in the background.

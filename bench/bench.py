@@ -324,7 +324,7 @@ def live_rows(runs: int) -> list[tuple[str, ...]]:
 
     try:
         figures = measure.measure(fleet=3, noop_runs=runs, red_fleet_size=8)
-    except (RuntimeError, AssertionError, subprocess.SubprocessError) as error:
+    except (RuntimeError, AssertionError, subprocess.SubprocessError, SystemExit) as error:
         return [("over SSH", f"error: {str(error).splitlines()[0][:120]}", "", "", "")]
     one, fleet = figures["first_converge_1_box_s"], figures["first_converge_fleet_s"]
     busy, cores = figures["first_converge_1_box_busy_cores"], figures["cores"]

@@ -250,7 +250,7 @@ def secret(path: str, value: str | None = None, length: int = 24):
     + length: characters of a generated secret
     """
     found = _files.state_of(path)
-    stored = found is not None and found.kind == "file"
+    stored = _files.is_file(path)
     fix_mode = StringCommand("chmod", "600", QuoteString(path))
     if value is None:
         if stored and found.size > 0:

@@ -129,13 +129,24 @@ def state_of(path: str) -> PathState | None:
 
 
 def forget() -> None:
-    """Drop what was learned (tests; a run that changes the box between its batches)."""
+    """Drop what was learned (tests run many deploys in one process)."""
     _snapshots.clear()
 
 
 def mode_is(found: PathState | None, wanted) -> bool:
     """Whether an existing path has this mode (e.g. "600")."""
     return found is not None and _same_mode(found.mode, wanted)
+
+
+def is_file(path: str) -> bool:
+    """Whether path was a regular file before this run (as pyinfra's File fact says)."""
+    return _is(state_of(path), "file")
+
+
+def _is(found: PathState | None, kind: str, mode=None, user=None, group=None) -> bool:
+    """Whether found exists as this kind, with this mode and owner (None: any)."""
+    return (found is not None and found.kind == kind and _same_mode(found.mode, mode)
+            and user in (None, found.user) and group in (None, found.group))
 
 
 def _same_mode(actual: str, wanted) -> bool:
@@ -164,10 +175,8 @@ def _content(src) -> bytes:
 def holds(dest: str, content: bytes, mode=None, user=None, group=None) -> bool:
     """Whether dest, as the batch saw it, is a regular file with this content and ownership."""
     found = state_of(dest)
-    return (found is not None and found.kind == "file"
-            and found.sha256 == hashlib.sha256(content).hexdigest()
-            and _same_mode(found.mode, mode) and user in (None, found.user)
-            and group in (None, found.group))
+    return (_is(found, "file", mode, user, group)
+            and found.sha256 == hashlib.sha256(content).hexdigest())
 
 
 @operation()
@@ -214,9 +223,7 @@ def directory(path: str, mode=None, user=None, group=None):
 
     + path, mode, user, group: as for ``files.directory``
     """
-    found = state_of(path)
-    if (found is not None and found.kind == "directory" and _same_mode(found.mode, mode)
-            and user in (None, found.user) and group in (None, found.group)):
+    if _is(state_of(path), "directory", mode, user, group):
         host.noop(f"{path} is a directory")
         return
     yield from files.directory._inner(path=path, mode=mode, user=user, group=group)
@@ -237,8 +244,7 @@ def tree(src: str, dest: str, mode: str = "644", dir_mode: str = "755"):
     if nested:
         raise OperationValueError(f"{src} has subdirectories ({', '.join(nested)}): not flat")
     changed = False
-    found = state_of(dest)
-    if not (found is not None and found.kind == "directory" and _same_mode(found.mode, dir_mode)):
+    if not _is(state_of(dest), "directory", dir_mode):
         yield from files.directory._inner(path=dest, mode=dir_mode)
         changed = True
     for entry in entries:

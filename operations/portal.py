@@ -113,7 +113,7 @@ def _certificate(portal_dir: str) -> tuple[str, str, list]:
              (f"{tls}/cert.pem", f"{tls}/key.pem")]
     _files.expect(*(path for pair in pairs for path in pair))
     for cert, key in pairs:
-        if all(getattr(_files.state_of(path), "kind", None) == "file" for path in (cert, key)):
+        if _files.is_file(cert) and _files.is_file(key):
             return cert, key, []
     cert, key = pairs[-1]
     names = ["DNS:localhost", "IP:127.0.0.1"]

@@ -54,8 +54,7 @@ def setup_ssh(runtime: settings.RuntimeSettings, install: bool = True, configure
         upload("ssh", "/opt/red/bin/red-sshd")
     if configure:
         _files.expect(*_host_key_paths(), "/root/.ssh")
-        missing = [path for path in _host_key_paths()
-                   if getattr(_files.state_of(path), "kind", None) != "file"]
+        missing = [path for path in _host_key_paths() if not _files.is_file(path)]
         if missing:
             restart_on.append(
                 server.shell(name="Generate this box's SSH host keys", commands=["ssh-keygen -A"])

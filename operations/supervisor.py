@@ -32,16 +32,19 @@ def setup_supervisor(programs: list[Program], install: bool = True, configure: b
     socket = settings.get("supervisor_socket")
     if install:
         apt_install(["supervisor"], name="Install supervisor")
-        _files.template(
-            name="Upload /etc/supervisor/supervisord.conf",
-            src=template("supervisor", "/etc/supervisor/supervisord.conf"),
-            dest="/etc/supervisor/supervisord.conf",
-            mode="644",
-            socket=socket,
-            logs_dir=settings.get("base_logs_dir"),
-            log_maxbytes=settings.get("supervisor_log_maxbytes"),
-            log_backups=settings.get("supervisor_log_backups"),
-        )
+    # Both halves, like the program configs: it names the logs dir, which a boot may move (a
+    # read-only /logs falls back to another).
+    _files.template(
+        name="Upload /etc/supervisor/supervisord.conf",
+        src=template("supervisor", "/etc/supervisor/supervisord.conf"),
+        dest="/etc/supervisor/supervisord.conf",
+        mode="644",
+        socket=socket,
+        logs_dir=settings.get("base_logs_dir"),
+        log_maxbytes=settings.get("supervisor_log_maxbytes"),
+        log_backups=settings.get("supervisor_log_backups"),
+    )
+    if install:
         for script in ("red-entrypoint", "red-healthcheck"):
             upload("supervisor", f"/opt/red/bin/{script}")
     if not configure:

@@ -38,10 +38,13 @@ def busy_cpu_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def converge(operator: freshbox.Operator, *args: str) -> float:
+def converge(operator: freshbox.Operator, *args: str, changes_allowed: bool = True) -> float:
+    """Seconds of one converge; a failed one stops the measure, a no-op that changed is an error."""
     run = operator.deploy("-y", "--json", *args)
     if run.returncode != 0 or run.totals["error"]:
         raise SystemExit(f"converge failed:\n{run.tail()}")
+    if not changes_allowed and run.totals["success"]:
+        raise RuntimeError(f"not a no-op: {run.tail(300)}")
     return run.seconds
 
 
@@ -80,10 +83,7 @@ def red_fleet(operator: freshbox.Operator, count: int, runs: int) -> dict[str, f
 
 
 def noop(operator: freshbox.Operator, *args: str) -> float:
-    run = operator.deploy("-y", "--json", *args)
-    if run.returncode != 0 or run.totals["error"] or run.totals["success"]:
-        raise RuntimeError(f"not a no-op: {run.tail(300)}")
-    return run.seconds
+    return converge(operator, *args, changes_allowed=False)
 
 
 def measure(fleet: int = 3, noop_runs: int = 3, red_fleet_size: int = 0,

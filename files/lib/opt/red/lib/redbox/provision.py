@@ -277,14 +277,12 @@ def converge(values, prov, logs: str | None, by: str, *, start_supervisor: bool 
             log(f"the previous run (pid {interrupted.get('pid', '?')}, by "
                 f"{interrupted.get('by', '?')}, started {interrupted.get('started', '?')}) was "
                 "interrupted before it finished (killed?): converging again")
-        niceness = os.nice(0) + (BACKGROUND_NICENESS if background else 0)
+        nice = BACKGROUND_NICENESS if background else 0
         record = {"by": by, "pid": os.getpid(), "started": now(),
-                  "interrupted_run": interrupted, "niceness": niceness}
+                  "interrupted_run": interrupted, "niceness": os.nice(0) + nice}
         write_json(paths["in-progress"], record)
         command = [PYINFRA, "@local", "deploy.py", "-y", "--json", *saved_data()]
-        # supervisord.conf (install half) names the logs dir: a fallback dir needs the whole run.
-        moved_logs = bool(logs) and logs != str(values["base_logs_dir"])
-        installed = install_in_place(paths) if configure_if_installed and not moved_logs else None
+        installed = install_in_place(paths) if configure_if_installed else None
         if installed:
             # The boot's foreground step: settings, secrets and program configs before
             # supervisord starts; the full converge (drift repair) follows in the background.
@@ -301,8 +299,7 @@ def converge(values, prov, logs: str | None, by: str, *, start_supervisor: bool 
         log(f"converging this box: {' '.join(command[1:])} in {DEPLOY_DIR}"
             + (f" (pyinfra's output: {record['log']})" if record["log"] else ""))
         clock, offset = time.monotonic(), startup_size(logs)
-        stdout, reason = run_pyinfra(command, record["log"], handle,
-                                     nice=BACKGROUND_NICENESS if background else 0)
+        stdout, reason = run_pyinfra(command, record["log"], handle, nice=nice)
         record.update(finished=now(), seconds=round(time.monotonic() - clock, 1))
         echo_startup_lines(logs, offset)
         code = _finish_run(paths, record, stdout, reason, log)

@@ -120,6 +120,11 @@ REMOVED_PACKAGE = "thunar"
 FAST_BOOT = "is in place: applying the runtime settings only"
 
 
+def tail(box) -> str:
+    """What the boot and its converges said, for a failing assertion."""
+    return box.sh("tail -n 40 /logs/provisioning.log", check=False)
+
+
 def package_status(box, package: str) -> str:
     return box.sh(f"dpkg-query -W -f '${{db:Status-Abbrev}}' {package}").strip()
 
@@ -165,12 +170,15 @@ def test_a_drifted_box_is_repaired_by_the_converge_after_the_next_boot(drift_box
     wait_ready(drift_box)
     assert drift_box.sh("grep -c 'red-entrypoint: converging' /logs/startup.log").strip() \
         == str(int(boots) + 1)
-    assert drift_box.sh(f"grep -c '{FAST_BOOT}' /logs/provisioning.log").strip() == "2"
+    assert drift_box.sh(f"grep -c '{FAST_BOOT}' /logs/provisioning.log").strip() == "2", \
+        tail(drift_box)
     record = wait_onstart(drift_box, timeout=600)
-    assert record["status"] == "ok", drift_box.sh("tail -n 40 /logs/provisioning.log")
-    assert drift_box.sh(f"sha256sum {' '.join(paths)}") == shipped
+    assert record["status"] == "ok", tail(drift_box)
+    assert drift_box.sh(f"sha256sum {' '.join(paths)}") == shipped, tail(drift_box)
     assert drift_box.sh(f"stat -c %a {DRIFTED_MODE}").strip() == "644"
-    assert package_status(drift_box, REMOVED_PACKAGE) == "ii"
+    assert package_status(drift_box, REMOVED_PACKAGE) == "ii", tail(drift_box)
     # The repaired program config was applied: novnc runs, and a converge now changes nothing.
     assert " RUNNING " in drift_box.sh("supervisorctl status novnc")
-    assert drift_box.converge_json()["results"]["totals"]["success"] == 0
+    report = drift_box.converge_json()["results"]
+    assert report["totals"]["success"] == 0, [op["name"] for op in report["operations"]
+                                              if op.get("success")]

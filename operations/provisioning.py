@@ -98,7 +98,8 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
         # Its --data keys are the user's choices of settings, which the box's own converges
         # keep; not the ones red-provision sets for one run, nor pyinfra's own (--key is
         # override data `ssh_key` over SSH).
-        payload = settings_file_payload(runtime, chosen_settings(settings.cli_keys()))
+        payload = settings_file_payload(runtime, chosen_settings(settings.cli_keys()),
+                                        per_run=RUN_ONLY_KEYS)
         _files.put(
             name=f"Upload {SETTINGS_FILE} (the resolved settings, no secrets)",
             src=StringIO(json.dumps(payload, indent=1, sort_keys=True) + "\n"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import time
@@ -76,11 +77,12 @@ class Box:
     def sh(self, script: str, check: bool = True, timeout: float = 120) -> str:
         return self.exec("bash", "-c", script, check=check, timeout=timeout).stdout
 
-    def converge_json(self) -> dict:
+    def converge_json(self, *extra: str) -> dict:
         """Re-run the deploy inside the box as the entrypoint does; pyinfra's JSON report."""
         result = self.exec(
             "bash", "-c",
-            "cd /opt/red/deploy && /opt/red/tool/bin/pyinfra @local deploy.py -y --json",
+            "cd /opt/red/deploy && /opt/red/tool/bin/pyinfra @local deploy.py -y --json "
+            + shlex.join(extra),
             check=False, timeout=300,
         )
         assert result.returncode == 0, result.stderr[-3000:]

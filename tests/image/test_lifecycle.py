@@ -36,6 +36,15 @@ def test_second_converge_changes_nothing(request, which):
     assert totals["no_change"] > 20
 
 
+def test_the_boots_configure_run_and_the_full_converge_agree(box):
+    # Each boot runs the configure half in the foreground, then the whole deploy behind the
+    # services: neither may undo what the other wrote.
+    for run in (["--data", "red_phase=configure"], [], ["--data", "red_phase=configure"]):
+        report = box.converge_json(*run)["results"]
+        assert report["totals"]["success"] == 0, (run, [
+            op["name"] for op in report["operations"] if op["success"]])
+
+
 def test_restart_keeps_generated_secrets_and_host_keys(generated_box):
     before = fingerprints(generated_box)
     assert "jupyter_token" in before and "vnc_password" in before and "ed25519" in before

@@ -7,6 +7,7 @@ import pytest
 
 from operations import settings
 from redbox import registry
+from redbox.provision import RUN_ONLY_KEYS
 from redbox.resolve import StrictSettingError, box_settings, resolve, settings_file_payload
 from tests.conftest import ROOT
 
@@ -105,6 +106,20 @@ def test_a_per_run_data_value_is_not_the_boxs_setting():
     assert "base_logs_dir" not in payload["values"] and payload["cli"] == []
     kept = settings_file_payload(saved, {"base_logs_dir"})
     assert kept["values"]["base_logs_dir"] == "/var/log/red"
+
+
+def test_the_boots_configure_run_and_the_full_run_write_the_same_settings_file():
+    # The entrypoint's foreground step sets red_phase=configure for that run; the background
+    # converge after it runs the whole deploy: one file for both, or every boot changes it.
+    configure = resolve({}, data={"red_phase": "configure"}.get, cli={"red_phase"})
+    full = resolve({})
+    assert configure["red_phase"] == "configure" and full["red_phase"] == "all"
+    assert settings_file_payload(configure, set(), per_run=RUN_ONLY_KEYS) == \
+        settings_file_payload(full, set(), per_run=RUN_ONLY_KEYS)
+    # A per-run key the box was given for good (inventory data) is still written.
+    chosen = resolve({}, data={"base_logs_dir": "/data/logs"}.get)
+    assert settings_file_payload(chosen, set(), per_run=RUN_ONLY_KEYS)["values"][
+        "base_logs_dir"] == "/data/logs"
 
 
 def test_a_port_given_the_default_of_a_later_service_falls_back():

@@ -224,18 +224,25 @@ def _fallback(setting: Setting, source: str, raw: Any, problem: str, result: Res
     return default
 
 
-def settings_file_payload(resolved: Resolved, cli: Iterable[str]) -> dict:
+def settings_file_payload(resolved: Resolved, cli: Iterable[str],
+                          per_run: Iterable[str] = ()) -> dict:
     """
     What the deploy writes to SETTINGS_FILE: the non-secret values that did not come from the
     environment (a tool reads the environment itself: a copy would outlive a change of it),
     and the --data keys.
+
+    + per_run: keys a caller sets for one run only (red_phase=configure at boot): their
+      defaults are left out too, so the boot's configure run and the full run after it write
+      the same file
     """
     kept = set(cli)
+    per_run = set(per_run) - kept
     # A --data value the caller does not keep (a per-run one: red-provision's fallback logs
     # dir, the entrypoint's skipped app steps) is not the box's setting: not written either.
     values = {key: value for key, value in resolved.values.items()
               if not BY_KEY[key].secret and not _from_env(resolved, BY_KEY[key])
-              and (resolved.sources.get(key) != f"--data {key}" or key in kept)}
+              and (resolved.sources.get(key) != f"--data {key}" or key in kept)
+              and not (key in per_run and value == BY_KEY[key].default)}
     return {"values": values, "cli": sorted(set(cli) - {
         key for key in cli if key in BY_KEY and BY_KEY[key].secret})}
 

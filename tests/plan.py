@@ -33,10 +33,19 @@ class Plan(NamedTuple):
         return hosts
 
 
+# pyinfra's own op ordering, for comparing it with operations/_op_order.py's.
+STOCK_OP_ORDER = [
+    "-c", "import operations, pyinfra.api.operation as o, pyinfra.api.util as u, runpy; "
+    "o.get_operation_order_from_stack = u.get_operation_order_from_stack; "
+    "runpy.run_module('pyinfra', run_name='__main__')",
+]
+
+
 def plan(*groups: str, data: tuple[str, ...] | list[str] = (), inventory: str = INVENTORY,
-         timeout: float = 300) -> Plan:
+         timeout: float = 300, stock_op_order: bool = False) -> Plan:
     """Run the deploy on the fake hosts of these inventory groups (none: every host)."""
-    args = [sys.executable, "-m", "pyinfra", str(inventory), "deploy.py", "-y", "--debug"]
+    args = [sys.executable, *(STOCK_OP_ORDER if stock_op_order else ["-m", "pyinfra"]),
+            str(inventory), "deploy.py", "-y", "--debug"]
     for group in groups:
         args += ["--limit", group]
     for item in data:

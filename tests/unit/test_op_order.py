@@ -1,0 +1,53 @@
+"""operations/_op_order.py's frame walk against pyinfra's own op ordering."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pyinfra
+import pytest
+from pyinfra.api import operation as pyinfra_operation
+from pyinfra.api import util
+
+from operations import _op_order
+from tests.plan import plan
+
+
+def both(state) -> tuple[list[int], list[int]]:
+    # Called from the same frame, as pyinfra's solve_operation_consistency calls it.
+    return util.get_operation_order_from_stack(state), _op_order.operation_order_from_frames(state)
+
+
+def nested(state, depth: int):
+    return nested(state, depth - 1) if depth else both(state)
+
+
+@pytest.mark.parametrize("cli", [True, False])
+@pytest.mark.parametrize("deploy_file", [__file__, "/not/on/the/stack.py", None])
+def test_the_frame_walk_gives_pyinfras_line_numbers(monkeypatch, cli, deploy_file):
+    monkeypatch.setattr(pyinfra, "is_cli", cli)
+    state = SimpleNamespace(current_deploy_filename=deploy_file, current_op_file_number=7)
+    stock, walked = nested(state, 3)
+    assert walked == stock
+    # The file's number under the CLI, then each frame from the deploy file in (here: the
+    # test, four nested calls, both); none when it is not on the stack; all without one.
+    expected = {__file__: 6, "/not/on/the/stack.py": 0}.get(deploy_file)
+    assert len(stock) - cli == expected if expected is not None else len(stock) > 10
+
+
+def test_it_is_installed_over_the_checked_release_only(monkeypatch):
+    assert pyinfra_operation.get_operation_order_from_stack is \
+        _op_order.operation_order_from_frames
+    monkeypatch.setattr(pyinfra_operation, "get_operation_order_from_stack",
+                        util.get_operation_order_from_stack)
+    monkeypatch.setattr(pyinfra, "__version__", "3.11.0")
+    assert _op_order.install() is False
+    assert pyinfra_operation.get_operation_order_from_stack is \
+        util.get_operation_order_from_stack
+
+
+@pytest.mark.parametrize("group", ["ubuntu_2204", "debian_12"])
+def test_the_whole_deploy_plans_the_same(group):
+    walked, stock = plan(group), plan(group, stock_op_order=True)
+    assert walked.code == stock.code == 0, (walked.output[-2000:], stock.output[-2000:])
+    assert walked.commands == stock.commands and len(walked.commands) > 100

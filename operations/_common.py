@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -21,8 +22,7 @@ from pyinfra.api import (
     operation,
 )
 from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import File, FileContents, Sha256File
-from pyinfra.facts.server import AuthorizedKeys, Command
+from pyinfra.facts.server import AuthorizedKeys
 from pyinfra.operations import apt
 
 from operations import _files, settings
@@ -103,33 +103,38 @@ def forget_apt_lists() -> None:
 
 class PortListeners(FactBase):
     """
-    Returns who listens on a TCP port: a list of ``{"name", "pid", "supervised"}``, empty
-    when nobody does. ``supervised`` is True for a process under a supervisord (ours); a
-    listener whose process is invisible here (the host, or another container on a shared
-    network) has name "?" and pid None.
+    Returns who listens on each of some TCP ports: ``{port: [{"name", "pid", "supervised"}]}``,
+    a port nobody listens on left out. ``supervised`` is True for a process under a supervisord
+    (ours); a listener whose process is invisible here (the host, or another container on a
+    shared network) has name "?" and pid None.
+
+    + ports: the ports to look at (one process for all of them)
     """
 
-    default = list
+    default = dict
 
-    def command(self, port: int) -> str:
-        port = int(port)
+    def command(self, ports) -> str:
+        ports = sorted({int(port) for port in ports})
         # A bare box may not have ss (iproute2) yet: then the kernel's socket table and /proc
         # answer the same question, in ss's format.
-        proc_listeners = (
+        proc_listeners = "".join(
             "for inode in $(awk -v p=:HEXPORT '$4 == \"0A\" && substr($2, length($2) - 4) == p "
             "{ print $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do "
             "pid=$(ls -l /proc/[0-9]*/fd 2>/dev/null | awk -v s=\"socket:[$inode]\" "
             "'/^\\/proc/ { d = $1 } $NF == s { split(d, a, \"/\"); print a[3]; exit }'); "
-            "echo \"LISTEN users:((\\\"$(cat /proc/$pid/comm 2>/dev/null)\\\",pid=$pid,fd=0))\"; "
-            "done"
-        ).replace("HEXPORT", f"{port:04X}")
+            "echo \"LISTEN 0 0 *:PORT *:* "
+            "users:((\\\"$(cat /proc/$pid/comm 2>/dev/null)\\\",pid=$pid,fd=0))\"; "
+            "done; ".replace("HEXPORT", f"{port:04X}").replace("PORT", str(port))
+            for port in ports
+        )
+        sports = " or ".join(f"sport = :{port}" for port in ports)
         return (
-            f"if command -v ss >/dev/null 2>&1; then ss -Hltnp 'sport = :{port}' 2>/dev/null; "
-            f"else {proc_listeners}; fi; echo ---; "
+            f"if command -v ss >/dev/null 2>&1; then ss -Hltnp '( {sports} )' 2>/dev/null; "
+            f"else {proc_listeners}fi; echo ---; "
             "ps -eo pid=,ppid=,comm= 2>/dev/null || true"
         )
 
-    def process(self, output) -> list[dict]:
+    def process(self, output) -> dict[int, list[dict]]:
         lines = list(output)
         split = lines.index("---") if "---" in lines else len(lines)
         parents = {}
@@ -148,17 +153,18 @@ class PortListeners(FactBase):
                 pid = parent
             return False
 
-        listeners = []
+        listeners: dict[int, list[dict]] = {}
         for line in lines[:split]:
-            if not line.strip():
+            fields = line.split()
+            port = fields[3].rpartition(":")[2] if len(fields) > 3 else ""
+            if not port.isdigit():
                 continue
+            found = listeners.setdefault(int(port), [])
             users = re.findall(r'\("([^"]*)",pid=(\d+)', line)
             if not users:
-                listeners.append({"name": "?", "pid": None, "supervised": False})
+                found.append({"name": "?", "pid": None, "supervised": False})
             for name, pid in users:
-                listeners.append(
-                    {"name": name, "pid": int(pid), "supervised": supervised(int(pid))}
-                )
+                found.append({"name": name, "pid": int(pid), "supervised": supervised(int(pid))})
         return listeners
 
 
@@ -201,6 +207,16 @@ def launch_mode() -> str | None:
     return real._red_launch_mode
 
 
+def _port_listeners(port: int) -> dict[int, list[dict]]:
+    """Who listens on the service ports (and this one): asked once per host and run."""
+    real = host._get_module()
+    ports = {int(settings.get(key)) for key in settings.PORT_ENV} | {int(port)}
+    if not set(getattr(real, "_red_port_listeners", ({}, set()))[1]) >= ports:
+        real._red_port_listeners = (host.get_fact(PortListeners, ports=sorted(ports)) or {},
+                                    ports)
+    return real._red_port_listeners[0]
+
+
 def autostart_unless_port_taken(program: str, port: int, env_name: str, check: bool) -> bool:
     """
     Whether a program listening on ``port`` may start: not when something other than our
@@ -213,7 +229,7 @@ def autostart_unless_port_taken(program: str, port: int, env_name: str, check: b
     if not check:
         return True
     owner = VAST_OWNED_PORTS.get(launch_mode() or "", {}).get(port)
-    listeners = host.get_fact(PortListeners, port=port) or []
+    listeners = _port_listeners(port).get(int(port), [])
     foreign = [item for item in listeners if not item["supervised"]]
     if not foreign and not owner:
         return True
@@ -230,16 +246,27 @@ def autostart_unless_port_taken(program: str, port: int, env_name: str, check: b
     return False
 
 
-class SupervisordRunning(FactBase):
-    """Returns True when a supervisord answers on its control socket."""
+# Where supervisord.conf has supervisord keep its pid (one home: the template gets it here).
+SUPERVISORD_PIDFILE = "/var/run/supervisord.pid"
 
-    def command(self, socket: str) -> str:
-        return f"supervisorctl -s unix://{socket} pid >/dev/null 2>&1 && echo yes || echo no"
+
+class SupervisordRunning(FactBase):
+    """
+    Returns True when our supervisord runs: the process its pidfile names is a supervisord
+    and its control socket is there. Read from /proc, not asked with supervisorctl (a Python
+    start, a quarter of a second of every converge).
+    """
+
+    def command(self, socket: str, pidfile: str = SUPERVISORD_PIDFILE) -> str:
+        return (f"pid=$(cat {shlex.quote(pidfile)} 2>/dev/null) && [ -n \"$pid\" ] && "
+                f"[ \"$(cat /proc/$pid/comm 2>/dev/null)\" = supervisord ] && "
+                f"[ -S {shlex.quote(socket)} ] && echo yes || echo no")
 
     def process(self, output) -> bool:
         return "".join(output).strip() == "yes"
 
 
+@_files.declares(lambda path=None, **_: ([path], (), ()))
 @operation()
 def secret(path: str, value: str | None = None, length: int = 24):
     """
@@ -284,6 +311,20 @@ def secret(path: str, value: str | None = None, length: int = 24):
     )
 
 
+# The install stamps pip_requirements keeps in a venv, by name (the venv op asks for them all).
+STAMP_PATTERN = ".red-*.stamp"
+
+
+def _venv_asks(path: str, python: str, **_) -> tuple[list[str], list[str], list[str]]:
+    """What the venv op looks at: pyvenv.cfg, the install stamps, both interpreters."""
+    quoted = shlex.quote(path)
+    return ([f"{path}/pyvenv.cfg"], [f"{path}/{STAMP_PATTERN}"], [
+        f"{quoted}/bin/python -c 'import sys; print(sys.executable, *sys.version_info[:2])'",
+        f"{shlex.quote(python)} -c 'import sys; print(*sys.version_info[:2])'",
+    ])
+
+
+@_files.declares(_venv_asks)
 @operation()
 def venv(path: str, python: str):
     """
@@ -292,15 +333,16 @@ def venv(path: str, python: str):
     + path: the venv's directory
     + python: the interpreter, e.g. ``python3.10``
     """
-    probe = f"{path}/bin/python -c 'import sys; print(sys.executable, *sys.version_info[:2])'"
-    current = host.get_fact(Command, f"{probe} 2>/dev/null || true")
-    expected_version = host.get_fact(
-        Command, f"{python} -c 'import sys; print(*sys.version_info[:2])' 2>/dev/null || true"
-    )
-    if current and expected_version and current.split(" ", 1)[1] == expected_version:
+    asks = _venv_asks(path, python)
+    # Asked together however the op was called (a nested call skips the declaration).
+    _files.expect_all(*asks)
+    probe, version_probe = asks[2]
+    current = _files.output_of(probe)
+    expected_version = _files.output_of(version_probe)
+    if current and expected_version and current.split(" ", 1)[-1] == expected_version:
         host.noop(f"{path} is a venv of {python}")
         return
-    if host.get_fact(File, path=f"{path}/pyvenv.cfg"):
+    if _files.is_file(f"{path}/pyvenv.cfg"):
         # Another Python built it: keep it for the user, build the right one beside it.
         yield StringCommand(
             "mv",
@@ -326,6 +368,7 @@ def failure_note(what: str, log: str) -> StringCommand:
     )
 
 
+@_files.declares(lambda requirements_file=None, **_: ([requirements_file], (), ()))
 @operation()
 def pip_requirements(
     venv: str,
@@ -359,7 +402,7 @@ def pip_requirements(
         content = hashlib.sha256(requirements.encode()).hexdigest()
         target = f"{venv}/red-{stamp_name}.txt"
     else:
-        content = host.get_fact(Sha256File, path=requirements_file)
+        content = _files.sha256_of(requirements_file)
         if not content:
             host.noop(f"{requirements_file} does not exist: nothing to install")
             return
@@ -367,9 +410,9 @@ def pip_requirements(
     expected = (
         hashlib.sha256("\n".join([content, *extras]).encode()).hexdigest() if extras else content
     )
-    stamp = f"{venv}/.red-{stamp_name}.stamp"
-    current = host.get_fact(FileContents, path=stamp)
-    if current and current[0].strip() == expected:
+    stamp = f"{venv}/{STAMP_PATTERN.replace('*', stamp_name)}"
+    # The stamp holds what `echo` wrote: the hash and a newline.
+    if _files.holds(stamp, f"{expected}\n".encode()):
         host.noop(f"{venv} already has {stamp_name} installed")
         return
     if requirements is not None:

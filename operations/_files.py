@@ -3,15 +3,21 @@ The deploy's own files, checked in batches. pyinfra's ``files.put`` asks three f
 (its directory, the file, its checksum): a process each on the box and a round trip each over
 SSH, which made them four fifths of a no-op converge. Here one fact stats and hashes every path
 the deploy ships (``files/`` and ``templates/`` are laid out by destination) and what the
-concerns said they would look at (``expect``), and an op whose path already holds what it
-would write says so without asking more. Every other case (missing, different, another kind
-of file) is pyinfra's own op, unchanged, so a drifted file is repaired exactly as before.
+concerns said they would look at (``expect``), and runs the read-only probes they asked for
+(``output_of``: which Python a venv runs); an op whose path already holds what it would write
+says so without asking more. Every other case (missing, different, another kind of file) is
+pyinfra's own op, unchanged, so a drifted file is repaired exactly as before.
+
+What a batch saw is the box before this run. While the run executes, an op that changed
+something makes it stale: the next question asks again (pyinfra's own facts do the same).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import re
 import shlex
 from io import BytesIO, StringIO
 from pathlib import Path, PurePosixPath
@@ -19,7 +25,9 @@ from typing import NamedTuple
 
 from pyinfra import host, state
 from pyinfra.api import FactBase, OperationValueError, operation
+from pyinfra.api.state import StateStage
 from pyinfra.api.util import get_template
+from pyinfra.facts.files import Sha256File
 from pyinfra.operations import files
 
 from operations import settings
@@ -28,6 +36,10 @@ from operations import settings
 _PATTERNS = ("/etc/supervisor/conf.d/*.conf",)
 _KINDS = {"regular file": "file", "regular empty file": "file", "directory": "directory",
           "symbolic link": "link"}
+# A pattern's last part: a shell glob of safe characters (the directory is quoted).
+_GLOB_NAME = re.compile(r"[A-Za-z0-9._*-]+")
+# Separates the probes' outputs (a line no probe prints).
+_PROBE_MARK = "--red-probe-output--"
 
 
 class PathState(NamedTuple):
@@ -39,31 +51,50 @@ class PathState(NamedTuple):
     sha256: str | None  # regular files only
 
 
+class Snapshot(NamedTuple):
+    paths: dict  # path -> PathState, for each path asked that exists
+    outputs: tuple  # each probe's output (its lines joined, as pyinfra's Command fact)
+
+
 # What this run's deploy learned per host (a fleet runs the deploy code per host in one
-# process): the paths asked, their states (a path asked but absent is missing), and the paths
-# expected next (asked together with the next one).
+# process): the paths, patterns and probes asked and their answers (a path asked but absent is
+# missing), and what is expected next (asked together with the next question).
 _snapshots: dict[str, dict] = {}
 
 
-class PathStates(FactBase):
+def _glob_word(pattern: str) -> str:
+    directory, _, name = pattern.rpartition("/")
+    if not _GLOB_NAME.fullmatch(name) or not directory.startswith("/"):
+        raise OperationValueError(f"{pattern!r}: a pattern is /a/directory/glob-of-[A-Za-z0-9._*-]")
+    return f"{shlex.quote(directory)}/{name}"
+
+
+class BoxState(FactBase):
     """
-    Kind, mode, owner, size and (regular files) sha256 of each path that exists: two processes
-    for all of them. Paths with a newline or a backslash are left out (sha256sum escapes those).
+    Kind, mode, owner, size and (regular files) sha256 of each path that exists, and the output
+    of each probe (stderr and exit status ignored): two processes for all the paths, one shell
+    for everything. Paths with a newline or a backslash are left out (sha256sum escapes those).
 
     + paths: absolute paths to look at
-    + patterns: shell globs, expanded on the box
+    + patterns: /directory/glob patterns, expanded on the box
+    + probes: read-only shell commands whose output is wanted
     """
 
-    def command(self, paths, patterns=()):
-        words = " ".join([*(shlex.quote(path) for path in paths), *patterns])
-        return (f"stat --printf '%F\\t%a\\t%U\\t%G\\t%s\\t%n\\n' -- {words} 2>/dev/null; "
-                f"echo '--'; sha256sum -- {words} 2>/dev/null; true")
+    def command(self, paths, patterns=(), probes=()):
+        words = " ".join([*(shlex.quote(path) for path in paths),
+                          *(_glob_word(pattern) for pattern in patterns)])
+        # Without operands sha256sum would read its stdin.
+        looks = (f"stat --printf '%F\\t%a\\t%U\\t%G\\t%s\\t%n\\n' -- {words} 2>/dev/null; "
+                 f"echo '--'; sha256sum -- {words} 2>/dev/null; " if words else "echo '--'; ")
+        runs = "".join(f"echo '{_PROBE_MARK}'; ( {probe} ) </dev/null 2>/dev/null; "
+                       for probe in probes)
+        return f"{looks}{runs}true"
 
     @staticmethod
-    def default() -> dict:
-        return {}
+    def default() -> Snapshot:
+        return Snapshot({}, ())
 
-    def process(self, output):
+    def process(self, output) -> Snapshot:
         states: dict[str, PathState] = {}
         lines = iter(output)
         for line in lines:
@@ -73,11 +104,17 @@ class PathStates(FactBase):
             if path and size.isdigit():
                 states[path] = PathState(_KINDS.get(kind, "other"), mode, user, group,
                                          int(size), None)
+        outputs: list[list[str]] = []
         for line in lines:
-            digest, _, path = line.partition("  ")
-            if path in states and states[path].kind == "file" and len(digest) == 64:
-                states[path] = states[path]._replace(sha256=digest)
-        return states
+            if line == _PROBE_MARK:
+                outputs.append([])
+            elif outputs:
+                outputs[-1].append(line)
+            else:
+                digest, _, path = line.partition("  ")
+                if path in states and states[path].kind == "file" and len(digest) == 64:
+                    states[path] = states[path]._replace(sha256=digest)
+        return Snapshot(states, tuple("\n".join(lines) for lines in outputs))
 
 
 def shipped_paths(root=settings.ROOT) -> list[str]:
@@ -99,10 +136,31 @@ def shipped_paths(root=settings.ROOT) -> list[str]:
                   and not any(PurePosixPath(path).match(pattern) for pattern in _PATTERNS))
 
 
+def _changes_so_far() -> int:
+    """How many of this host's ops have run and changed something (0 before executing)."""
+    if getattr(state, "current_stage", None) != StateStage.Execute:
+        return 0
+    metas = (data.operation_meta for data in state.ops.get(host, {}).values())
+    return sum(1 for meta in metas if meta.is_complete()
+               and (meta.did_change() or not meta.did_succeed()))
+
+
 def _snapshot() -> dict:
-    if host.name not in _snapshots:
-        _snapshots[host.name] = {"asked": set(), "states": {}, "expected": set(shipped_paths())}
-    return _snapshots[host.name]
+    snapshot = _snapshots.get(host.name)
+    changes = _changes_so_far()
+    if snapshot is None or snapshot["changes"] != changes:
+        expected = set(shipped_paths()) if snapshot is None else \
+            snapshot["asked"] | snapshot["expected"]
+        # Asked again when next needed: what the box held before a change is no answer after.
+        snapshot = _snapshots[host.name] = {
+            "asked": set(), "states": {}, "expected": expected,
+            "patterns": set(), "expected_patterns": set(_PATTERNS) if snapshot is None else
+            snapshot["patterns"] | snapshot["expected_patterns"],
+            "outputs": {}, "expected_probes": [] if snapshot is None else
+            list(dict.fromkeys([*snapshot["outputs"], *snapshot["expected_probes"]])),
+            "changes": changes,
+        }
+    return snapshot
 
 
 def expect(*paths: str) -> None:
@@ -111,21 +169,90 @@ def expect(*paths: str) -> None:
     snapshot["expected"].update(path for path in paths if path not in snapshot["asked"])
 
 
-def state_of(path: str) -> PathState | None:
-    """path's state before this run (None: missing), asked with every path expected so far."""
+def expect_pattern(pattern: str) -> None:
+    """Every path matching /directory/glob is about to be looked at (a missing one: absent)."""
+    _glob_word(pattern)
     snapshot = _snapshot()
-    # The patterns are expanded by the first batch.
-    covered = path in snapshot["asked"] or (bool(snapshot["asked"]) and any(
-        PurePosixPath(path).match(pattern) for pattern in _PATTERNS))
+    if pattern not in snapshot["patterns"]:
+        snapshot["expected_patterns"].add(pattern)
+
+
+def expect_output(*probes: str) -> None:
+    """Read-only commands whose output a concern is about to need: run with the next batch."""
+    snapshot = _snapshot()
+    known = {*snapshot["outputs"], *snapshot["expected_probes"]}
+    snapshot["expected_probes"] += [probe for probe in dict.fromkeys(probes) if probe not in known]
+
+
+def expect_all(paths=(), patterns=(), probes=()) -> None:
+    """expect, expect_pattern and expect_output at once (None paths left out)."""
+    expect(*(path for path in paths if path))
+    for pattern in patterns:
+        expect_pattern(pattern)
+    expect_output(*probes)
+
+
+def _ask(snapshot: dict) -> None:
+    """One fact for everything expected and not asked yet."""
+    paths = sorted(snapshot["expected"] - snapshot["asked"])
+    patterns = sorted(snapshot["expected_patterns"] - snapshot["patterns"])
+    probes = list(snapshot["expected_probes"])
+    found = host.get_fact(BoxState, paths=paths, patterns=tuple(patterns), probes=tuple(probes))
+    found = found or Snapshot({}, ())
+    snapshot["states"].update(found.paths)
+    outputs = list(found.outputs) + [""] * (len(probes) - len(found.outputs))
+    snapshot["outputs"].update(zip(probes, outputs, strict=True))
+    snapshot["asked"].update(paths)
+    snapshot["patterns"].update(patterns)
+    snapshot["expected"].clear()
+    snapshot["expected_patterns"].clear()
+    snapshot["expected_probes"] = []
+
+
+def state_of(path: str) -> PathState | None:
+    """path's state before this run (None: missing), asked with everything expected so far."""
+    snapshot = _snapshot()
+    covered = path in snapshot["asked"] or any(
+        PurePosixPath(path).match(pattern) for pattern in snapshot["patterns"])
     if not covered:
         snapshot["expected"].add(path)
-        first = not snapshot["asked"]
-        asked = sorted(snapshot["expected"] - snapshot["asked"])
-        found = host.get_fact(PathStates, paths=asked, patterns=_PATTERNS if first else ())
-        snapshot["states"].update(found or {})
-        snapshot["asked"].update(asked)
-        snapshot["expected"].clear()
+        _ask(snapshot)
     return snapshot["states"].get(path)
+
+
+def output_of(probe: str) -> str:
+    """A read-only command's output (as pyinfra's Command fact, errors as no output)."""
+    snapshot = _snapshot()
+    if probe not in snapshot["outputs"]:
+        expect_output(probe)
+        _ask(snapshot)
+    return snapshot["outputs"][probe]
+
+
+def sha256_of(path: str) -> str | None:
+    """A file's sha256 (None: no such file), as pyinfra's Sha256File says (links followed)."""
+    found = state_of(path)
+    if found is None or found.kind == "file":
+        return found.sha256 if found else None
+    return host.get_fact(Sha256File, path=path)
+
+
+def declares(asks):
+    """
+    An operation that says, when it is called, what its body will look at: pyinfra runs the
+    body later (while executing), so without this each such op would ask on its own.
+
+    + asks: (op's keyword arguments) -> the paths, patterns and probes its body reads
+    """
+    def wrap(op):
+        @functools.wraps(op)
+        def call(*args, **kwargs):
+            expect_all(*asks(**kwargs))
+            return op(*args, **kwargs)
+
+        call._inner = op._inner
+        return call
+    return wrap
 
 
 def forget() -> None:
@@ -179,6 +306,7 @@ def holds(dest: str, content: bytes, mode=None, user=None, group=None) -> bool:
             and found.sha256 == hashlib.sha256(content).hexdigest())
 
 
+@declares(lambda dest=None, **_: ([dest], (), ()))
 @operation()
 def put(src, dest: str, mode=None, user=None, group=None, **options):
     """
@@ -197,6 +325,7 @@ def put(src, dest: str, mode=None, user=None, group=None, **options):
                                 **options)
 
 
+@declares(lambda dest=None, **_: ([dest], (), ()))
 @operation()
 def template(src: str, dest: str, mode=None, user=None, group=None, **data):
     """
@@ -215,6 +344,7 @@ def template(src: str, dest: str, mode=None, user=None, group=None, **data):
                           add_deploy_dir=False)
 
 
+@declares(lambda path=None, **_: ([path], (), ()))
 @operation()
 def directory(path: str, mode=None, user=None, group=None):
     """

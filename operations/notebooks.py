@@ -11,7 +11,6 @@ from pathlib import Path, PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, deploy, operation
-from pyinfra.facts.files import FileContents, Sha256File
 
 from operations import _files, settings
 from operations._common import static_file
@@ -20,6 +19,7 @@ from redbox.log import SHELL_STAMP, SHELL_TIMESTAMP, startup_log
 NOTEBOOKS = ("find_provisioning_script.ipynb", "check_visomaster_and_gpu.ipynb")
 
 
+@_files.declares(lambda dest=None, record=None, **_: ([dest, record], (), ()))
 @operation()
 def _notebook(src: str, dest: str, record: str, logs_dir: str):
     """
@@ -31,17 +31,21 @@ def _notebook(src: str, dest: str, record: str, logs_dir: str):
     + logs_dir: where startup.log gets a line for each notebook moved aside
     """
     shipped = hashlib.sha256(Path(src).read_bytes()).hexdigest()
-    current = host.get_fact(Sha256File, path=dest)
-    recorded = "".join(host.get_fact(FileContents, path=record) or []).strip()
+    current = _files.sha256_of(dest)
+
+    def recorded(digest: str) -> bool:
+        # The record holds what `echo` wrote: a digest and a newline.
+        return _files.holds(record, f"{digest}\n".encode())
+
     remember = f"echo {shipped} > {shlex.quote(record)}"
     if current == shipped:
-        if recorded == shipped:
+        if recorded(shipped):
             host.noop(f"{dest} is the notebook Red ships")
         else:
             yield remember
         return
-    if current is not None and current != recorded:
-        if recorded == shipped:
+    if current is not None and not recorded(current):
+        if recorded(shipped):
             # Red ships the same version as last time: the user's edits stay where they are.
             host.noop(f"{dest} was edited by its user: kept as it is")
             return

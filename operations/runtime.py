@@ -16,8 +16,6 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
-from pyinfra.facts.files import FileContents
-from pyinfra.facts.server import Command
 
 from operations import _files, settings
 from operations._common import pip_requirements, shipped_text, static_file, venv
@@ -90,8 +88,8 @@ def deploy_tree(src: str, dest: str):
     """
     root = Path(src).resolve()
     version = tree_version(root)
-    current = host.get_fact(FileContents, path=f"{dest}/{VERSION_FILE}")
-    if current and current[0].strip() == version:
+    # The stamp holds what `echo` wrote: the version and a newline.
+    if _files.holds(f"{dest}/{VERSION_FILE}", f"{version}\n".encode()):
         host.noop(f"{dest} is at version {version[:12]}")
         return
     stamp = StringCommand("echo", version, ">", QuoteString(f"{dest}/{VERSION_FILE}"))
@@ -112,6 +110,9 @@ def deploy_tree(src: str, dest: str):
     )
 
 
+PYTHON3_VERSION_PROBE = "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
+
+
 @deploy("Set up the box-side runtime")
 def setup_runtime(install: bool = True, configure: bool = True):
     """
@@ -123,6 +124,9 @@ def setup_runtime(install: bool = True, configure: bool = True):
     """
     if not install:
         return
+    # Asked with the tool venv's question: the deploy's version stamp, python3's version.
+    _files.expect(f"{DEPLOY_DIR}/{VERSION_FILE}")
+    _files.expect_output(PYTHON3_VERSION_PROBE)
     # The image build bootstraps this venv from the same lock to run the deploy at all; here
     # the deploy owns it (its stamp), as on a box converged over SSH.
     venv(name=f"Create the tool venv {TOOL_VENV}", path=TOOL_VENV, python="python3")
@@ -140,10 +144,7 @@ def setup_runtime(install: bool = True, configure: bool = True):
     # The tool venv's site-packages (python3's version: the venv is made from it, maybe later
     # in this very run): a .pth there puts the library on its sys.path, for
     # `python -m redbox...`; the tools' entry points add /opt/red/lib themselves.
-    version = host.get_fact(
-        Command, "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])' "
-        "2>/dev/null || true",
-    )
+    version = _files.output_of(PYTHON3_VERSION_PROBE)
     if version:
         site = f"{TOOL_VENV}/lib/python{version}/site-packages"
         _files.put(

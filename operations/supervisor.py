@@ -10,6 +10,7 @@ from pyinfra.operations.util import any_changed
 
 from operations import _files, settings
 from operations._common import (
+    SUPERVISORD_PIDFILE,
     Program,
     SupervisordRunning,
     apt_install,
@@ -40,6 +41,7 @@ def setup_supervisor(programs: list[Program], install: bool = True, configure: b
         dest="/etc/supervisor/supervisord.conf",
         mode="644",
         socket=socket,
+        pidfile=SUPERVISORD_PIDFILE,
         logs_dir=settings.get("base_logs_dir"),
         log_maxbytes=settings.get("supervisor_log_maxbytes"),
         log_backups=settings.get("supervisor_log_backups"),

@@ -9,14 +9,16 @@ and one line in /logs/startup.log, and the next converge tries again.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shlex
 
 from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.files import File
 
-from operations import settings
+from operations import _files, settings
 from operations._common import (
     Program,
     apt_install,
@@ -236,6 +238,7 @@ def _checkout(url: str, ref: str, dest: str, log: str, *, retries: int, backoff:
     yield FunctionCommand(_run_checkout, (command, log), {})
 
 
+@_files.declares(lambda requirements=None, **_: ([requirements], (), ()))
 @operation()
 def _pip_install(venv: str, requirements: str, extra_index_urls: list[str], key: str,
                  log: str, *, bounds: dict):
@@ -258,7 +261,10 @@ def _pip_install(venv: str, requirements: str, extra_index_urls: list[str], key:
         "--retries", str(int(bounds["retries"])), "--backoff", str(int(bounds["backoff"])),
         "--state", bounds["state"], "--status", bounds["status"],
     ]
-    report = host.get_fact(_PipState, args=shlex.join(args)) or {}
+    # No requirements file (no checkout yet): what red-app-pip would say, without its start.
+    report = {"state": "missing", "error": os.strerror(errno.ENOENT)} \
+        if _files.state_of(requirements) is None \
+        else host.get_fact(_PipState, args=shlex.join(args)) or {}
     found = report.get("state")
     if found == "installed":
         host.noop(f"{venv} already has visomaster installed ({requirements})")

@@ -30,7 +30,8 @@ def write_config(tmp_path: Path, programs: list[Program]) -> tuple[Path, Path]:
     conf_d.mkdir()
     common = {"logs_dir": str(logs), **COMMON}
     main = render("supervisor", "/etc/supervisor/supervisord.conf",
-                  socket=str(tmp_path / "supervisor.sock"), **common)
+                  socket=str(tmp_path / "supervisor.sock"),
+                  pidfile=str(tmp_path / "supervisord.pid"), **common)
     main = main.replace("/etc/supervisor/conf.d/*.conf", f"{conf_d}/*.conf")
     (tmp_path / "supervisord.conf").write_text(main)
     for program in programs:

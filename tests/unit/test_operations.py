@@ -11,11 +11,12 @@ import hashlib
 import os
 import pwd
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 
 import pytest
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationValueError, StringCommand
+from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra.operations import apt, files
 
@@ -42,14 +43,28 @@ class FakeHost:
         self.data: dict = {}
 
     def get_fact(self, fact, *args, **kwargs):
+        if fact is _files.BoxState:
+            return self._box_state(**kwargs)
         given = [str(value) for value in (*args, *kwargs.values())]
-        for (name, *prefixes), value in self.facts.items():
+        for key, value in self.facts.items():
+            if key == BOX:
+                continue
+            name, *prefixes = key
             if name != fact.__name__ or len(prefixes) != len(given):
                 continue
             if all(actual.startswith(prefix)
                    for prefix, actual in zip(prefixes, given, strict=True)):
                 return value
         return fact.default()
+
+    def _box_state(self, paths, patterns=(), probes=()) -> _files.Snapshot:
+        """The batch's answer from the row's box: its paths asked and its probes' outputs."""
+        states, outputs = self.facts.get(BOX, ({}, {}))
+        found = {path: value for path, value in states.items() if path in paths
+                 or any(PurePosixPath(path).match(pattern) for pattern in patterns)}
+        return _files.Snapshot(found, tuple(
+            next((out for prefix, out in outputs.items() if probe.startswith(prefix)), "")
+            for probe in probes))
 
     def noop(self, description: str) -> None:
         self.noops.append(description)
@@ -104,6 +119,15 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# The row's box as the batch (BoxState) sees it: {path: PathState}, {probe prefix: output}.
+BOX = "box"
+
+
+def batch(states: dict, outputs: dict | None = None) -> dict:
+    """Facts: what the batch finds on the box (any paths, patterns and probes asked)."""
+    return {BOX: (states, outputs or {})}
+
+
 # -- secret ------------------------------------------------------------------------------------
 
 SECRET = "/etc/red/secrets/token"
@@ -114,8 +138,7 @@ STORE = f"chmod 600 {SECRET}.new && mv -f {SECRET}.new {SECRET}"
 
 def stored(mode="600", size=24, content="old"):
     """The batch's answer for the secret's file."""
-    return {("PathStates", "", ""): {SECRET: _files.PathState("file", mode, "root", "root", size,
-                                                                 sha(content))}}
+    return batch({SECRET: _files.PathState("file", mode, "root", "root", size, sha(content))})
 
 
 @pytest.mark.parametrize(("facts", "kwargs", "commands", "noop"), [
@@ -148,16 +171,21 @@ WANTED = "python3.10 -c"
 CREATE = f"python3.10 -m venv {VENV}"
 
 
+PYVENV_CFG = {f"{VENV}/pyvenv.cfg": _files.PathState("file", "644", "root", "root", 90, "x")}
+
+
 @pytest.mark.parametrize(("facts", "commands", "noop"), [
-    ({("Command", WANTED): "3 10"}, [CREATE], None),
-    ({("Command", PROBE): f"{VENV}/bin/python 3 10", ("Command", WANTED): "3 10"}, [],
+    (batch({}, {WANTED: "3 10"}), [CREATE], None),
+    (batch(PYVENV_CFG, {PROBE: f"{VENV}/bin/python 3 10", WANTED: "3 10"}), [],
      f"{VENV} is a venv of python3.10"),
-    ({("Command", PROBE): f"{VENV}/bin/python 3 11", ("Command", WANTED): "3 10",
-      ("File", f"{VENV}/pyvenv.cfg"): {"size": 90, "mode": 644}},
+    (batch(PYVENV_CFG, {PROBE: f"{VENV}/bin/python 3 11", WANTED: "3 10"}),
      [f"mv {VENV} {VENV}.moved-aside-{SHELL_STAMP}", CREATE], None),
     # A directory that is no venv (no pyvenv.cfg) is built into, not moved.
-    ({("Command", WANTED): "3 10"}, [CREATE], None),
-], ids=["missing", "right-python", "other-python-moved-aside", "not-a-venv"])
+    (batch({}, {WANTED: "3 10"}), [CREATE], None),
+    # No python3.10 yet (installed later in this run): the venv is made, nothing moved.
+    (batch(PYVENV_CFG, {PROBE: f"{VENV}/bin/python 3 11"}),
+     [f"mv {VENV} {VENV}.moved-aside-{SHELL_STAMP}", CREATE], None),
+], ids=["missing", "right-python", "other-python-moved-aside", "not-a-venv", "no-python-yet"])
 def test_venv(facts, commands, noop):
     check(_common.venv, facts, {"path": VENV, "python": "python3.10"}, commands, noop)
 
@@ -184,24 +212,39 @@ FILE_INSTALL = (
 )
 
 
+def file_state(sha256: str, size: int = 65) -> _files.PathState:
+    return _files.PathState("file", "644", "root", "root", size, sha256)
+
+
+def stamp(digest: str) -> dict:
+    """The stamp as `echo` wrote it: the digest and a newline."""
+    return {STAMP: file_state(sha(f"{digest}\n"))}
+
+
+REQS_FILE = {REQS: file_state("ab" * 32)}
+
+
 @pytest.mark.parametrize(("facts", "kwargs", "commands", "noop"), [
     ({}, {"requirements": LOCK},
      [f"upload {VENV}/red-lab.txt: {LOCK}",
       f"{PIP} -q -r {VENV}/red-lab.txt && echo {sha(LOCK)} > {STAMP}"], None),
-    ({("FileContents", STAMP): ["0" * 64]}, {"requirements": LOCK},
+    (batch(stamp("0" * 64)), {"requirements": LOCK},
      [f"upload {VENV}/red-lab.txt: {LOCK}",
       f"{PIP} -q -r {VENV}/red-lab.txt && echo {sha(LOCK)} > {STAMP}"], None),
-    ({("FileContents", STAMP): [sha(LOCK)]}, {"requirements": LOCK}, [],
+    (batch(stamp(sha(LOCK))), {"requirements": LOCK}, [],
      f"{VENV} already has lab installed"),
     ({}, FILE_KWARGS, [], f"{REQS} does not exist: nothing to install"),
-    ({("Sha256File", REQS): "ab" * 32}, FILE_KWARGS, [FILE_INSTALL], None),
-    ({("Sha256File", REQS): "ab" * 32, ("FileContents", STAMP): [FILE_STAMP]}, FILE_KWARGS, [],
+    (batch(REQS_FILE), FILE_KWARGS, [FILE_INSTALL], None),
+    (batch({**REQS_FILE, **stamp(FILE_STAMP)}), FILE_KWARGS, [],
      f"{VENV} already has lab installed"),
     # Another ref with the same file: a new stamp, so pip runs again.
-    ({("Sha256File", REQS): "ab" * 32, ("FileContents", STAMP): [FILE_STAMP]},
+    (batch({**REQS_FILE, **stamp(FILE_STAMP)}),
      {**FILE_KWARGS, "stamp_key": "ref=v2"}, ["<changed>"], None),
+    # A requirements file behind a link is hashed as pyinfra does (the link followed).
+    ({BOX: ({REQS: _files.PathState("link", "777", "root", "root", 9, None)}, {}),
+      ("Sha256File", REQS): "ab" * 32}, FILE_KWARGS, [FILE_INSTALL], None),
 ], ids=["text-fresh", "text-changed", "text-same", "file-missing", "file-fresh", "file-same",
-        "file-new-ref"])
+        "file-new-ref", "file-behind-a-link"])
 def test_pip_requirements(facts, kwargs, commands, noop):
     if commands == ["<changed>"]:
         got, noops = run(_common.pip_requirements, facts, venv=VENV, stamp_name="lab", **kwargs)
@@ -268,9 +311,11 @@ EDITED, OLD = "e" * 64, "0" * 64
 ], ids=["shipped", "shipped-unrecorded", "missing", "deleted", "older", "edited-same-version",
         "edited-new-version", "edited-unrecorded"])
 def test_notebook(current, recorded, commands, noop):
-    facts = {("Sha256File", NOTEBOOK): current}
-    if recorded:
-        facts[("FileContents", RECORD)] = [recorded]
+    # The notebook (its sha256 is current) and the record, as `echo` wrote it.
+    facts = batch({
+        **({NOTEBOOK: file_state(current)} if current else {}),
+        **({RECORD: file_state(sha(f"{recorded}\n"))} if recorded else {}),
+    })
     kwargs = {"src": SRC, "dest": NOTEBOOK, "record": RECORD, "logs_dir": "/logs"}
     got, noops = run(notebooks._notebook, facts, **kwargs)
     if commands[:1] == ["<moved aside>"]:
@@ -314,11 +359,6 @@ def test_checkout_quotes_what_it_is_given():
 SHIPPED = "/opt/red/bin/red-xvnc"
 WRAPPER = (ROOT / "files/desktop" / SHIPPED.lstrip("/")).read_text()
 SAME = _files.PathState("file", "755", "root", "root", len(WRAPPER), sha(WRAPPER))
-
-
-def batch(states: dict) -> dict:
-    """Facts: the batch's answer (every shipped path asked in one PathStates)."""
-    return {("PathStates", "", ""): states}
 
 
 @pytest.mark.parametrize(("states", "kwargs", "same"), [
@@ -380,6 +420,64 @@ def test_paths_are_asked_in_batches_each_once():
         _files.forget()
 
 
+def test_a_venv_and_its_install_stamps_are_one_question():
+    lab = {STAMP: file_state(sha(f"{sha(LOCK)}\n"))}
+    fake = RecordingHost(batch({**PYVENV_CFG, **lab},
+                               {PROBE: f"{VENV}/bin/python 3 10", WANTED: "3 10"}))
+    _files.forget()
+    try:
+        with ctx_host.use(fake), ctx_state.use(FAKE_STATE):
+            assert list(_common.venv._inner(path=VENV, python="python3.10")) == []
+            assert list(_common.pip_requirements._inner(
+                venv=VENV, stamp_name="lab", requirements=LOCK)) == []
+    finally:
+        _files.forget()
+    assert len(fake.asked) == 1
+    assert f"{VENV}/.red-*.stamp" in fake.asked[0]["patterns"]
+    assert [probe.split(" -c")[0] for probe in fake.asked[0]["probes"]] == \
+        [f"{VENV}/bin/python", "python3.10"]
+
+
+class Meta:
+    """An op's outcome as pyinfra keeps it (OperationMeta)."""
+
+    def __init__(self, complete: bool, changed: bool):
+        self.complete, self.changed = complete, changed
+
+    def is_complete(self) -> bool:
+        return self.complete
+
+    def did_change(self) -> bool:
+        return self.changed
+
+    def did_succeed(self) -> bool:
+        return True
+
+
+def test_while_executing_a_change_makes_the_next_question_ask_again():
+    fake = RecordingHost(batch({"/etc/red/a": SAME}, {"probe": "before"}))
+    ops: dict = {}
+    executing = SimpleNamespace(**vars(FAKE_STATE), current_stage=StateStage.Execute,
+                                ops={fake: ops})
+    _files.forget()
+    try:
+        with ctx_host.use(fake), ctx_state.use(executing):
+            assert _files.state_of("/etc/red/a") == SAME and _files.output_of("probe") == "before"
+            ops["unchanged"] = SimpleNamespace(operation_meta=Meta(True, False))
+            ops["running"] = SimpleNamespace(operation_meta=Meta(False, False))
+            assert _files.state_of("/etc/red/a") == SAME and len(fake.asked) == 2
+            # An op changed the box: what was asked is asked again (paths and probes) at once.
+            ops["changed"] = SimpleNamespace(operation_meta=Meta(True, True))
+            fake.facts[BOX] = ({}, {"probe": "after"})
+            assert _files.state_of("/etc/red/a") is None
+            assert _files.output_of("probe") == "after"
+            assert len(fake.asked) == 3
+            assert "/etc/red/a" in fake.asked[2]["paths"] and fake.asked[2]["probes"] == ("probe",)
+            assert fake.asked[2]["patterns"] == ("/etc/supervisor/conf.d/*.conf",)
+    finally:
+        _files.forget()
+
+
 def test_template_renders_like_pyinfra_and_answers_from_the_batch():
     src = str(ROOT / "templates/base/etc/default/locale.j2")
     rendered, _ = run(files.template, {}, src=src, dest="/etc/default/locale", mode="644",
@@ -428,8 +526,8 @@ def test_the_batch_covers_every_shipped_destination_and_its_parents():
     assert "/etc/supervisor/conf.d/program.conf" not in paths
 
 
-def test_path_states_reads_a_real_tree(tmp_path):
-    # The fact's command against this machine's own stat and sha256sum.
+def test_box_state_reads_a_real_tree_and_runs_its_probes(tmp_path):
+    # The fact's command against this machine's own shell, stat and sha256sum.
     (tmp_path / "file").write_text("content\n")
     (tmp_path / "file").chmod(0o640)
     (tmp_path / "empty").write_text("")
@@ -438,14 +536,23 @@ def test_path_states_reads_a_real_tree(tmp_path):
     (tmp_path / "link").symlink_to(tmp_path / "file")
     (tmp_path / "with space").write_text("x")
     (tmp_path / "globbed.conf").write_text("g")
-    for name in ("empty", "with space", "globbed.conf"):
+    (tmp_path / "a dir").mkdir()
+    (tmp_path / "a dir" / ".red-x.stamp").write_text("s")
+    for name in ("empty", "with space", "globbed.conf", "a dir/.red-x.stamp"):
         (tmp_path / name).chmod(0o644)
     names = ["file", "empty", "dir", "link", "with space", "missing"]
-    fact = _files.PathStates()
+    fact = _files.BoxState()
+    probes = ("printf 'one\\ntwo\\n'", "echo oops >&2; exit 3", "cat", "echo '--'; echo last")
     command = fact.command(paths=[str(tmp_path / name) for name in names],
-                           patterns=[f"{tmp_path}/*.conf"])
-    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
-    states = fact.process(result.stdout.splitlines())
+                           patterns=[f"{tmp_path}/*.conf", f"{tmp_path}/a dir/.red-*.stamp"],
+                           probes=probes)
+    # A probe reading stdin gets nothing (over SSH it would wait for ever).
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True,
+                            input="not for the probes\n", timeout=10)
+    answer = fact.process(result.stdout.splitlines())
+    # Each probe's output, as pyinfra's Command fact gives it; a failing one says nothing.
+    assert answer.outputs == ("one\ntwo", "", "", "--\nlast")
+    states = answer.paths
     user = pwd.getpwuid(os.getuid()).pw_name
     group = grp.getgrgid(os.getgid()).gr_name
 
@@ -462,7 +569,18 @@ def test_path_states_reads_a_real_tree(tmp_path):
         path("link"): state("link", "777", len(str(tmp_path / "file")), None),
         path("with space"): state("file", "644", 1, sha("x")),
         path("globbed.conf"): state("file", "644", 1, sha("g")),
+        path("a dir/.red-x.stamp"): state("file", "644", 1, sha("s")),
     }
+    # Probes alone: nothing is stat'ed, and sha256sum does not read stdin.
+    alone = subprocess.run(["sh", "-c", fact.command(paths=[], probes=("echo hi",))],
+                           capture_output=True, text=True, check=True, input="x\n", timeout=10)
+    assert fact.process(alone.stdout.splitlines()) == _files.Snapshot({}, ("hi",))
+
+
+def test_a_pattern_must_be_a_directory_and_a_plain_glob():
+    for bad in ("relative/*.conf", "/etc/$(reboot)", "/etc/a b*"):
+        with pytest.raises(OperationValueError):
+            _files.BoxState().command(paths=[], patterns=[bad])
 
 
 # -- Debian packages, asked once per run -------------------------------------------------------

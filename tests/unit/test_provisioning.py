@@ -140,7 +140,7 @@ def listeners(ss: str):
 
 def test_a_port_held_by_our_supervisord_is_ours():
     result = listeners('LISTEN 0 128 0.0.0.0:22 0.0.0.0:* users:(("sshd",pid=40,fd=3))')
-    assert result == [{"name": "sshd", "pid": 40, "supervised": True}]
+    assert result == {22: [{"name": "sshd", "pid": 40, "supervised": True}]}
 
 
 def test_a_port_held_elsewhere_is_foreign_even_when_its_process_is_invisible():
@@ -149,9 +149,11 @@ def test_a_port_held_elsewhere_is_foreign_even_when_its_process_is_invisible():
         "LISTEN 0 128 [::]:8080 [::]:*\n"
         'LISTEN 0 128 0.0.0.0:8080 0.0.0.0:* users:(("jupyter-lab",pid=13,fd=5))'
     )
-    assert [item["supervised"] for item in result] == [False, False, False]
-    assert result[1] == {"name": "?", "pid": None, "supervised": False}
-    assert listeners("") == []
+    assert [item["supervised"] for items in result.values() for item in items] == \
+        [False, False, False]
+    assert result[8080][0] == {"name": "?", "pid": None, "supervised": False}
+    assert result[22][0]["name"] == "sshd"
+    assert listeners("") == {}
 
 
 # -- red-provision: download and run -------------------------------------------------------------
@@ -318,7 +320,7 @@ def test_the_shell_scripts_are_thin_and_identical_in_effect():
 def plan(tmp_path, *data, ss_22=None):
     responses = {"-release": DEBIAN_12}
     if ss_22 is not None:
-        responses["ss -Hltnp 'sport = :22'"] = ss_22
+        responses["ss -Hltnp '( sport = :22 "] = ss_22
     inventory = tmp_path / "inventory.py"
     inventory.write_text(
         f"box = [('@fake/box', {{'fake_responses': {responses!r}, 'fake_delay': 0, "

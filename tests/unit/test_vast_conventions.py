@@ -1,11 +1,13 @@
 """Vast's conventions the deploy meets: session env through PAM, launch modes, port holders."""
 
+import os
+import shutil
 import socket
 import subprocess
 
 import pytest
 
-from operations._common import PortListeners, VastLaunchMode
+from operations._common import PortListeners, SupervisordRunning, VastLaunchMode
 from operations.provisioning import _pam_environment
 
 
@@ -39,13 +41,15 @@ def test_port_holders_are_found_without_ss():
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
-        command = PortListeners().command(port=port)
+        # With a port nobody listens on, asked in the same process.
+        command = PortListeners().command(ports=[port, 1])
         without_ss = command.replace("command -v ss", "command -v ss-is-not-installed")
         outputs = [subprocess.run(["bash", "-c", text], capture_output=True, text=True)
                    .stdout.splitlines() for text in (command, without_ss)]
     found = [PortListeners().process(output) for output in outputs]
-    assert found[0] == found[1] and found[0][0]["name"].startswith("python")
-    assert found[0][0]["pid"] and not found[0][0]["supervised"]
+    assert found[0] == found[1] and list(found[0]) == [port]
+    (holder,) = found[0][port]
+    assert holder["name"].startswith("python") and holder["pid"] and not holder["supervised"]
 
 
 def test_pam_block_marker_survives_pyinfras_awk_regex():
@@ -53,3 +57,32 @@ def test_pam_block_marker_survives_pyinfras_awk_regex():
     from operations.provisioning import PAM_BLOCK_MARKER
 
     assert not set(PAM_BLOCK_MARKER) & set("'\"/()[]\\.*+?|^$")
+
+
+def test_supervisord_running_is_read_from_its_pidfile_and_socket(tmp_path):
+    # A live process named supervisord (a copy of sleep: /proc/<pid>/comm is its file name).
+    fake = tmp_path / "supervisord"
+    shutil.copy("/bin/sleep", fake)
+    pidfile, sock = tmp_path / "supervisord.pid", tmp_path / "supervisor.sock"
+    fact = SupervisordRunning()
+
+    def running() -> bool:
+        command = fact.command(socket=str(sock), pidfile=str(pidfile))
+        output = subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout
+        return fact.process(output.splitlines())
+
+    assert not running()  # no pidfile
+    with subprocess.Popen([str(fake), "60"]) as process, \
+            socket.socket(socket.AF_UNIX) as server:
+        pidfile.write_text(f"{process.pid}\n")
+        assert not running()  # no socket
+        server.bind(str(sock))
+        server.listen()
+        assert running()
+        # The pidfile names another process: not ours.
+        pidfile.write_text(f"{os.getpid()}\n")
+        assert not running()
+        pidfile.write_text(f"{process.pid}\n")
+        process.kill()
+        process.wait()
+    assert not running()  # a stale pidfile

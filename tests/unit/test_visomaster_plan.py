@@ -70,8 +70,10 @@ def test_fresh_box_runs_the_checkout_and_skips_what_needs_the_checkout(plans):
     assert not matching(commands, PIP_APPLY)
     assert not matching(commands, MODELS_APPLY)
     assert not matching(commands, "== red-app-clip")  # it comes with the app
-    assert "requirements file /workspace/VisoMaster/requirements_cu124.txt does not exist" \
-        in output
+    assert "requirements file /workspace/VisoMaster/requirements_cu124.txt does not exist " \
+        "(No such file or directory)" in output
+    # Said from the batch's stat: red-app-pip is not even started to find that out.
+    assert not matching(commands, "visomaster-status.json --check")
 
 
 def test_checkout_in_state_pip_stamp_current_and_models_verified_change_nothing(plans):

@@ -10,11 +10,14 @@ a frame walk instead, installed only over the pyinfra release it was checked aga
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import pyinfra
-from pyinfra.api import operation as _operation
-from pyinfra.api import util as _util
+
+# The modules themselves: `from pyinfra.api import operation` is the decorator, not its module.
+_operation = importlib.import_module("pyinfra.api.operation")
+_util = importlib.import_module("pyinfra.api.util")
 
 CHECKED_RELEASE = "3.10.0"
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
+import re
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pyinfra
 import pytest
-from pyinfra.api import operation as pyinfra_operation
-from pyinfra.api import util
 
 from operations import _op_order
+from tests.conftest import ROOT
 from tests.plan import plan
+
+# The modules (`from pyinfra.api import operation` is the decorator of that name).
+pyinfra_operation = importlib.import_module("pyinfra.api.operation")
+util = importlib.import_module("pyinfra.api.util")
 
 
 def both(state) -> tuple[list[int], list[int]]:
@@ -48,6 +55,20 @@ def test_it_is_installed_over_the_checked_release_only(monkeypatch):
 
 @pytest.mark.parametrize("group", ["ubuntu_2204", "debian_12"])
 def test_the_whole_deploy_plans_the_same(group):
-    walked, stock = plan(group), plan(group, stock_op_order=True)
+    walked, stock = plan(group, op_order="walk"), plan(group, op_order="stock")
     assert walked.code == stock.code == 0, (walked.output[-2000:], stock.output[-2000:])
     assert walked.commands == stock.commands and len(walked.commands) > 100
+    # Each run ordered every op with the function it names.
+    for run, which in ((walked, "walk"), (stock, "stock")):
+        calls = re.search(rf"op order calls: (\d+) {which}", run.output)
+        assert calls and int(calls[1]) > 80, run.output[-500:]
+
+
+def test_a_plain_cli_run_orders_ops_by_the_frame_walk():
+    # The deploy's own import installs it: the CLI's op ordering is the walk from then on.
+    probe = ("import importlib, operations, operations._op_order as walk; "
+             "module = importlib.import_module('pyinfra.api.operation'); "
+             "print(module.get_operation_order_from_stack is walk.operation_order_from_frames)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "True"

@@ -83,14 +83,17 @@ def runtime_environment() -> dict[str, str]:
     """The env the runtime settings come from: ours for @local, the container's otherwise."""
     if host.connector_cls is LocalConnector:
         return dict(os.environ)
-    env = host.get_fact(ContainerEnvironment) or {}
-    if "PATH" not in env:
-        # An sshd running as PID 1 rewrites its process title over its environment.
-        logger.warning(
-            f"{host.name}: the environment of PID 1 is empty or unreadable: runtime settings "
-            "come from --data and the defaults only"
-        )
-    return env
+    # PID 1's environment is fixed for the container's life: read once per host and run.
+    real = host._get_module()
+    if not hasattr(real, "_red_container_env"):
+        real._red_container_env = host.get_fact(ContainerEnvironment) or {}
+        if "PATH" not in real._red_container_env:
+            # An sshd running as PID 1 rewrites its process title over its environment.
+            logger.warning(
+                f"{host.name}: the environment of PID 1 is empty or unreadable: runtime "
+                "settings come from --data and the defaults only"
+            )
+    return dict(real._red_container_env)
 
 
 def _cli() -> set[str]:

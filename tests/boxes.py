@@ -118,12 +118,18 @@ def onstart_record(box: Box) -> dict:
     return json.loads(text) if text.strip() else {}
 
 
-def wait_onstart(box: Box, timeout: float = 120) -> dict:
-    """Wait for the on-start flow to finish; its record."""
+def wait_onstart(box: Box, timeout: float = 120, replacing: dict | None = None) -> dict:
+    """
+    Wait for the on-start flow to finish; its record.
+
+    + replacing: the record of the boot before a restart: until the new boot's flow writes its
+      own, the file still holds that one (finished, but not this boot's)
+    """
     start_time = time.monotonic()
     while time.monotonic() - start_time < timeout:
         record = onstart_record(box)
-        if record.get("status") not in (None, "running"):
+        if record.get("status") not in (None, "running") and not (
+                replacing and record.get("started") == replacing.get("started")):
             return record
         time.sleep(0.5)
     raise AssertionError(f"on-start flow still running after {timeout} s:\n"

@@ -271,7 +271,15 @@ def _wait_background_run(box: Box, timeout: float = 120) -> None:
 def test_concurrent_runs_wait_for_each_other_or_give_up_cleanly(prov_box):
     _start_background_run(prov_box)
     holder = marker(prov_box, "in-progress")
-    code, output = run_script(prov_box, SCRIPTS[1], "PROVISIONING_LOCK_TIMEOUT=1")
+    # A no-op converge is over in about a second: the holder's converge is paused while the
+    # others try, and goes on 2 s after the waiting one has started.
+    paused = "pkill -{} -f '[p]yinfra @local'"
+    prov_box.sh(paused.format("STOP"))
+    try:
+        code, output = run_script(prov_box, SCRIPTS[1], "PROVISIONING_LOCK_TIMEOUT=1")
+    finally:
+        prov_box.sh(f"setsid sh -c \"sleep 2; {paused.format('CONT')}\" >/dev/null 2>&1 "
+                    "</dev/null &")
     assert code == 75, output
     assert f"another run holds the lock (pid {holder['pid']}" in output
     assert "this run changed nothing" in output
@@ -374,16 +382,12 @@ def test_the_users_script_runs_once_by_its_shebang_a_new_url_or_force_runs_again
 
 
 def test_a_restart_skips_the_users_script_but_converges(prov_box):
-    before = onstart_record(prov_box)["started"]
+    before = onstart_record(prov_box)
     converged_before = marker(prov_box, "completed")["finished"]
     prov_box.sh("rm -f /tmp/prov-ran")
     podman("restart", "-t", "5", prov_box.name, timeout=120)
     wait_ready(prov_box, TOKEN)
-    deadline = time.monotonic() + 180
-    while (record := onstart_record(prov_box)).get("started") == before \
-            or record.get("status") in (None, "running"):
-        assert time.monotonic() < deadline, record
-        time.sleep(0.5)
+    record = wait_onstart(prov_box, timeout=180, replacing=before)
     assert record["status"] == "already-done", record
     assert prov_box.sh("test -e /tmp/prov-ran && echo ran || echo not").strip() == "not"
     # Red's own converge ran at this boot all the same.

@@ -32,8 +32,6 @@ ROOT = settings.ROOT
 # Hosts whose apt lists this run already refreshes: per host, since pyinfra runs the deploy
 # code once per host in one process (a fleet).
 _apt_lists_fresh: set[str] = set()
-# The run's snapshot of the box's Debian packages, per host (installed_packages).
-_installed: dict[str, dict] = {}
 
 
 def template(concern: str, dest: str) -> str:
@@ -65,9 +63,7 @@ def installed_packages() -> dict:
     The box's Debian packages, asked once per host and run (every install step checks its
     list against it; the facts of a run are the box before it anyway).
     """
-    if host.name not in _installed:
-        _installed[host.name] = host.get_fact(DebPackages) or {}
-    return _installed[host.name]
+    return settings.once_per_host("Debian packages", lambda: host.get_fact(DebPackages) or {})
 
 
 def apt_install(packages: list[str], name: str):
@@ -194,27 +190,24 @@ VAST_OWNED_PORTS = {
 
 def launch_mode() -> str | None:
     """Vast's launch mode of this box (recorded once per host in the startup log)."""
-    real = host._get_module()
-    if not hasattr(real, "_red_launch_mode"):
-        real._red_launch_mode = host.get_fact(VastLaunchMode)
-        mode = real._red_launch_mode
-        settings.record([
-            f"Vast's {mode} mode (/.launch): Vast owns PID 1 and "
-            + ", ".join(f"port {port} ({owner})"
-                        for port, owner in VAST_OWNED_PORTS[mode].items())
-            if mode else "entrypoint mode (no /.launch): Red's supervisord runs every service"
-        ], topic="launch")
-    return real._red_launch_mode
+    return settings.once_per_host("launch mode", _launch_mode)
+
+
+def _launch_mode() -> str | None:
+    mode = host.get_fact(VastLaunchMode)
+    settings.record([
+        f"Vast's {mode} mode (/.launch): Vast owns PID 1 and "
+        + ", ".join(f"port {port} ({owner})" for port, owner in VAST_OWNED_PORTS[mode].items())
+        if mode else "entrypoint mode (no /.launch): Red's supervisord runs every service"
+    ], topic="launch")
+    return mode
 
 
 def _port_listeners(port: int) -> dict[int, list[dict]]:
-    """Who listens on the service ports (and this one): asked once per host and run."""
-    real = host._get_module()
-    ports = {int(settings.get(key)) for key in settings.PORT_ENV} | {int(port)}
-    if not set(getattr(real, "_red_port_listeners", ({}, set()))[1]) >= ports:
-        real._red_port_listeners = (host.get_fact(PortListeners, ports=sorted(ports)) or {},
-                                    ports)
-    return real._red_port_listeners[0]
+    """Who listens on the service ports (and this one), in one look."""
+    ports = tuple(sorted({int(settings.get(key)) for key in settings.PORT_ENV} | {int(port)}))
+    return settings.once_per_host(("port listeners", ports), lambda: host.get_fact(
+        PortListeners, ports=list(ports)) or {})
 
 
 def autostart_unless_port_taken(program: str, port: int, env_name: str, check: bool) -> bool:
@@ -266,7 +259,7 @@ class SupervisordRunning(FactBase):
         return "".join(output).strip() == "yes"
 
 
-@_files.declares(lambda path=None, **_: ([path], (), ()))
+@_files.declares("path")
 @operation()
 def secret(path: str, value: str | None = None, length: int = 24):
     """
@@ -324,7 +317,7 @@ def _venv_asks(path: str, python: str, **_) -> tuple[list[str], list[str], list[
     ])
 
 
-@_files.declares(_venv_asks)
+@_files.declares(asks=_venv_asks)
 @operation()
 def venv(path: str, python: str):
     """
@@ -368,7 +361,7 @@ def failure_note(what: str, log: str) -> StringCommand:
     )
 
 
-@_files.declares(lambda requirements_file=None, **_: ([requirements_file], (), ()))
+@_files.declares("requirements_file")
 @operation()
 def pip_requirements(
     venv: str,

@@ -57,9 +57,8 @@ class Snapshot(NamedTuple):
 
 
 # What this run's deploy learned per host (a fleet runs the deploy code per host in one
-# process): the paths, patterns and probes asked and their answers (a path asked but absent is
-# missing), and what is expected next (asked together with the next question).
-_snapshots: dict[str, dict] = {}
+# process).
+_batches: dict[str, _Batch] = {}
 
 
 def _glob_word(pattern: str) -> str:
@@ -145,88 +144,89 @@ def _changes_so_far() -> int:
                and (meta.did_change() or not meta.did_succeed()))
 
 
-def _snapshot() -> dict:
-    snapshot = _snapshots.get(host.name)
+class _Batch:
+    """One host's batches: everything wanted so far, what was asked and what was answered."""
+
+    def __init__(self) -> None:
+        self.wanted_paths = set(shipped_paths())
+        self.wanted_patterns = set(_PATTERNS)
+        self.wanted_probes: dict[str, None] = {}  # in the order asked for
+        self.forget_answers(0)
+
+    def forget_answers(self, changes: int) -> None:
+        self.changes = changes
+        self.asked_paths: set[str] = set()
+        self.asked_patterns: set[str] = set()
+        self.states: dict[str, PathState] = {}
+        self.outputs: dict[str, str] = {}
+
+    def ask(self) -> None:
+        """One fact for everything wanted and not asked yet."""
+        paths = sorted(self.wanted_paths - self.asked_paths)
+        patterns = sorted(self.wanted_patterns - self.asked_patterns)
+        probes = [probe for probe in self.wanted_probes if probe not in self.outputs]
+        found = host.get_fact(BoxState, paths=paths, patterns=tuple(patterns),
+                              probes=tuple(probes)) or Snapshot({}, ())
+        self.states.update(found.paths)
+        outputs = list(found.outputs) + [""] * (len(probes) - len(found.outputs))
+        self.outputs.update(zip(probes, outputs, strict=True))
+        self.asked_paths.update(paths)
+        self.asked_patterns.update(patterns)
+
+
+def _batch() -> _Batch:
+    batch = _batches.get(host.name)
+    if batch is None:
+        batch = _batches[host.name] = _Batch()
     changes = _changes_so_far()
-    if snapshot is None or snapshot["changes"] != changes:
-        expected = set(shipped_paths()) if snapshot is None else \
-            snapshot["asked"] | snapshot["expected"]
-        # Asked again when next needed: what the box held before a change is no answer after.
-        snapshot = _snapshots[host.name] = {
-            "asked": set(), "states": {}, "expected": expected,
-            "patterns": set(), "expected_patterns": set(_PATTERNS) if snapshot is None else
-            snapshot["patterns"] | snapshot["expected_patterns"],
-            "outputs": {}, "expected_probes": [] if snapshot is None else
-            list(dict.fromkeys([*snapshot["outputs"], *snapshot["expected_probes"]])),
-            "changes": changes,
-        }
-    return snapshot
+    if changes != batch.changes:
+        # What the box held before a change is no answer after: asked again when next needed.
+        batch.forget_answers(changes)
+    return batch
 
 
 def expect(*paths: str) -> None:
     """Paths a concern is about to look at (written from data, not shipped): asked together."""
-    snapshot = _snapshot()
-    snapshot["expected"].update(path for path in paths if path not in snapshot["asked"])
+    _batch().wanted_paths.update(paths)
 
 
 def expect_pattern(pattern: str) -> None:
     """Every path matching /directory/glob is about to be looked at (a missing one: absent)."""
     _glob_word(pattern)
-    snapshot = _snapshot()
-    if pattern not in snapshot["patterns"]:
-        snapshot["expected_patterns"].add(pattern)
+    _batch().wanted_patterns.add(pattern)
 
 
 def expect_output(*probes: str) -> None:
     """Read-only commands whose output a concern is about to need: run with the next batch."""
-    snapshot = _snapshot()
-    known = {*snapshot["outputs"], *snapshot["expected_probes"]}
-    snapshot["expected_probes"] += [probe for probe in dict.fromkeys(probes) if probe not in known]
+    _batch().wanted_probes.update(dict.fromkeys(probes))
 
 
 def expect_all(paths=(), patterns=(), probes=()) -> None:
-    """expect, expect_pattern and expect_output at once (None paths left out)."""
-    expect(*(path for path in paths if path))
+    """expect, expect_pattern and expect_output at once."""
+    expect(*paths)
     for pattern in patterns:
         expect_pattern(pattern)
     expect_output(*probes)
 
 
-def _ask(snapshot: dict) -> None:
-    """One fact for everything expected and not asked yet."""
-    paths = sorted(snapshot["expected"] - snapshot["asked"])
-    patterns = sorted(snapshot["expected_patterns"] - snapshot["patterns"])
-    probes = list(snapshot["expected_probes"])
-    found = host.get_fact(BoxState, paths=paths, patterns=tuple(patterns), probes=tuple(probes))
-    found = found or Snapshot({}, ())
-    snapshot["states"].update(found.paths)
-    outputs = list(found.outputs) + [""] * (len(probes) - len(found.outputs))
-    snapshot["outputs"].update(zip(probes, outputs, strict=True))
-    snapshot["asked"].update(paths)
-    snapshot["patterns"].update(patterns)
-    snapshot["expected"].clear()
-    snapshot["expected_patterns"].clear()
-    snapshot["expected_probes"] = []
-
-
 def state_of(path: str) -> PathState | None:
     """path's state before this run (None: missing), asked with everything expected so far."""
-    snapshot = _snapshot()
-    covered = path in snapshot["asked"] or any(
-        PurePosixPath(path).match(pattern) for pattern in snapshot["patterns"])
+    batch = _batch()
+    covered = path in batch.asked_paths or any(
+        PurePosixPath(path).match(pattern) for pattern in batch.asked_patterns)
     if not covered:
-        snapshot["expected"].add(path)
-        _ask(snapshot)
-    return snapshot["states"].get(path)
+        batch.wanted_paths.add(path)
+        batch.ask()
+    return batch.states.get(path)
 
 
 def output_of(probe: str) -> str:
     """A read-only command's output (as pyinfra's Command fact, errors as no output)."""
-    snapshot = _snapshot()
-    if probe not in snapshot["outputs"]:
-        expect_output(probe)
-        _ask(snapshot)
-    return snapshot["outputs"][probe]
+    batch = _batch()
+    if probe not in batch.outputs:
+        batch.wanted_probes[probe] = None
+        batch.ask()
+    return batch.outputs[probe]
 
 
 def sha256_of(path: str) -> str | None:
@@ -237,17 +237,20 @@ def sha256_of(path: str) -> str | None:
     return host.get_fact(Sha256File, path=path)
 
 
-def declares(asks):
+def declares(*path_arguments: str, asks=None):
     """
     An operation that says, when it is called, what its body will look at: pyinfra runs the
     body later (while executing), so without this each such op would ask on its own.
 
-    + asks: (op's keyword arguments) -> the paths, patterns and probes its body reads
+    + path_arguments: the names of its keyword arguments that are paths it reads
+    + asks: or (its keyword arguments) -> the paths, patterns and probes its body reads
     """
     def wrap(op):
         @functools.wraps(op)
         def call(*args, **kwargs):
-            expect_all(*asks(**kwargs))
+            expect(*(kwargs[name] for name in path_arguments if kwargs.get(name)))
+            if asks:
+                expect_all(*asks(**kwargs))
             return op(*args, **kwargs)
 
         call._inner = op._inner
@@ -257,7 +260,7 @@ def declares(asks):
 
 def forget() -> None:
     """Drop what was learned (tests run many deploys in one process)."""
-    _snapshots.clear()
+    _batches.clear()
 
 
 def mode_is(found: PathState | None, wanted) -> bool:
@@ -306,7 +309,7 @@ def holds(dest: str, content: bytes, mode=None, user=None, group=None) -> bool:
             and found.sha256 == hashlib.sha256(content).hexdigest())
 
 
-@declares(lambda dest=None, **_: ([dest], (), ()))
+@declares("dest")
 @operation()
 def put(src, dest: str, mode=None, user=None, group=None, **options):
     """
@@ -325,7 +328,7 @@ def put(src, dest: str, mode=None, user=None, group=None, **options):
                                 **options)
 
 
-@declares(lambda dest=None, **_: ([dest], (), ()))
+@declares("dest")
 @operation()
 def template(src: str, dest: str, mode=None, user=None, group=None, **data):
     """
@@ -344,7 +347,7 @@ def template(src: str, dest: str, mode=None, user=None, group=None, **data):
                           add_deploy_dir=False)
 
 
-@declares(lambda path=None, **_: ([path], (), ()))
+@declares("path")
 @operation()
 def directory(path: str, mode=None, user=None, group=None):
     """

@@ -19,7 +19,7 @@ from redbox.log import SHELL_STAMP, SHELL_TIMESTAMP, startup_log
 NOTEBOOKS = ("find_provisioning_script.ipynb", "check_visomaster_and_gpu.ipynb")
 
 
-@_files.declares(lambda dest=None, record=None, **_: ([dest, record], (), ()))
+@_files.declares("dest", "record")
 @operation()
 def _notebook(src: str, dest: str, record: str, logs_dir: str):
     """

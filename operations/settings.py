@@ -83,17 +83,28 @@ def runtime_environment() -> dict[str, str]:
     """The env the runtime settings come from: ours for @local, the container's otherwise."""
     if host.connector_cls is LocalConnector:
         return dict(os.environ)
-    # PID 1's environment is fixed for the container's life: read once per host and run.
+    # PID 1's environment is fixed for the container's life.
+    return dict(once_per_host("PID 1's environment", _container_environment))
+
+
+def _container_environment() -> dict[str, str]:
+    env = host.get_fact(ContainerEnvironment) or {}
+    if "PATH" not in env:
+        # An sshd running as PID 1 rewrites its process title over its environment.
+        logger.warning(
+            f"{host.name}: the environment of PID 1 is empty or unreadable: runtime settings "
+            "come from --data and the defaults only"
+        )
+    return env
+
+
+def once_per_host(key: Any, compute: Callable[[], Any]) -> Any:
+    """compute()'s answer for this host, asked once per run (what the box was before it)."""
     real = host._get_module()
-    if not hasattr(real, "_red_container_env"):
-        real._red_container_env = host.get_fact(ContainerEnvironment) or {}
-        if "PATH" not in real._red_container_env:
-            # An sshd running as PID 1 rewrites its process title over its environment.
-            logger.warning(
-                f"{host.name}: the environment of PID 1 is empty or unreadable: runtime "
-                "settings come from --data and the defaults only"
-            )
-    return dict(real._red_container_env)
+    memo = real.__dict__.setdefault("_red_once_per_run", {})
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
 
 
 def _cli() -> set[str]:

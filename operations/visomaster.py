@@ -238,7 +238,7 @@ def _checkout(url: str, ref: str, dest: str, log: str, *, retries: int, backoff:
     yield FunctionCommand(_run_checkout, (command, log), {})
 
 
-@_files.declares(lambda requirements=None, **_: ([requirements], (), ()))
+@_files.declares("requirements")
 @operation()
 def _pip_install(venv: str, requirements: str, extra_index_urls: list[str], key: str,
                  log: str, *, bounds: dict):

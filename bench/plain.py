@@ -50,6 +50,7 @@ ENTRYPOINT = textwrap.dedent("""\
       -nodes -days 825 -subj /CN=localhost -keyout "$tls/key.pem" -out "$tls/cert.pem" 2>/dev/null
     exec /usr/bin/supervisord -n -c /etc/supervisor/supervisord.conf
 """)
+BAKED_HOST_KEYS = "/etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub"
 _INSTALL = re.compile(r"apt-get .*install --no-install-recommends (.+)$")
 
 
@@ -76,8 +77,11 @@ def dockerfile(base: str, python_version: str, package_list: list[str]) -> str:
         f"FROM {base}",
         "ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 LC_ALL=C.UTF-8 "
         "PIP_DISABLE_PIP_VERSION_CHECK=1",
+        # openssh-server's install makes host keys: Red's image bakes none (every container
+        # makes its own at first start), so neither does this one, or its boot would skip
+        # work Red's does.
         "RUN apt-get update && apt-get install -y --no-install-recommends "
-        + " ".join(package_list) + " && rm -rf /var/lib/apt/lists/*",
+        + " ".join(package_list) + f" && rm -rf /var/lib/apt/lists/* {BAKED_HOST_KEYS}",
         "COPY jupyter.lock /tmp/jupyter.lock",
         # Red's build does the same: pip trusts the machine's extra CAs (a build secret).
         "COPY with-extra-ca /usr/local/bin/with-extra-ca",

@@ -33,6 +33,8 @@ def test_the_plain_dockerfile_uses_the_same_locks_and_venvs(packages):
     assert "/opt/red/jupyter/bin/pip install --no-cache-dir -r /tmp/jupyter.lock" in text
     assert "python3.11 -m venv /opt/red/venv" in text
     assert "pyinfra" not in text  # no configuration tool
+    # Per-container host keys, as Red's: the package's own are not kept in the image.
+    assert "rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub" in text
 
 
 def test_the_plain_entrypoint_is_short_and_clean_shell():

@@ -271,6 +271,7 @@ def secret(path: str, value: str | None = None, length: int = 24):
     """
     found = _files.state_of(path)
     stored = _files.is_file(path)
+    _files.wrote(path, f"{path}.new")
     fix_mode = StringCommand("chmod", "600", QuoteString(path))
     if value is None:
         if stored and found.size > 0:

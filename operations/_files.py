@@ -6,10 +6,13 @@ the deploy ships (``files/`` and ``templates/`` are laid out by destination) and
 concerns said they would look at (``expect``), and runs the read-only probes they asked for
 (``output_of``: which Python a venv runs); an op whose path already holds what it would write
 says so without asking more. Every other case (missing, different, another kind of file) is
-pyinfra's own op, unchanged, so a drifted file is repaired exactly as before.
+pyinfra's own op, unchanged, so a drifted file is repaired exactly as before; where the batch
+already knows the file and its directory, the op yields the very commands ``files.put`` would
+for those facts, without asking them again (three questions per changed file).
 
 What a batch saw is the box before this run. While the run executes, an op that changed
-something makes it stale: the next question asks again (pyinfra's own facts do the same).
+something makes it stale: the next question asks again (pyinfra's own facts do the same). An
+op of this module says which paths it wrote (``wrote``): after it, only those are asked again.
 """
 
 from __future__ import annotations
@@ -17,18 +20,22 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import posixpath
 import re
 import shlex
 from io import BytesIO, StringIO
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from pyinfra import host, state
-from pyinfra.api import FactBase, OperationValueError, operation
+from pyinfra import host, logger, state
+from pyinfra.api import FactBase, FileUploadCommand, OperationValueError, operation
+from pyinfra.api.output import format_text
 from pyinfra.api.state import StateStage
 from pyinfra.api.util import get_template
-from pyinfra.facts.files import Sha256File
+from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.operations import files
+from pyinfra.operations.util import files as file_utils
+from pyinfra.operations.util.files import ensure_mode_int, generate_color_diff
 
 from operations import settings
 
@@ -135,13 +142,14 @@ def shipped_paths(root=settings.ROOT) -> list[str]:
                   and not any(PurePosixPath(path).match(pattern) for pattern in _PATTERNS))
 
 
-def _changes_so_far() -> int:
-    """How many of this host's ops have run and changed something (0 before executing)."""
+def _changes_so_far() -> frozenset:
+    """This host's ops that have run and changed something (none before executing)."""
     if getattr(state, "current_stage", None) != StateStage.Execute:
-        return 0
-    metas = (data.operation_meta for data in state.ops.get(host, {}).values())
-    return sum(1 for meta in metas if meta.is_complete()
-               and (meta.did_change() or not meta.did_succeed()))
+        return frozenset()
+    return frozenset(op_hash for op_hash, data in state.ops.get(host, {}).items()
+                     if data.operation_meta.is_complete()
+                     and (data.operation_meta.did_change()
+                          or not data.operation_meta.did_succeed()))
 
 
 class _Batch:
@@ -151,14 +159,39 @@ class _Batch:
         self.wanted_paths = set(shipped_paths())
         self.wanted_patterns = set(_PATTERNS)
         self.wanted_probes: dict[str, None] = {}  # in the order asked for
-        self.forget_answers(0)
+        # The paths each of this module's ops wrote, by op hash (``wrote``); None: unknown.
+        self.written: dict[str, set[str] | None] = {}
+        self.forget_answers(frozenset())
 
-    def forget_answers(self, changes: int) -> None:
+    def forget_answers(self, changes: frozenset) -> None:
         self.changes = changes
         self.asked_paths: set[str] = set()
         self.asked_patterns: set[str] = set()
+        # Paths to ask again although a pattern asked covers them.
+        self.stale: set[str] = set()
         self.states: dict[str, PathState] = {}
         self.outputs: dict[str, str] = {}
+
+    def after(self, changes: frozenset) -> None:
+        """
+        Forget what the ops changed since the last question made stale: the paths they wrote
+        when each said which (and every probe: a probe may read them), else everything.
+        """
+        new = changes - self.changes
+        if any(self.written.get(op_hash) is None for op_hash in new):
+            self.forget_answers(changes)
+            return
+        self.changes = changes
+        for path in set().union(*(self.written[op_hash] for op_hash in new)):
+            self.states.pop(path, None)
+            self.asked_paths.discard(path)
+            self.stale.add(path)
+            self.wanted_paths.add(path)
+        self.outputs.clear()
+
+    def covers(self, path: str) -> bool:
+        return path not in self.stale and (path in self.asked_paths or any(
+            PurePosixPath(path).match(pattern) for pattern in self.asked_patterns))
 
     def ask(self) -> None:
         """One fact for everything wanted and not asked yet."""
@@ -172,6 +205,7 @@ class _Batch:
         self.outputs.update(zip(probes, outputs, strict=True))
         self.asked_paths.update(paths)
         self.asked_patterns.update(patterns)
+        self.stale.difference_update(paths)
 
 
 def _batch() -> _Batch:
@@ -181,8 +215,26 @@ def _batch() -> _Batch:
     changes = _changes_so_far()
     if changes != batch.changes:
         # What the box held before a change is no answer after: asked again when next needed.
-        batch.forget_answers(changes)
+        batch.after(changes)
     return batch
+
+
+def wrote(*paths: str) -> None:
+    """
+    The op running now writes these paths and nothing else the batch answers: once it has
+    run, only they are asked again (without this, everything is).
+    """
+    op_hash = getattr(host, "current_op_hash", None)
+    written = _batch().written
+    if op_hash and (op_hash not in written or written[op_hash] is not None):
+        written.setdefault(op_hash, set()).update(paths)
+
+
+def _wrote_unknown() -> None:
+    """The op running now hands over to one of pyinfra's: what it writes is not known."""
+    op_hash = getattr(host, "current_op_hash", None)
+    if op_hash:
+        _batch().written[op_hash] = None
 
 
 def expect(*paths: str) -> None:
@@ -212,9 +264,7 @@ def expect_all(paths=(), patterns=(), probes=()) -> None:
 def state_of(path: str) -> PathState | None:
     """path's state before this run (None: missing), asked with everything expected so far."""
     batch = _batch()
-    covered = path in batch.asked_paths or any(
-        PurePosixPath(path).match(pattern) for pattern in batch.asked_patterns)
-    if not covered:
+    if not batch.covers(path):
         batch.wanted_paths.add(path)
         batch.ask()
     return batch.states.get(path)
@@ -248,7 +298,9 @@ def declares(*path_arguments: str, asks=None):
     def wrap(op):
         @functools.wraps(op)
         def call(*args, **kwargs):
-            expect(*(kwargs[name] for name in path_arguments if kwargs.get(name)))
+            paths = [kwargs[name] for name in path_arguments if kwargs.get(name)]
+            # With their directories: a file's upload needs to know its directory is there.
+            expect(*paths, *(posixpath.dirname(path) for path in paths))
             if asks:
                 expect_all(*asks(**kwargs))
             return op(*args, **kwargs)
@@ -324,8 +376,75 @@ def put(src, dest: str, mode=None, user=None, group=None, **options):
         return
     if isinstance(src, (StringIO, BytesIO)):
         src.seek(0)
-    yield from files.put._inner(src=src, dest=dest, mode=mode, user=user, group=group,
-                                **options)
+    yield from _put(src, content, dest, mode=mode, user=user, group=group, **options)
+
+
+def _put(src, content: bytes, dest: str, *, mode=None, user=None, group=None,
+         in_directory: bool = False, **options):
+    """
+    What ``files.put`` yields for dest: its commands for the facts the batch already has when
+    dest is a file or missing in a directory that is there (the facts it would ask), else
+    pyinfra's own op.
+
+    + in_directory: dest's directory is there (this op made it: the batch saw the box before)
+    """
+    found = state_of(dest)
+    known = (not options.get("force") and mode is not True
+             and (found is None or found.kind == "file")
+             and (in_directory or _is(state_of(posixpath.dirname(dest)), "directory")))
+    if not known or set(options) - {"add_deploy_dir", "create_remote_dir"}:
+        _wrote_unknown()
+        yield from files.put._inner(src=src, dest=dest, mode=mode, user=user, group=group,
+                                    **options)
+        return
+    if isinstance(src, str) and options.get("add_deploy_dir", True) and state.cwd:
+        src = os.path.join(state.cwd, src)
+    mode = ensure_mode_int(mode)
+    wrote(dest)
+    if found is not None and found.sha256 == hashlib.sha256(content).hexdigest():
+        # The same content: only what differs of mode and owner (files.put's own order).
+        if mode and not _same_mode(found.mode, mode):
+            _show_change("mode", found.mode, mode)
+            yield file_utils.chmod(dest, mode)
+        if (user and found.user != user) or (group and found.group != group):
+            _show_change("chown", f"{found.user}:{found.group}", f"{user}:{group}")
+            yield file_utils.chown(dest, user, group)
+        return
+    _show_diff(dest, content, exists=found is not None)
+    temp_dir = (host.current_op_global_arguments or {}).get("_temp_dir")
+    yield FileUploadCommand(src, dest, remote_temp_filename=host.get_temp_filename(
+        dest, temp_directory=temp_dir))
+    if user or group:
+        yield file_utils.chown(dest, user, group)
+    if mode:
+        yield file_utils.chmod(dest, mode)
+
+
+def _show_diff(dest: str, content: bytes, exists: bool) -> None:
+    """With --diff, what files.put shows: the lines it will write (and the file's old ones)."""
+    if not state.config.DIFF:
+        return
+    try:
+        desired = content.decode("utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError:
+        desired = None
+    current = []
+    if exists:
+        current = [line + "\n" for line in host.get_fact(FileContents, path=dest) or []]
+    host.log(f"Will {'modify' if exists else 'create'} {format_text(dest, bold=True)}",
+             logger.info)
+    if desired is None:
+        logger.info("Binary file uploaded")
+    else:
+        for line in generate_color_diff(current, desired):
+            logger.info("  %s", line)
+    logger.info("")
+
+
+def _show_change(what: str, old, new) -> None:
+    if state.config.DIFF:
+        logger.info("%s %s", what, format_text(str(old), "red"))
+        logger.info("%s %s", what, format_text(str(new), "green"))
 
 
 @declares("dest")
@@ -359,6 +478,11 @@ def directory(path: str, mode=None, user=None, group=None):
     if _is(state_of(path), "directory", mode, user, group):
         host.noop(f"{path} is a directory")
         return
+    if state_of(path) is None or state_of(path).kind == "directory":
+        # mkdir -p: and any missing parent.
+        wrote(path, *(str(parent) for parent in PurePosixPath(path).parents))
+    else:
+        _wrote_unknown()
     yield from files.directory._inner(path=path, mode=mode, user=user, group=group)
 
 
@@ -366,7 +490,7 @@ def directory(path: str, mode=None, user=None, group=None):
 def tree(src: str, dest: str, mode: str = "644", dir_mode: str = "755"):
     """
     A shipped flat directory at dest (``files.sync`` without deletion, bytecode left out):
-    each file answered from the batch, the changed ones by pyinfra's own ``files.put``.
+    each file answered from the batch, the changed ones uploaded as ``files.put`` does.
 
     + src: the local directory (files only, besides __pycache__)
     + dest: where it goes
@@ -378,13 +502,18 @@ def tree(src: str, dest: str, mode: str = "644", dir_mode: str = "755"):
         raise OperationValueError(f"{src} has subdirectories ({', '.join(nested)}): not flat")
     changed = False
     if not _is(state_of(dest), "directory", dir_mode):
+        wrote(dest, *(str(parent) for parent in PurePosixPath(dest).parents))
+        if state_of(dest) is not None and state_of(dest).kind != "directory":
+            _wrote_unknown()
         yield from files.directory._inner(path=dest, mode=dir_mode)
         changed = True
     for entry in entries:
         if entry.is_file() and entry.suffix != ".pyc":
             target = f"{dest}/{entry.name}"
-            if not holds(target, entry.read_bytes(), mode):
-                yield from files.put._inner(src=str(entry), dest=target, mode=mode)
+            content = entry.read_bytes()
+            if not holds(target, content, mode):
+                # The directory is there now: it was, or the op above made it.
+                yield from _put(str(entry), content, target, mode=mode, in_directory=True)
                 changed = True
     if not changed:
         host.noop(f"{dest} is up to date")

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import grp
 import hashlib
+import logging
 import os
 import pwd
 import subprocess
+from io import StringIO
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
-from pyinfra.api import FileUploadCommand, FunctionCommand, OperationValueError, StringCommand
+from pyinfra.api import (
+    FileUploadCommand,
+    FunctionCommand,
+    OperationError,
+    OperationValueError,
+    StringCommand,
+)
 from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra.operations import apt, files
@@ -38,6 +47,7 @@ class FakeHost:
     # What pyinfra's own file ops read of a host outside a run.
     def __init__(self, facts: dict):
         self.current_op_global_arguments: dict = {}
+        self.current_op_hash = None
         self.facts = facts
         self.noops: list[str] = []
         self.data: dict = {}
@@ -74,6 +84,49 @@ class FakeHost:
         return f"/tmp/pyinfra-{hashlib.sha256(dest.encode()).hexdigest()[:40]}"
 
 
+class StockHost(FakeHost):
+    """
+    Answers pyinfra's own file facts path by path from a batch's states, as the box they
+    describe would: what pyinfra's ops yield for the very facts the batch had.
+    """
+
+    _KIND: ClassVar[dict[str, str]] = {"File": "file", "Directory": "directory",
+                                       "Link": "link"}
+
+    def __init__(self, states: dict):
+        super().__init__({})
+        self.states = states
+
+    def get_fact(self, fact, *args, **kwargs):
+        name = fact.__name__
+        found = self.states.get(kwargs.get("path", args[0] if args else None))
+        if name in self._KIND:
+            if found is None or found.kind != self._KIND[name]:
+                return found and False
+            return {"user": found.user, "group": found.group, "mode": int(found.mode),
+                    "size": found.size}
+        if name == "Sha256File":
+            return found.sha256 if found else None
+        if name in ("Sha1File", "Md5File"):
+            return None
+        return super().get_fact(fact, *args, **kwargs)
+
+
+class BoxHost(StockHost):
+    """One box in these states, answering the batch and pyinfra's own facts; what was asked."""
+
+    def __init__(self, states: dict):
+        super().__init__(states)
+        self.asked_facts: list[str] = []
+
+    def get_fact(self, fact, *args, **kwargs):
+        self.asked_facts.append(fact.__name__)
+        if fact is _files.BoxState:
+            return _files.Snapshot({path: found for path, found in self.states.items()
+                                    if path in kwargs["paths"]}, ())
+        return super().get_fact(fact, *args, **kwargs)
+
+
 # What pyinfra's own file ops read of the run's state: no --diff, no deploy dir.
 FAKE_STATE = SimpleNamespace(config=SimpleNamespace(DIFF=False), cwd=None, inventory=None)
 
@@ -95,9 +148,9 @@ def shown(command) -> str:
     raise AssertionError(f"unexpected command {command!r}")
 
 
-def run(op, facts: dict, **kwargs) -> tuple[list[str], list[str]]:
+def run(op, facts: dict, host=None, **kwargs) -> tuple[list[str], list[str]]:
     """The commands an operation yields for these facts, and its no-change notes."""
-    fake = FakeHost(facts)
+    fake = host or FakeHost(facts)
     # What the batch of files learned belongs to one run.
     _files.forget()
     try:
@@ -106,6 +159,11 @@ def run(op, facts: dict, **kwargs) -> tuple[list[str], list[str]]:
     finally:
         _files.forget()
     return commands, fake.noops
+
+
+def stock(op, states: dict, **kwargs) -> list[str]:
+    """What pyinfra's own op yields on a box in these states (the batch's PathStates)."""
+    return run(op, {}, host=StockHost(states), **kwargs)[0]
 
 
 def check(op, facts, kwargs, commands, noop):
@@ -359,30 +417,75 @@ def test_checkout_quotes_what_it_is_given():
 SHIPPED = "/opt/red/bin/red-xvnc"
 WRAPPER = (ROOT / "files/desktop" / SHIPPED.lstrip("/")).read_text()
 SAME = _files.PathState("file", "755", "root", "root", len(WRAPPER), sha(WRAPPER))
+BIN = {"/opt/red/bin": _files.PathState("directory", "755", "root", "root", 4096, None)}
+UPLOAD_WRAPPER = [f"upload {SHIPPED}: red-xvnc", f"chmod 755 {SHIPPED}"]
 
 
-@pytest.mark.parametrize(("states", "kwargs", "same"), [
-    ({SHIPPED: SAME}, {}, True),
-    ({SHIPPED: SAME}, {"mode": "0755"}, True),
-    ({SHIPPED: SAME}, {"user": "root", "group": "root"}, True),
-    ({SHIPPED: SAME._replace(sha256=sha("drifted"))}, {}, False),
-    ({SHIPPED: SAME._replace(mode="644")}, {}, False),
-    ({SHIPPED: SAME}, {"user": "nobody"}, False),
-    ({SHIPPED: SAME._replace(kind="directory", sha256=None)}, {}, False),
-    ({SHIPPED: SAME._replace(kind="link", sha256=None)}, {}, False),
-    ({}, {}, False),
+@pytest.mark.parametrize(("states", "kwargs", "commands"), [
+    ({SHIPPED: SAME, **BIN}, {}, []),
+    ({SHIPPED: SAME, **BIN}, {"mode": "0755"}, []),
+    ({SHIPPED: SAME, **BIN}, {"user": "root", "group": "root"}, []),
+    ({SHIPPED: SAME._replace(sha256=sha("drifted")), **BIN}, {}, UPLOAD_WRAPPER),
+    ({SHIPPED: SAME._replace(mode="644"), **BIN}, {}, [f"chmod 755 {SHIPPED}"]),
+    ({SHIPPED: SAME, **BIN}, {"user": "nobody"}, [f"chown nobody {SHIPPED}"]),
+    ({SHIPPED: SAME._replace(sha256=sha("drifted"), mode="600"), **BIN},
+     {"user": "root", "group": "staff"},
+     [f"upload {SHIPPED}: red-xvnc", f"chown root:staff {SHIPPED}", f"chmod 755 {SHIPPED}"]),
+    (BIN, {}, UPLOAD_WRAPPER),
+    # What the batch cannot answer for files.put is asked by it: its own op.
+    ({SHIPPED: SAME._replace(kind="directory", sha256=None), **BIN}, {}, None),
+    ({SHIPPED: SAME._replace(kind="link", sha256=None), **BIN}, {}, None),
+    ({}, {}, None),
+    ({SHIPPED: SAME._replace(sha256=sha("drifted"))}, {}, None),
 ], ids=["same", "same-mode-spelled-0755", "same-owner", "changed-content", "changed-mode",
-        "other-owner", "a-directory", "a-link", "missing"])
-def test_put_answers_from_the_batch_only_when_the_file_is_exactly_it(states, kwargs, same):
+        "other-owner", "changed-all", "missing", "a-directory", "a-link",
+        "missing-in-an-unknown-directory", "changed-in-an-unknown-directory"])
+def test_put_yields_what_pyinfras_put_does_on_the_same_box(states, kwargs, commands):
     src = str(ROOT / "files/desktop" / SHIPPED.lstrip("/"))
     arguments = {"src": src, "dest": SHIPPED, "mode": "755", **kwargs}
-    commands, noops = run(_files.put, batch(states), **arguments)
-    if same:
-        assert (commands, noops) == ([], [f"{SHIPPED} is up to date"])
+    got, noops = run(_files.put, {}, host=BoxHost(states), **arguments)
+    # pyinfra's own op on a box in the states the batch saw, command for command.
+    assert got == stock(files.put, states, **arguments)
+    assert (noops == [f"{SHIPPED} is up to date"]) if commands == [] else noops == []
+    if commands is not None:
+        assert got == commands
     else:
-        # Anything else is pyinfra's own op, command for command.
-        stock, _ = run(files.put, {}, **arguments)
-        assert commands == stock and any(line.startswith("upload ") for line in stock)
+        assert any(line.startswith("upload ") or line.startswith("mkdir")
+                   for line in got), got
+
+
+def test_a_changed_file_in_a_known_directory_asks_nothing_more():
+    src = str(ROOT / "files/desktop" / SHIPPED.lstrip("/"))
+    fake = BoxHost({SHIPPED: SAME._replace(sha256=sha("drifted")), **BIN})
+    run(_files.put, {}, host=fake, src=src, dest=SHIPPED, mode="755")
+    assert fake.asked_facts == ["BoxState"]
+    fallback = BoxHost({SHIPPED: SAME._replace(kind="link", sha256=None), **BIN})
+    run(_files.put, {}, host=fallback, src=src, dest=SHIPPED, mode="755")
+    assert "File" in fallback.asked_facts
+
+
+def test_put_shows_the_diff_files_put_shows(caplog):
+    """With --diff, the lines pyinfra's files.put logs for a changed file, its old ones read."""
+    states = {"/etc/red/a.conf": _file("old\nkept\n"), "/etc/red": TREE_DIR}
+    facts = {**batch(states), ("FileContents", "/etc/red/a.conf"): ["old", "kept"]}
+    logs = {}
+    for name, op, host in (("ours", _files.put, FakeHost(facts)),
+                           ("stock", files.put, StockHost(states))):
+        host.log = lambda message, log_func: log_func(message)
+        if name == "stock":
+            host.facts = {("FileContents", "/etc/red/a.conf"): ["old", "kept"]}
+        caplog.clear()
+        diffing = SimpleNamespace(**{**vars(FAKE_STATE), "config": SimpleNamespace(DIFF=True)})
+        _files.forget()
+        with caplog.at_level(logging.INFO, logger="pyinfra"), ctx_host.use(host), \
+                ctx_state.use(diffing):
+            list(op._inner(src=StringIO("new\nkept\n"), dest="/etc/red/a.conf", mode="644"))
+        _files.forget()
+        logs[name] = [record.getMessage() for record in caplog.records]
+    assert logs["ours"] == logs["stock"]
+    assert any("Will modify" in line for line in logs["ours"])
+    assert any("new" in line for line in logs["ours"])
+    assert any("old" in line for line in logs["ours"])
 
 
 class RecordingHost(FakeHost):
@@ -478,6 +581,54 @@ def test_while_executing_a_change_makes_the_next_question_ask_again():
         _files.forget()
 
 
+def test_after_an_op_that_says_what_it_wrote_only_that_is_asked_again():
+    conf = "/etc/supervisor/conf.d/a.conf"
+    fake = RecordingHost(batch({"/etc/red/a": SAME, "/etc/red/b": SAME, conf: SAME},
+                               {"probe": "before"}))
+    ops: dict = {}
+    executing = SimpleNamespace(**vars(FAKE_STATE), current_stage=StateStage.Execute,
+                                ops={fake: ops})
+
+    def ran(op_hash: str, *written: str) -> None:
+        fake.current_op_hash = op_hash
+        if written:
+            _files.wrote(*written)
+        fake.current_op_hash = None
+        ops[op_hash] = SimpleNamespace(operation_meta=Meta(True, True))
+
+    _files.forget()
+    try:
+        with ctx_host.use(fake), ctx_state.use(executing):
+            _files.expect_all(["/etc/red/b"], probes=["probe"])
+            assert _files.state_of("/etc/red/a") == SAME and _files.state_of(conf) == SAME
+            assert _files.output_of("probe") == "before" and len(fake.asked) == 1
+            ran("put-a", "/etc/red/a", conf)
+            fake.facts[BOX] = ({"/etc/red/b": SAME}, {"probe": "after"})
+            # What it did not write is still known; what it wrote is asked again, by name
+            # even where a pattern had covered it; a probe may read anything: asked again.
+            assert _files.state_of("/etc/red/b") == SAME and len(fake.asked) == 1
+            assert _files.state_of("/etc/red/a") is None
+            # Asked again together: both written paths and the probe.
+            assert sorted(fake.asked[1]["paths"]) == ["/etc/red/a", conf]
+            assert fake.asked[1]["patterns"] == () and fake.asked[1]["probes"] == ("probe",)
+            assert _files.state_of(conf) is None and len(fake.asked) == 2
+            assert _files.output_of("probe") == "after" and len(fake.asked) == 2
+            # An op that did not say what it wrote (pyinfra's own, a shell): everything.
+            ran("shell")
+            assert _files.state_of("/etc/red/b") == SAME and len(fake.asked) == 3
+            assert "/etc/red/b" in fake.asked[2]["paths"]
+            # Nor one that handed over to pyinfra's own op after saying what it wrote.
+            fake.current_op_hash = "put-then-stock"
+            _files.wrote("/etc/red/a")
+            _files._wrote_unknown()
+            _files.wrote("/etc/red/a")
+            fake.current_op_hash = None
+            ops["put-then-stock"] = SimpleNamespace(operation_meta=Meta(True, True))
+            assert _files.state_of("/etc/red/b") == SAME and len(fake.asked) == 4
+    finally:
+        _files.forget()
+
+
 def test_template_renders_like_pyinfra_and_answers_from_the_batch():
     src = str(ROOT / "templates/base/etc/default/locale.j2")
     rendered, _ = run(files.template, {}, src=src, dest="/etc/default/locale", mode="644",
@@ -488,10 +639,12 @@ def test_template_renders_like_pyinfra_and_answers_from_the_batch():
     commands, noops = run(_files.template, batch(state), src=src,
                                 dest="/etc/default/locale", mode="644", locale="C.UTF-8")
     assert (commands, noops) == ([], ["/etc/default/locale is up to date"])
-    changed, _ = run(_files.template, batch(state), src=src, dest="/etc/default/locale",
-                           mode="644", locale="de_DE.UTF-8")
-    assert changed == run(files.template, {}, src=src, dest="/etc/default/locale",
-                                mode="644", locale="de_DE.UTF-8")[0]
+    state["/etc/default"] = TREE_DIR
+    changed, _ = run(_files.template, {}, host=BoxHost(state), src=src,
+                     dest="/etc/default/locale", mode="644", locale="de_DE.UTF-8")
+    assert changed == stock(files.template, state, src=src, dest="/etc/default/locale",
+                            mode="644", locale="de_DE.UTF-8")
+    assert changed[0].startswith("upload /etc/default/locale: ") and "de_DE" in changed[0]
 
 
 @pytest.mark.parametrize(("state", "mode", "same"), [
@@ -502,13 +655,19 @@ def test_template_renders_like_pyinfra_and_answers_from_the_batch():
 ], ids=["same", "changed-mode", "a-file", "missing"])
 def test_directory_answers_from_the_batch(state, mode, same):
     path = "/opt/red/bin"
-    commands, noops = run(_files.directory, batch({path: state} if state else {}),
-                                path=path, mode=mode)
+    states = {path: state} if state else {}
+    if state and state.kind == "file":
+        # Refused by both, as pyinfra refuses it (nothing of the user's is removed).
+        for op, host in ((_files.directory, BoxHost(states)), (files.directory, StockHost(states))):
+            with pytest.raises(OperationError, match="exists and is not a directory"):
+                run(op, {}, host=host, path=path, mode=mode)
+        return
+    commands, noops = run(_files.directory, {}, host=BoxHost(states), path=path, mode=mode)
     if same:
         assert (commands, noops) == ([], [f"{path} is a directory"])
     else:
-        stock, _ = run(files.directory, {}, path=path, mode=mode)
-        assert commands == stock and stock
+        expected = stock(files.directory, states, path=path, mode=mode)
+        assert commands == expected and expected
 
 
 def test_the_batch_covers_every_shipped_destination_and_its_parents():
@@ -625,15 +784,17 @@ TREE_DIR = _files.PathState("directory", "755", "root", "root", 4096, None)
 ], ids=["same", "one-changed", "one-missing", "all-missing"])
 def test_tree_uploads_only_what_differs(tmp_path, states, uploaded):
     src = _tree_source(tmp_path)
-    commands, noops = run(_files.tree, batch(states), src=str(src), dest="/opt/pkg")
+    commands, noops = run(_files.tree, {}, host=BoxHost(states), src=str(src), dest="/opt/pkg")
     if not uploaded:
         assert (commands, noops) == ([], ["/opt/pkg is up to date"])
         return
-    expected = [] if "/opt/pkg" in states else run(files.directory, {}, path="/opt/pkg",
-                                                   mode="755")[0]
+    expected = [] if "/opt/pkg" in states else stock(files.directory, states, path="/opt/pkg",
+                                                     mode="755")
+    # The files go into the directory made first.
+    made = {"/opt/pkg": TREE_DIR, **states}
     for name in uploaded:
-        expected += run(files.put, {}, src=str(src / name), dest=f"/opt/pkg/{name}",
-                        mode="644")[0]
+        expected += stock(files.put, made, src=str(src / name), dest=f"/opt/pkg/{name}",
+                          mode="644")
     assert commands == expected and noops == []
     assert not any(".pyc" in line for line in commands)
 

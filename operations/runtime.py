@@ -98,11 +98,17 @@ def deploy_tree(src: str, dest: str):
         return
     staging, archive = f"{dest}.new", f"{dest}.tar.gz"
     yield FileUploadCommand(tree_tarball(root, version), archive)
-    # Extracted beside it, then swapped in: a run cut short never leaves half a tree.
+    python = f"{TOOL_VENV}/bin/python3"
+    # Extracted beside it, byte-compiled by the Python that runs it (every boot's converge
+    # imports it: compiling the deploy at the first boot of each container cost ~0.1 s; a
+    # module that does not compile says so when imported), then swapped in: a run cut short
+    # never leaves half a tree.
     yield StringCommand(
         "rm -rf", QuoteString(staging), "&& mkdir -p", QuoteString(staging),
         "&& tar -xzf", QuoteString(archive), "--no-same-owner -C", QuoteString(staging),
         "&& rm -f", QuoteString(archive),
+        "&& { [ ! -x", QuoteString(python), "] ||", QuoteString(python),
+        "-m compileall -q -d", QuoteString(dest), QuoteString(staging), ">/dev/null || true ; }",
         "&& { [ ! -e", QuoteString(dest), "] || mv", QuoteString(dest),
         QuoteString(f"{dest}.old"), "; }",
         "&& mv", QuoteString(staging), QuoteString(dest),

@@ -1,10 +1,11 @@
 """
-SSH: OpenSSH's server, key-only, root by key; host keys made per container at first start,
-never baked into an image; authorized_keys filled from the env, keys already there kept.
+SSH: OpenSSH's server, key-only, root by key; host keys made per container by its program at
+its first start (red-sshd), never baked into an image; authorized_keys filled from the env,
+keys already there kept.
 """
 
 from pyinfra.api import deploy
-from pyinfra.operations import files, server
+from pyinfra.operations import files
 
 from operations import _files, settings
 from operations._common import (
@@ -30,11 +31,11 @@ def _host_key_paths():
 def setup_ssh(runtime: settings.RuntimeSettings, install: bool = True, configure: bool = True,
               building_image: bool = False) -> list[Program]:
     """
-    Install and harden sshd, make host keys and add the users' public keys.
+    Install and harden sshd and add the users' public keys.
 
     + runtime: the resolved runtime settings (port, keys)
     + install: run the install half (package, hardening, wrapper)
-    + configure: run the configure half (host keys, authorized_keys)
+    + configure: run the configure half (authorized_keys)
     + building_image: drop the host keys the package made, so no two containers share them
     """
     restart_on = []
@@ -53,12 +54,6 @@ def setup_ssh(runtime: settings.RuntimeSettings, install: bool = True, configure
         )
         upload("ssh", "/opt/red/bin/red-sshd")
     if configure:
-        _files.expect(*_host_key_paths(), "/root/.ssh")
-        missing = [path for path in _host_key_paths() if not _files.is_file(path)]
-        if missing:
-            restart_on.append(
-                server.shell(name="Generate this box's SSH host keys", commands=["ssh-keygen -A"])
-            )
         _files.directory(name="Create /root/.ssh", path="/root/.ssh", mode="700")
         authorized_keys(
             name="Add public keys from SSH_PUBLIC_KEY/PUBLIC_KEY to /root/.ssh/authorized_keys",

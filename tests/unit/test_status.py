@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 from redbox import status
@@ -164,3 +169,57 @@ def test_main_once_writes_status_json(tmp_path, monkeypatch):
     written = json.loads((tmp_path / "out" / "status.json").read_text())
     assert {program["name"] for program in written["programs"]} >= {"sshd", "jupyter"}
     assert oct((tmp_path / "out" / "status.json").stat().st_mode & 0o777) == "0o644"
+
+
+def test_supervisor_states_are_supervisorctls(tmp_path):
+    # The oracle: a real supervisord, asked by supervisorctl and by the writer's own XML-RPC.
+    sock = tmp_path / "supervisor.sock"
+    (tmp_path / "supervisord.conf").write_text(f"""\
+[unix_http_server]
+file={sock}
+[supervisord]
+logfile={tmp_path}/supervisord.log
+pidfile={tmp_path}/supervisord.pid
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl=unix://{sock}
+[program:sleeper]
+command=sleep 600
+startsecs=0
+[program:quitter]
+command=false
+startsecs=1
+startretries=0
+[program:idle]
+command=sleep 600
+autostart=false
+""")
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([bin_dir / "supervisord", "-c", tmp_path / "supervisord.conf"], check=True)
+    try:
+        deadline = time.monotonic() + 20
+        ours = {}
+        while time.monotonic() < deadline:
+            ours = status.parse_supervisorctl(status.supervisor_status(str(sock)))
+            if ours.get("quitter", {}).get("state") == "FATAL" and \
+                    ours.get("sleeper", {}).get("state") == "RUNNING":
+                break
+            time.sleep(0.2)
+        theirs = status.parse_supervisorctl(subprocess.run(
+            [bin_dir / "supervisorctl", "-c", tmp_path / "supervisord.conf", "status"],
+            capture_output=True, text=True, check=False).stdout)
+        assert {name: state["state"] for name, state in ours.items()} == \
+            {name: state["state"] for name, state in theirs.items()} == \
+            {"sleeper": "RUNNING", "quitter": "FATAL", "idle": "STOPPED"}
+        for name in ("quitter", "idle"):
+            assert ours[name]["info"] == theirs[name]["info"]
+        assert ours["sleeper"]["info"].startswith("pid ")
+        assert ours["sleeper"]["info"].split(",")[0] == theirs["sleeper"]["info"].split(",")[0]
+    finally:
+        pid = int((tmp_path / "supervisord.pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+    # No supervisord: one line saying so, no program (the page shows them as unknown).
+    time.sleep(0.5)
+    answer = status.supervisor_status(str(sock), timeout=2)
+    assert "supervisord does not answer" in answer and status.parse_supervisorctl(answer) == {}

@@ -34,21 +34,29 @@ class Plan(NamedTuple):
         return hosts
 
 
-# The CLI with the op ordering chosen by RED_OP_ORDER ("stock": pyinfra's own, "walk":
-# operations/_op_order.py's), counting its calls: "op order calls: N <which>" on stderr.
-_COUNTED_OP_ORDER = """
+# The CLI with operations/_speedups.py's replacements ("fast") or pyinfra's own functions
+# ("stock"), as RED_SPEEDUPS says, counting the op orderings: "op order calls: N <which>" on
+# stderr.
+_CHOSEN_SPEEDUPS = """
 import atexit, importlib, os, runpy, sys
-import operations._op_order as walk
-module = importlib.import_module("pyinfra.api.operation")
-util = importlib.import_module("pyinfra.api.util")
-which = os.environ["RED_OP_ORDER"]
-chosen = {"stock": util.get_operation_order_from_stack,
-          "walk": walk.operation_order_from_frames}[which]
+import operations._speedups as fast
+which = os.environ["RED_SPEEDUPS"]
+operation = importlib.import_module("pyinfra.api.operation")
+if which == "stock":
+    util = importlib.import_module("pyinfra.api.util")
+    operation.get_operation_order_from_stack = util.get_operation_order_from_stack
+    for name in ("arguments", "facts"):
+        module = importlib.import_module(f"pyinfra.api.{name}")
+        module.all_global_arguments = fast._ARGUMENTS_STOCK
+    for name in ("operation", "deploy", "facts"):
+        module = importlib.import_module(f"pyinfra.api.{name}")
+        module.pop_global_arguments = fast._POP_STOCK
+chosen = operation.get_operation_order_from_stack
 calls = []
 def counted(state):
     calls.append(1)
     return chosen(state)
-module.get_operation_order_from_stack = counted
+operation.get_operation_order_from_stack = counted
 atexit.register(lambda: print(f"op order calls: {len(calls)} {which}", file=sys.stderr))
 sys.argv[0] = "pyinfra"
 runpy.run_module("pyinfra", run_name="__main__")
@@ -56,19 +64,20 @@ runpy.run_module("pyinfra", run_name="__main__")
 
 
 def plan(*groups: str, data: tuple[str, ...] | list[str] = (), inventory: str = INVENTORY,
-         timeout: float = 300, op_order: str | None = None) -> Plan:
+         timeout: float = 300, speedups: str | None = None) -> Plan:
     """
     Run the deploy on the fake hosts of these inventory groups (none: every host).
 
-    + op_order: "stock" or "walk" to run with that op ordering, its calls counted
+    + speedups: "fast" or "stock" to run with operations/_speedups.py's functions or
+      pyinfra's own, the op orderings counted
     """
-    runner = ["-c", _COUNTED_OP_ORDER] if op_order else ["-m", "pyinfra"]
+    runner = ["-c", _CHOSEN_SPEEDUPS] if speedups else ["-m", "pyinfra"]
     args = [sys.executable, *runner, str(inventory), "deploy.py", "-y", "--debug"]
     for group in groups:
         args += ["--limit", group]
     for item in data:
         args += ["--data", item]
-    env = {**os.environ, "RED_OP_ORDER": op_order} if op_order else None
+    env = {**os.environ, "RED_SPEEDUPS": speedups} if speedups else None
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                             check=False, env=env)
     output = result.stdout + result.stderr

@@ -161,6 +161,7 @@ class _Batch:
         self.wanted_probes: dict[str, None] = {}  # in the order asked for
         # The paths each of this module's ops wrote, by op hash (``wrote``); None: unknown.
         self.written: dict[str, set[str] | None] = {}
+        self.finished: int | None = None
         self.forget_answers(frozenset())
 
     def forget_answers(self, changes: frozenset) -> None:
@@ -208,14 +209,28 @@ class _Batch:
         self.stale.difference_update(paths)
 
 
+def _finished_ops() -> int | None:
+    """How many of this host's ops have finished (pyinfra's results), if the state says."""
+    results = getattr(state, "get_results_for_host", None)
+    if results is None:
+        return None
+    counts = results(host)
+    return counts.ops + counts.error_ops + counts.ignored_error_ops
+
+
 def _batch() -> _Batch:
     batch = _batches.get(host.name)
     if batch is None:
         batch = _batches[host.name] = _Batch()
-    changes = _changes_so_far()
-    if changes != batch.changes:
-        # What the box held before a change is no answer after: asked again when next needed.
-        batch.after(changes)
+    # Only when an op has finished since the last look (a scan of every op at each question
+    # made a fleet's run quadratic in ops).
+    finished = _finished_ops()
+    if finished is None or finished != batch.finished:
+        batch.finished = finished
+        changes = _changes_so_far()
+        if changes != batch.changes:
+            # What the box held before a change is no answer after: asked again when needed.
+            batch.after(changes)
     return batch
 
 

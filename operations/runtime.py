@@ -87,7 +87,8 @@ def deploy_tree(src: str, dest: str):
     + dest: where the box keeps it
     """
     root = Path(src).resolve()
-    version = tree_version(root)
+    # Once per run: a fleet's deploy code runs per box, the tree it runs from is the same.
+    version = settings.once_per_run(("deploy tree version", root), lambda: tree_version(root))
     # The stamp holds what `echo` wrote: the version and a newline.
     if _files.holds(f"{dest}/{VERSION_FILE}", f"{version}\n".encode()):
         host.noop(f"{dest} is at version {version[:12]}")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pyinfra import host, logger
+from pyinfra import host, logger, state
 from pyinfra.api import FactBase
 from pyinfra.api.exceptions import DeployError
 from pyinfra.connectors.local import LocalConnector
@@ -100,8 +100,16 @@ def _container_environment() -> dict[str, str]:
 
 def once_per_host(key: Any, compute: Callable[[], Any]) -> Any:
     """compute()'s answer for this host, asked once per run (what the box was before it)."""
-    real = host._get_module()
-    memo = real.__dict__.setdefault("_red_once_per_run", {})
+    return _once(host._get_module(), key, compute)
+
+
+def once_per_run(key: Any, compute: Callable[[], Any]) -> Any:
+    """compute()'s answer, computed once per run for all hosts (what the controller holds)."""
+    return _once(state._get_module(), key, compute)
+
+
+def _once(holder: Any, key: Any, compute: Callable[[], Any]) -> Any:
+    memo = holder.__dict__.setdefault("_red_once_per_run", {})
     if key not in memo:
         memo[key] = compute()
     return memo[key]

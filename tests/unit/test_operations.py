@@ -804,3 +804,22 @@ def test_tree_refuses_a_nested_directory(tmp_path):
     (src / "sub").mkdir()
     with pytest.raises(OperationValueError, match="subdirectories"):
         run(_files.tree, {}, src=str(src), dest="/opt/pkg")
+
+
+def test_ops_are_scanned_for_changes_only_when_one_has_finished():
+    fake = RecordingHost(batch({"/etc/red/a": SAME}))
+    counts = SimpleNamespace(ops=0, error_ops=0, ignored_error_ops=0)
+    ops: dict = {}
+    executing = SimpleNamespace(**vars(FAKE_STATE), current_stage=StateStage.Execute,
+                                ops={fake: ops}, get_results_for_host=lambda host: counts)
+    _files.forget()
+    try:
+        with ctx_host.use(fake), ctx_state.use(executing):
+            assert _files.state_of("/etc/red/a") == SAME and len(fake.asked) == 1
+            # Changed, but pyinfra has not counted it finished yet: not looked at.
+            ops["changed"] = SimpleNamespace(operation_meta=Meta(True, True))
+            assert _files.state_of("/etc/red/a") == SAME and len(fake.asked) == 1
+            counts.ops = 1
+            assert _files.state_of("/etc/red/a") == SAME and len(fake.asked) == 2
+    finally:
+        _files.forget()

@@ -22,8 +22,7 @@ from operations.visomaster import setup_visomaster
 # Building an image (red_phase=install) resolves no runtime setting: programs get the
 # defaults, secrets and host keys are left for the first start.
 runtime = settings.current()
-install = runtime.red_phase in ("install", "all")
-configure = runtime.red_phase in ("configure", "all")
+install, configure = settings.halves()
 
 setup_base(install=install)
 # Before the concerns that ship tools: they import the box-side library.

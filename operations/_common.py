@@ -63,7 +63,7 @@ def installed_packages() -> dict:
     The box's Debian packages, asked once per host and run (every install step checks its
     list against it; the facts of a run are the box before it anyway).
     """
-    return settings.once_per_host("Debian packages", lambda: host.get_fact(DebPackages) or {})
+    return settings.once_per_host("Debian packages", lambda: _files.fact(DebPackages) or {})
 
 
 def apt_install(packages: list[str], name: str):
@@ -194,7 +194,7 @@ def launch_mode() -> str | None:
 
 
 def _launch_mode() -> str | None:
-    mode = host.get_fact(VastLaunchMode)
+    mode = _files.fact(VastLaunchMode)
     settings.record([
         f"Vast's {mode} mode (/.launch): Vast owns PID 1 and "
         + ", ".join(f"port {port} ({owner})" for port, owner in VAST_OWNED_PORTS[mode].items())
@@ -203,11 +203,26 @@ def _launch_mode() -> str | None:
     return mode
 
 
+def _service_ports(*more: int) -> list[int]:
+    return sorted({int(settings.get(key)) for key in settings.PORT_ENV} | {int(p) for p in more})
+
+
 def _port_listeners(port: int) -> dict[int, list[dict]]:
     """Who listens on the service ports (and this one), in one look."""
-    ports = tuple(sorted({int(settings.get(key)) for key in settings.PORT_ENV} | {int(port)}))
-    return settings.once_per_host(("port listeners", ports), lambda: host.get_fact(
-        PortListeners, ports=list(ports)) or {})
+    ports = _service_ports(port)
+    return settings.once_per_host(("port listeners", tuple(ports)), lambda: _files.fact(
+        PortListeners, ports=ports) or {})
+
+
+@_files.up_front
+def _asked_every_run() -> None:
+    """The package list (install half); the launch mode and the service ports (configure)."""
+    install, configure = settings.halves()
+    if install:
+        _files.expect_fact(DebPackages)
+    if configure:
+        _files.expect_fact(VastLaunchMode)
+        _files.expect_fact(PortListeners, ports=_service_ports())
 
 
 def autostart_unless_port_taken(program: str, port: int, env_name: str, check: bool) -> bool:
@@ -309,7 +324,7 @@ def secret(path: str, value: str | None = None, length: int = 24):
 STAMP_PATTERN = ".red-*.stamp"
 
 
-def _venv_asks(path: str, python: str, **_) -> tuple[list[str], list[str], list[str]]:
+def venv_asks(path: str, python: str, **_) -> tuple[list[str], list[str], list[str]]:
     """What the venv op looks at: pyvenv.cfg, the install stamps, both interpreters."""
     quoted = shlex.quote(path)
     return ([f"{path}/pyvenv.cfg"], [f"{path}/{STAMP_PATTERN}"], [
@@ -318,7 +333,7 @@ def _venv_asks(path: str, python: str, **_) -> tuple[list[str], list[str], list[
     ])
 
 
-@_files.declares(asks=_venv_asks)
+@_files.declares(asks=venv_asks)
 @operation()
 def venv(path: str, python: str):
     """
@@ -327,7 +342,7 @@ def venv(path: str, python: str):
     + path: the venv's directory
     + python: the interpreter, e.g. ``python3.10``
     """
-    asks = _venv_asks(path, python)
+    asks = venv_asks(path, python)
     # Asked together however the op was called (a nested call skips the declaration).
     _files.expect_all(*asks)
     probe, version_probe = asks[2]
@@ -444,15 +459,19 @@ def _key_blob(line: str) -> str:
     return line.strip()
 
 
+# root's keys: the ones authorized_keys adds to unless told another file.
+ROOT_AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
+
+
 @operation()
-def authorized_keys(keys: list[str], path: str = "/root/.ssh/authorized_keys"):
+def authorized_keys(keys: list[str], path: str = ROOT_AUTHORIZED_KEYS):
     """
     Add public keys to an authorized_keys file; keys already there (and comments) are kept.
 
     + keys: full public key lines, already validated
     + path: the authorized_keys file
     """
-    present = {_key_blob(line) for line in host.get_fact(AuthorizedKeys, user="root", path=path)}
+    present = {_key_blob(line) for line in _files.fact(AuthorizedKeys, user="root", path=path)}
     missing = [key for key in keys if _key_blob(key) not in present]
     if not missing:
         host.noop(f"{path} has every key")

@@ -28,11 +28,18 @@ from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 from pyinfra import host, logger, state
-from pyinfra.api import FactBase, FileUploadCommand, OperationValueError, operation
+from pyinfra.api import (
+    FactBase,
+    FileUploadCommand,
+    OperationValueError,
+    StringCommand,
+    operation,
+)
+from pyinfra.api.exceptions import FactError
 from pyinfra.api.output import format_text
 from pyinfra.api.state import StateStage
 from pyinfra.api.util import get_template
-from pyinfra.facts.files import FileContents, Sha256File
+from pyinfra.facts.files import Block, FileContents, Sha256File
 from pyinfra.operations import files
 from pyinfra.operations.util import files as file_utils
 from pyinfra.operations.util.files import ensure_mode_int, generate_color_diff
@@ -45,8 +52,11 @@ _KINDS = {"regular file": "file", "regular empty file": "file", "directory": "di
           "symbolic link": "link"}
 # A pattern's last part: a shell glob of safe characters (the directory is quoted).
 _GLOB_NAME = re.compile(r"[A-Za-z0-9._*-]+")
-# Separates the probes' outputs (a line no probe prints).
+# Separates the probes' outputs (a line no probe prints); each ends with its exit status.
 _PROBE_MARK = "--red-probe-output--"
+_STATUS_MARK = "--red-probe-status--"
+# What a probe of a fact prints when the program the fact needs is missing (as pyinfra's).
+_MISSING_COMMAND = "##PYINFRA_NOCMD##"
 
 
 class PathState(NamedTuple):
@@ -60,7 +70,8 @@ class PathState(NamedTuple):
 
 class Snapshot(NamedTuple):
     paths: dict  # path -> PathState, for each path asked that exists
-    outputs: tuple  # each probe's output (its lines joined, as pyinfra's Command fact)
+    outputs: tuple  # each probe's output lines (a tuple of them)
+    statuses: tuple = ()  # each probe's exit status (none given: 0)
 
 
 # What this run's deploy learned per host (a fleet runs the deploy code per host in one
@@ -78,7 +89,7 @@ def _glob_word(pattern: str) -> str:
 class BoxState(FactBase):
     """
     Kind, mode, owner, size and (regular files) sha256 of each path that exists, and the output
-    of each probe (stderr and exit status ignored): two processes for all the paths, one shell
+    and exit status of each probe (stderr ignored): two processes for all the paths, one shell
     for everything. Paths with a newline or a backslash are left out (sha256sum escapes those).
 
     + paths: absolute paths to look at
@@ -86,15 +97,35 @@ class BoxState(FactBase):
     + probes: read-only shell commands whose output is wanted
     """
 
+    _RUN = (f"echo '{_PROBE_MARK}'; ( ", f" ) </dev/null 2>/dev/null; echo \"{_STATUS_MARK} $?\"; ")
+
     def command(self, paths, patterns=(), probes=()):
         words = " ".join([*(shlex.quote(path) for path in paths),
                           *(_glob_word(pattern) for pattern in patterns)])
         # Without operands sha256sum would read its stdin.
         looks = (f"stat --printf '%F\\t%a\\t%U\\t%G\\t%s\\t%n\\n' -- {words} 2>/dev/null; "
                  f"echo '--'; sha256sum -- {words} 2>/dev/null; " if words else "echo '--'; ")
-        runs = "".join(f"echo '{_PROBE_MARK}'; ( {probe} ) </dev/null 2>/dev/null; "
-                       for probe in probes)
+        runs = "".join(f"{self._RUN[0]}{probe}{self._RUN[1]}" for probe in probes)
         return f"{looks}{runs}true"
+
+    @classmethod
+    def parts_of(cls, command: str) -> tuple[str, list[str]] | None:
+        """
+        A BoxState command's look at the paths and the probes it runs (None: not one with
+        probes), for a connector that answers commands one at a time (the plan tests' fake).
+        """
+        if _PROBE_MARK not in command:
+            return None
+        looks, *runs = command.split(cls._RUN[0])
+        return looks, [run.split(cls._RUN[1])[0] for run in runs]
+
+    @staticmethod
+    def answer(looked: list[str], outcomes: list[tuple[bool, list[str]]]) -> list[str]:
+        """What a BoxState command prints: what its look printed, then each probe's outcome."""
+        lines = list(looked) if "--" in looked else [*looked, "--"]
+        for ok, printed in outcomes:
+            lines += [_PROBE_MARK, *printed, f"{_STATUS_MARK} {0 if ok else 1}"]
+        return lines
 
     @staticmethod
     def default() -> Snapshot:
@@ -111,16 +142,20 @@ class BoxState(FactBase):
                 states[path] = PathState(_KINDS.get(kind, "other"), mode, user, group,
                                          int(size), None)
         outputs: list[list[str]] = []
+        statuses: list[int] = []
         for line in lines:
             if line == _PROBE_MARK:
                 outputs.append([])
+            elif line.startswith(f"{_STATUS_MARK} ") and len(statuses) < len(outputs):
+                code = line.split(" ", 1)[1]
+                statuses.append(int(code) if code.isdigit() else 1)
             elif outputs:
                 outputs[-1].append(line)
             else:
                 digest, _, path = line.partition("  ")
                 if path in states and states[path].kind == "file" and len(digest) == 64:
                     states[path] = states[path]._replace(sha256=digest)
-        return Snapshot(states, tuple("\n".join(lines) for lines in outputs))
+        return Snapshot(states, tuple(tuple(lines) for lines in outputs), tuple(statuses))
 
 
 def shipped_paths(root=settings.ROOT) -> list[str]:
@@ -166,12 +201,14 @@ class _Batch:
 
     def forget_answers(self, changes: frozenset) -> None:
         self.changes = changes
+        self._drop_answered_probes()
         self.asked_paths: set[str] = set()
         self.asked_patterns: set[str] = set()
         # Paths to ask again although a pattern asked covers them.
         self.stale: set[str] = set()
         self.states: dict[str, PathState] = {}
-        self.outputs: dict[str, str] = {}
+        # Each probe's output lines (None: it failed).
+        self.outputs: dict[str, list[str] | None] = {}
 
     def after(self, changes: frozenset) -> None:
         """
@@ -188,7 +225,17 @@ class _Batch:
             self.asked_paths.discard(path)
             self.stale.add(path)
             self.wanted_paths.add(path)
+        self._drop_answered_probes()
         self.outputs.clear()
+
+    def _drop_answered_probes(self) -> None:
+        """
+        A probe answered before a change is run again only when asked for again (some start
+        a program: the package list, the models' check); the ones not answered yet stay wanted.
+        """
+        if hasattr(self, "outputs"):
+            self.wanted_probes = {probe: None for probe in self.wanted_probes
+                                  if probe not in self.outputs}
 
     def covers(self, path: str) -> bool:
         return path not in self.stale and (path in self.asked_paths or any(
@@ -202,8 +249,11 @@ class _Batch:
         found = host.get_fact(BoxState, paths=paths, patterns=tuple(patterns),
                               probes=tuple(probes)) or Snapshot({}, ())
         self.states.update(found.paths)
-        outputs = list(found.outputs) + [""] * (len(probes) - len(found.outputs))
-        self.outputs.update(zip(probes, outputs, strict=True))
+        for index, probe in enumerate(probes):
+            lines = found.outputs[index] if index < len(found.outputs) else ()
+            status = found.statuses[index] if index < len(found.statuses) else 0
+            # As pyinfra's facts: a failed command's output is no answer.
+            self.outputs[probe] = list(lines) if status == 0 else None
         self.asked_paths.update(paths)
         self.asked_patterns.update(patterns)
         self.stale.difference_update(paths)
@@ -218,10 +268,26 @@ def _finished_ops() -> int | None:
     return counts.ops + counts.error_ops + counts.ignored_error_ops
 
 
+# What the concerns will ask in this run, said before the first question (``up_front``).
+_UP_FRONT: list = []
+
+
+def up_front(provider):
+    """
+    A concern's provider (a function of no arguments calling ``expect``, ``expect_fact``, ...)
+    of what it will look at in this run: each is called before the host's first question, so
+    that it asks all of it at once. Registered when the concern's module is imported.
+    """
+    _UP_FRONT.append(provider)
+    return provider
+
+
 def _batch() -> _Batch:
     batch = _batches.get(host.name)
     if batch is None:
         batch = _batches[host.name] = _Batch()
+        for provider in _UP_FRONT:
+            provider()
     # Only when an op has finished since the last look (a scan of every op at each question
     # made a fleet's run quadratic in ops).
     finished = _finished_ops()
@@ -285,13 +351,52 @@ def state_of(path: str) -> PathState | None:
     return batch.states.get(path)
 
 
-def output_of(probe: str) -> str:
-    """A read-only command's output (as pyinfra's Command fact, errors as no output)."""
+def _lines_of(probe: str) -> list[str] | None:
     batch = _batch()
     if probe not in batch.outputs:
         batch.wanted_probes[probe] = None
         batch.ask()
     return batch.outputs[probe]
+
+
+def output_of(probe: str) -> str:
+    """A read-only command's output (as pyinfra's Command fact, errors as no output)."""
+    return "\n".join(_lines_of(probe) or [])
+
+
+def fact_probe(fact_class: type[FactBase], **arguments) -> str:
+    """A fact's command as a probe, guarded as pyinfra guards it when it needs a program."""
+    fact = fact_class()
+    command = fact.command(**arguments) if callable(fact.command) else fact.command
+    text = command.get_raw_value() if isinstance(command, StringCommand) else str(command)
+    required = (fact.requires_command(**arguments) if callable(fact.requires_command)
+                else fact.requires_command)
+    if required:
+        text = (f"if command -v {required} >/dev/null 2>&1; then ( {text} ); "
+                f"else echo '{_MISSING_COMMAND}'; fi")
+    return text
+
+
+def expect_fact(fact_class: type[FactBase], **arguments) -> None:
+    """A read-only fact a concern is about to need: asked with the next batch."""
+    expect_output(fact_probe(fact_class, **arguments))
+
+
+def fact(fact_class: type[FactBase], **arguments):
+    """
+    A read-only fact answered from the batch: what ``host.get_fact`` would return (its
+    process() of the output; its default when the command printed nothing or needs a program
+    the box lacks). A command that fails fails the host, as pyinfra's own facts do.
+    """
+    instance = fact_class()
+    # The command is made first: some facts keep its arguments for process() (File's path).
+    lines = _lines_of(fact_probe(fact_class, **arguments))
+    instance.command(**arguments)
+    if lines is None:
+        raise FactError(f"could not load fact: {fact_class.__name__} {arguments}")
+    if not lines or lines == [_MISSING_COMMAND]:
+        return instance.default()
+    return instance.process(lines)
 
 
 def sha256_of(path: str) -> str | None:
@@ -499,6 +604,34 @@ def directory(path: str, mode=None, user=None, group=None):
     else:
         _wrote_unknown()
     yield from files.directory._inner(path=path, mode=mode, user=user, group=group)
+
+
+@declares(asks=lambda path, marker=None, **_: (
+    [], [], [fact_probe(Block, path=path, marker=marker, begin=None, end=None)]))
+@operation()
+def block(path: str, content=None, marker=None, present: bool = True):
+    """
+    ``files.block`` (the marked block at the end of the file), answered from the batch when
+    the block already is as wanted (or, to remove, not there); else pyinfra's own op.
+
+    + path, content, marker, present: as for ``files.block``
+    """
+    # Asked as files.block asks it (the same arguments: the same question).
+    current = fact(Block, path=path, marker=marker, begin=None, end=None)
+    if present:
+        lines = content.split("\n") if isinstance(content, str) else list(content or [])
+        # files.block's own no-change case: the markers found, the lines between them equal.
+        if current and current == lines:
+            host.noop("content already present")
+            return
+    elif current is None:
+        host.noop("no remove required: file did not exist")
+        return
+    elif current == []:
+        host.noop("no remove required: markers not found")
+        return
+    _wrote_unknown()
+    yield from files.block._inner(path=path, content=content, marker=marker, present=present)
 
 
 @operation()

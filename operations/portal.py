@@ -106,12 +106,24 @@ def _install_nginx() -> None:
         )
 
 
+def _certificate_pairs(portal_dir: str) -> list[tuple[str, str]]:
+    """Vast's instance certificate and key, then ours."""
+    tls = f"{portal_dir}/tls"
+    return [(settings.get("portal_instance_cert"), settings.get("portal_instance_key")),
+            (f"{tls}/cert.pem", f"{tls}/key.pem")]
+
+
+@_files.up_front
+def _asked_every_run() -> None:
+    if settings.halves()[1]:
+        _files.expect(*(path for pair in _certificate_pairs(settings.get("portal_dir"))
+                        for path in pair))
+
+
 def _certificate(portal_dir: str) -> tuple[str, str, list]:
     """Vast's instance certificate when present, else ours, made once per container."""
     tls = f"{portal_dir}/tls"
-    pairs = [(settings.get("portal_instance_cert"), settings.get("portal_instance_key")),
-             (f"{tls}/cert.pem", f"{tls}/key.pem")]
-    _files.expect(*(path for pair in pairs for path in pair))
+    pairs = _certificate_pairs(portal_dir)
     for cert, key in pairs:
         if _files.is_file(cert) and _files.is_file(key):
             return cert, key, []

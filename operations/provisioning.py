@@ -15,7 +15,6 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.connectors.local import LocalConnector
-from pyinfra.operations import files
 
 from operations import _files, settings
 from operations._common import launch_mode, upload
@@ -74,6 +73,13 @@ def _profile(values: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@_files.up_front
+def _asked_every_run() -> None:
+    configure = settings.halves()[1]
+    _files.expect(settings.get("provisioning_state_dir"), "/src",
+                  *((SETTINGS_FILE, PROFILE) if configure else ()))
+
+
 @deploy("Set up provisioning")
 def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
                        configure: bool = True):
@@ -85,7 +91,6 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
     + configure: run the configure half (/etc/profile.d/red.sh from the runtime env)
     """
     state_dir = settings.get("provisioning_state_dir")
-    _files.expect(state_dir, "/src", *((SETTINGS_FILE, PROFILE) if configure else ()))
     if install:
         _files.directory(name=f"Create {state_dir} (root-only)", path=state_dir, mode="700")
         for tool in TOOLS:
@@ -115,7 +120,7 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
         )
         lines, notes = _pam_environment(values)
         settings.record(notes, topic="sessions")
-        files.block(
+        _files.block(
             name=PAM_STEP,
             path=PAM_ENVIRONMENT,
             content=lines,
@@ -130,7 +135,7 @@ def _onstart_block(wanted: bool) -> None:
     if wanted and not vast_owns_pid1:
         # The image's entrypoint runs the flow itself; a file of the user's is not touched.
         return
-    files.block(
+    _files.block(
         name=f"{'Write' if wanted else 'Remove'} Red's on-start block in {ONSTART}",
         path=ONSTART,
         content=ONSTART_BLOCK,

@@ -3,13 +3,12 @@ The app's Python: the interpreter VisoMaster needs, from the distro when it ship
 and a venv for the app with ipykernel so Jupyter can run it as a kernel.
 """
 
-from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt
 
-from operations import settings
+from operations import _files, settings
 from operations._common import apt_install, forget_apt_lists, pip_requirements, venv
 from redbox.registry import BY_KEY
 
@@ -56,7 +55,7 @@ def setup_python():
     Install the app's interpreter and create its venv with ipykernel (build time only).
     """
     version = settings.python_version()
-    packages, ppa = python_packages(host.get_fact(LinuxDistribution), version)
+    packages, ppa = python_packages(_files.fact(LinuxDistribution), version)
     if ppa:
         apt_install(
             ["software-properties-common", "gpg-agent"], name="Install add-apt-repository"

@@ -18,7 +18,7 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
 
 from operations import _files, settings
-from operations._common import pip_requirements, shipped_text, static_file, venv
+from operations._common import pip_requirements, shipped_text, static_file, venv, venv_asks
 from redbox.provision import DEPLOY_DIR, VERSION_FILE
 
 LIB_DIR = "/opt/red/lib"
@@ -120,6 +120,15 @@ def deploy_tree(src: str, dest: str):
 PYTHON3_VERSION_PROBE = "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
 
 
+@_files.up_front
+def _asked_every_run() -> None:
+    """The deploy's version stamp, python3's version and the tool venv (install half)."""
+    if settings.halves()[0]:
+        _files.expect(f"{DEPLOY_DIR}/{VERSION_FILE}")
+        _files.expect_output(PYTHON3_VERSION_PROBE)
+        _files.expect_all(*venv_asks(TOOL_VENV, "python3"))
+
+
 @deploy("Set up the box-side runtime")
 def setup_runtime(install: bool = True, configure: bool = True):
     """
@@ -131,9 +140,6 @@ def setup_runtime(install: bool = True, configure: bool = True):
     """
     if not install:
         return
-    # Asked with the tool venv's question: the deploy's version stamp, python3's version.
-    _files.expect(f"{DEPLOY_DIR}/{VERSION_FILE}")
-    _files.expect_output(PYTHON3_VERSION_PROBE)
     # The image build bootstraps this venv from the same lock to run the deploy at all; here
     # the deploy owns it (its stamp), as on a box converged over SSH.
     venv(name=f"Create the tool venv {TOOL_VENV}", path=TOOL_VENV, python="python3")

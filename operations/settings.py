@@ -164,6 +164,12 @@ def get(key: str) -> Any:
     return current()[key]
 
 
+def halves() -> tuple[bool, bool]:
+    """(install, configure): which halves of the deploy this run applies (red_phase)."""
+    phase = current().red_phase
+    return phase in ("install", "all"), phase in ("configure", "all")
+
+
 def cli_keys() -> set[str]:
     return _cli()
 

@@ -5,10 +5,12 @@ keys already there kept.
 """
 
 from pyinfra.api import deploy
+from pyinfra.facts.server import AuthorizedKeys
 from pyinfra.operations import files
 
 from operations import _files, settings
 from operations._common import (
+    ROOT_AUTHORIZED_KEYS,
     Program,
     apt_install,
     authorized_keys,
@@ -19,6 +21,12 @@ from operations._common import (
 )
 
 HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
+
+
+@_files.up_front
+def _asked_every_run() -> None:
+    if settings.halves()[1]:
+        _files.expect_fact(AuthorizedKeys, user="root", path=ROOT_AUTHORIZED_KEYS)
 
 
 def _host_key_paths():

@@ -3,7 +3,6 @@ supervisor: the distro's supervisord runs every service, logs each to /logs/<pro
 is controlled through a root-only unix socket. A converge restarts only what changed.
 """
 
-from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
@@ -17,6 +16,12 @@ from operations._common import (
     template,
     upload,
 )
+
+
+@_files.up_front
+def _asked_every_run() -> None:
+    if settings.halves()[1]:
+        _files.expect_fact(SupervisordRunning, socket=settings.get("supervisor_socket"))
 
 
 @deploy("Set up supervisor")
@@ -51,7 +56,7 @@ def setup_supervisor(programs: list[Program], install: bool = True, configure: b
             upload("supervisor", f"/opt/red/bin/{script}")
     if not configure:
         return
-    if not host.get_fact(SupervisordRunning, socket=socket):
+    if not _files.fact(SupervisordRunning, socket=socket):
         # The entrypoint starts supervisord itself (in the foreground, as PID 1) after the
         # converge; a live box or an on-start script needs it started here.
         if settings.get("supervisor_start"):

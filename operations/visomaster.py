@@ -16,7 +16,6 @@ import shlex
 
 from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, QuoteString, StringCommand, deploy, operation
-from pyinfra.facts.files import File
 
 from operations import _files, settings
 from operations._common import (
@@ -213,6 +212,8 @@ def _run_checkout(state, host, command: StringCommand, log: str) -> bool:
     return ok
 
 
+@_files.declares(asks=lambda url, ref, dest, **_: (
+    [], [], [_files.fact_probe(_CheckoutState, url=url, ref=ref, dest=dest)]))
 @operation()
 def _checkout(url: str, ref: str, dest: str, log: str, *, retries: int, backoff: float):
     """
@@ -226,7 +227,7 @@ def _checkout(url: str, ref: str, dest: str, log: str, *, retries: int, backoff:
     + retries: network retries of clone/fetch
     + backoff: seconds before the first retry (doubling)
     """
-    report = host.get_fact(_CheckoutState, url=url, ref=ref, dest=dest)
+    report = _files.fact(_CheckoutState, url=url, ref=ref, dest=dest)
     if report and report.get("in_state"):
         host.noop(f"{dest} is {url} at {ref}")
         return
@@ -264,7 +265,7 @@ def _pip_install(venv: str, requirements: str, extra_index_urls: list[str], key:
     # No requirements file (no checkout yet): what red-app-pip would say, without its start.
     report = {"state": "missing", "error": os.strerror(errno.ENOENT)} \
         if _files.state_of(requirements) is None \
-        else host.get_fact(_PipState, args=shlex.join(args)) or {}
+        else _files.fact(_PipState, args=shlex.join(args)) or {}
     found = report.get("state")
     if found == "installed":
         host.noop(f"{venv} already has visomaster installed ({requirements})")
@@ -297,6 +298,8 @@ def _held_off(what: str, inputs: str, report: dict, tool: str) -> None:
           f"`{tool} --retry-now` tries now")
 
 
+@_files.declares(asks=lambda repo, state, **_: (
+    [], [], [_files.fact_probe(_ModelsState, repo=repo, state=state)]))
 @operation()
 def _models(repo: str, python: str, attempts: int, state: str, log: str, *, bounds: dict,
             pip_state: str, status: str):
@@ -315,7 +318,7 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, boun
     + pip_state: red-app-pip's record (a failed install is named as the cause)
     + status: the status JSON (per-file progress)
     """
-    report = host.get_fact(_ModelsState, repo=repo, state=state)
+    report = _files.fact(_ModelsState, repo=repo, state=state)
     if report is None:
         host.noop(f"no model list at {repo}/{MODELS_DATA}: nothing to download")
         return
@@ -342,6 +345,7 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, boun
     )
 
 
+@_files.declares(asks=lambda repo, **_: ([f"{repo}/{MODELS_DATA}"], [], []))
 @operation()
 def _clip(url: str, sha256: str, directory: str, log: str, *, repo: str, bounds: dict):
     """
@@ -358,10 +362,10 @@ def _clip(url: str, sha256: str, directory: str, log: str, *, repo: str, bounds:
     args = ["--url", url, "--sha256", sha256, "--dir", directory, "--link", CLIP_LINK,
             "--attempts", str(int(bounds["attempts"])), "--deadline", str(int(bounds["deadline"])),
             "--status", bounds["status"]]
-    if not host.get_fact(File, path=f"{repo}/{MODELS_DATA}"):
+    if not _files.is_file(f"{repo}/{MODELS_DATA}"):
         host.noop(f"no app in {repo} yet: the CLIP weights come with it")
         return
-    report = host.get_fact(_ClipState, args=shlex.join(args)) or {}
+    report = _files.fact(_ClipState, args=shlex.join(args)) or {}
     if report.get("verified"):
         host.noop(f"the CLIP weights in {directory} verify")
         return
@@ -496,8 +500,14 @@ def build_program(app_dir: str, autostart: bool, data=settings.get) -> Program:
     )
 
 
+@_files.up_front
+def _asked_every_run() -> None:
+    if settings.halves()[1]:
+        _files.expect_fact(_ShmMegabytes)
+
+
 def _warn_small_shm(minimum_mb: int) -> None:
-    size = host.get_fact(_ShmMegabytes)
+    size = _files.fact(_ShmMegabytes)
     if size is not None and size < int(minimum_mb):
         settings.record(topic="visomaster", decisions=[
             f"{SHM} is {size} MB, less than the {minimum_mb} MB GUI apps like VisoMaster "

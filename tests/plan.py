@@ -34,13 +34,33 @@ class Plan(NamedTuple):
         return hosts
 
 
-# The CLI with operations/_speedups.py's replacements ("fast") or pyinfra's own functions
-# ("stock"), as RED_SPEEDUPS says, counting the op orderings: "op order calls: N <which>" on
-# stderr.
-_CHOSEN_SPEEDUPS = """
+# pyinfra's CLI, its fake connector answering a batch's probes one by one as it answers each
+# command alone (the hosts' fake_responses are per command), with operations/_speedups.py's
+# replacements ("fast") or pyinfra's own functions ("stock") as RED_SPEEDUPS says, counting
+# the op orderings: "op order calls: N <which>" on stderr.
+_PLAN_RUNNER = """
 import atexit, importlib, os, runpy, sys
+from pyinfra.connectors.fake import FakeConnector
+from pyinfra.connectors.util import CommandOutput, OutputLine
 import operations._speedups as fast
-which = os.environ["RED_SPEEDUPS"]
+from operations._files import BoxState
+
+# The fake answers each of a batch's probes as it answers that command alone.
+lookup = FakeConnector._lookup_response
+def per_probe(self, command):
+    parts = BoxState.parts_of(command)
+    if parts is None:
+        return lookup(self, command)
+    looks, probes = parts
+    outcomes = []
+    for probe in probes:
+        ok, output = lookup(self, probe)
+        outcomes.append((ok, output.stdout_lines))
+    answer = BoxState.answer(lookup(self, looks)[1].stdout_lines, outcomes)
+    return True, CommandOutput([OutputLine("stdout", line) for line in answer])
+FakeConnector._lookup_response = per_probe
+
+which = os.environ.get("RED_SPEEDUPS", "fast")
 operation = importlib.import_module("pyinfra.api.operation")
 if which == "stock":
     util = importlib.import_module("pyinfra.api.util")
@@ -71,13 +91,13 @@ def plan(*groups: str, data: tuple[str, ...] | list[str] = (), inventory: str = 
     + speedups: "fast" or "stock" to run with operations/_speedups.py's functions or
       pyinfra's own, the op orderings counted
     """
-    runner = ["-c", _CHOSEN_SPEEDUPS] if speedups else ["-m", "pyinfra"]
+    runner = ["-c", _PLAN_RUNNER]
     args = [sys.executable, *runner, str(inventory), "deploy.py", "-y", "--debug"]
     for group in groups:
         args += ["--limit", group]
     for item in data:
         args += ["--data", item]
-    env = {**os.environ, "RED_SPEEDUPS": speedups} if speedups else None
+    env = {**os.environ, "RED_SPEEDUPS": speedups or "fast"}
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                             check=False, env=env)
     output = result.stdout + result.stderr

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import pwd
+import socket
 import subprocess
 from io import StringIO
 from pathlib import Path, PurePosixPath
@@ -73,11 +74,16 @@ class FakeHost:
         found = {path: value for path, value in states.items() if path in paths
                  or any(PurePosixPath(path).match(pattern) for pattern in patterns)}
         return _files.Snapshot(found, tuple(
-            next((out for prefix, out in outputs.items() if probe.startswith(prefix)), "")
+            tuple(next((out for prefix, out in outputs.items() if probe.startswith(prefix)),
+                       "").split("\n"))
             for probe in probes))
 
     def noop(self, description: str) -> None:
         self.noops.append(description)
+
+    @staticmethod
+    def get_temp_dir_config() -> str:
+        return "/tmp"
 
     @staticmethod
     def get_temp_filename(dest: str, temp_directory=None) -> str:
@@ -146,6 +152,22 @@ def shown(command) -> str:
         # The first argument is the command it runs.
         return f"call {command.function.__name__}: {shown(command.args[0])}"
     raise AssertionError(f"unexpected command {command!r}")
+
+
+# The batch's own fact reader (the fixture below swaps it for the op tables).
+BATCHED_FACT = _files.fact
+
+
+@pytest.fixture(autouse=True)
+def ops_alone(monkeypatch):
+    """
+    Each op on its own: the deploy's up-front questions are not asked, and a fact an op reads
+    through the batch comes from the row's table (the batch's facts are tested on a real
+    box below).
+    """
+    monkeypatch.setattr(_files, "_UP_FRONT", [])
+    monkeypatch.setattr(_files, "fact", lambda fact_class, **arguments: ctx_host.get().get_fact(
+        fact_class, **arguments))
 
 
 def run(op, facts: dict, host=None, **kwargs) -> tuple[list[str], list[str]]:
@@ -569,14 +591,15 @@ def test_while_executing_a_change_makes_the_next_question_ask_again():
             ops["unchanged"] = SimpleNamespace(operation_meta=Meta(True, False))
             ops["running"] = SimpleNamespace(operation_meta=Meta(False, False))
             assert _files.state_of("/etc/red/a") == SAME and len(fake.asked) == 2
-            # An op changed the box: what was asked is asked again (paths and probes) at once.
+            # An op changed the box: what was asked is asked again, the paths at once, an
+            # answered probe when it is asked for.
             ops["changed"] = SimpleNamespace(operation_meta=Meta(True, True))
             fake.facts[BOX] = ({}, {"probe": "after"})
             assert _files.state_of("/etc/red/a") is None
-            assert _files.output_of("probe") == "after"
-            assert len(fake.asked) == 3
-            assert "/etc/red/a" in fake.asked[2]["paths"] and fake.asked[2]["probes"] == ("probe",)
+            assert "/etc/red/a" in fake.asked[2]["paths"] and fake.asked[2]["probes"] == ()
             assert fake.asked[2]["patterns"] == ("/etc/supervisor/conf.d/*.conf",)
+            assert _files.output_of("probe") == "after"
+            assert len(fake.asked) == 4 and fake.asked[3]["probes"] == ("probe",)
     finally:
         _files.forget()
 
@@ -605,18 +628,20 @@ def test_after_an_op_that_says_what_it_wrote_only_that_is_asked_again():
             ran("put-a", "/etc/red/a", conf)
             fake.facts[BOX] = ({"/etc/red/b": SAME}, {"probe": "after"})
             # What it did not write is still known; what it wrote is asked again, by name
-            # even where a pattern had covered it; a probe may read anything: asked again.
+            # even where a pattern had covered it, both together.
             assert _files.state_of("/etc/red/b") == SAME and len(fake.asked) == 1
             assert _files.state_of("/etc/red/a") is None
-            # Asked again together: both written paths and the probe.
             assert sorted(fake.asked[1]["paths"]) == ["/etc/red/a", conf]
-            assert fake.asked[1]["patterns"] == () and fake.asked[1]["probes"] == ("probe",)
+            assert fake.asked[1]["patterns"] == () and fake.asked[1]["probes"] == ()
             assert _files.state_of(conf) is None and len(fake.asked) == 2
-            assert _files.output_of("probe") == "after" and len(fake.asked) == 2
+            # A probe may read anything: asked again, when it is asked for (some start a
+            # program: not with every question after a change).
+            assert _files.output_of("probe") == "after" and len(fake.asked) == 3
+            assert fake.asked[2]["probes"] == ("probe",) and fake.asked[2]["paths"] == []
             # An op that did not say what it wrote (pyinfra's own, a shell): everything.
             ran("shell")
-            assert _files.state_of("/etc/red/b") == SAME and len(fake.asked) == 3
-            assert "/etc/red/b" in fake.asked[2]["paths"]
+            assert _files.state_of("/etc/red/b") == SAME and len(fake.asked) == 4
+            assert "/etc/red/b" in fake.asked[3]["paths"]
             # Nor one that handed over to pyinfra's own op after saying what it wrote.
             fake.current_op_hash = "put-then-stock"
             _files.wrote("/etc/red/a")
@@ -624,7 +649,7 @@ def test_after_an_op_that_says_what_it_wrote_only_that_is_asked_again():
             _files.wrote("/etc/red/a")
             fake.current_op_hash = None
             ops["put-then-stock"] = SimpleNamespace(operation_meta=Meta(True, True))
-            assert _files.state_of("/etc/red/b") == SAME and len(fake.asked) == 4
+            assert _files.state_of("/etc/red/b") == SAME and len(fake.asked) == 5
     finally:
         _files.forget()
 
@@ -701,7 +726,8 @@ def test_box_state_reads_a_real_tree_and_runs_its_probes(tmp_path):
         (tmp_path / name).chmod(0o644)
     names = ["file", "empty", "dir", "link", "with space", "missing"]
     fact = _files.BoxState()
-    probes = ("printf 'one\\ntwo\\n'", "echo oops >&2; exit 3", "cat", "echo '--'; echo last")
+    probes = ("printf 'one\\ntwo\\n'", "echo oops >&2; exit 3", "cat", "echo '--'; echo last",
+              "echo partial; exit 2")
     command = fact.command(paths=[str(tmp_path / name) for name in names],
                            patterns=[f"{tmp_path}/*.conf", f"{tmp_path}/a dir/.red-*.stamp"],
                            probes=probes)
@@ -709,8 +735,9 @@ def test_box_state_reads_a_real_tree_and_runs_its_probes(tmp_path):
     result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True,
                             input="not for the probes\n", timeout=10)
     answer = fact.process(result.stdout.splitlines())
-    # Each probe's output, as pyinfra's Command fact gives it; a failing one says nothing.
-    assert answer.outputs == ("one\ntwo", "", "", "--\nlast")
+    # Each probe's output (stdout only) and exit status.
+    assert answer.outputs == (("one", "two"), (), (), ("--", "last"), ("partial",))
+    assert answer.statuses == (0, 3, 0, 0, 2)
     states = answer.paths
     user = pwd.getpwuid(os.getuid()).pw_name
     group = grp.getgrgid(os.getgid()).gr_name
@@ -733,7 +760,7 @@ def test_box_state_reads_a_real_tree_and_runs_its_probes(tmp_path):
     # Probes alone: nothing is stat'ed, and sha256sum does not read stdin.
     alone = subprocess.run(["sh", "-c", fact.command(paths=[], probes=("echo hi",))],
                            capture_output=True, text=True, check=True, input="x\n", timeout=10)
-    assert fact.process(alone.stdout.splitlines()) == _files.Snapshot({}, ("hi",))
+    assert fact.process(alone.stdout.splitlines()) == _files.Snapshot({}, (("hi",),), (0,))
 
 
 def test_a_pattern_must_be_a_directory_and_a_plain_glob():
@@ -823,3 +850,78 @@ def test_ops_are_scanned_for_changes_only_when_one_has_finished():
             assert _files.state_of("/etc/red/a") == SAME and len(fake.asked) == 2
     finally:
         _files.forget()
+
+
+def test_facts_asked_through_the_batch_are_pyinfras_own(tmp_path):
+    """The oracle: each fact the deploy reads through the batch, against pyinfra's own
+    get_fact on this machine (pyinfra's @local connector), on files in each state."""
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.api.exceptions import PyinfraError
+    from pyinfra.facts.deb import DebPackages
+    from pyinfra.facts.files import Block
+    from pyinfra.facts.server import AuthorizedKeys, Command, LinuxDistribution
+
+    marker = "# {mark} Red test block"
+    texts = {"marked": "a\n# BEGIN Red test block\none\n\ntwo\n# END Red test block\nb\n",
+             "empty": "# BEGIN Red test block\n# END Red test block\n",
+             "unmarked": "a\n", "keys": "ssh-ed25519 AAAAC3Nz one\n\nssh-rsa AAAAB3 two\n"}
+    for name, text in texts.items():
+        (tmp_path / name).write_text(text)
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    cases = [
+        *((Block, {"path": str(tmp_path / name), "marker": marker})
+          for name in ("marked", "empty", "unmarked", "missing")),
+        (AuthorizedKeys, {"user": "root", "path": str(tmp_path / "keys")}),
+        (AuthorizedKeys, {"user": "root", "path": str(tmp_path / "missing")}),
+        (LinuxDistribution, {}),
+        (DebPackages, {}),
+        (_common.VastLaunchMode, {}),
+        (visomaster._ShmMegabytes, {}),
+        (_common.SupervisordRunning, {"socket": str(tmp_path / "supervisor.sock")}),
+        (_common.PortListeners, {"ports": [port, port + 1]}),
+        (visomaster._ModelsState, {"repo": str(tmp_path), "state": str(tmp_path / "m.json")}),
+        (Command, {"command": "printf 'one\\n\\ntwo\\n'"}),
+    ]
+    failing = (Command, {"command": "echo printed; exit 3"})
+    inventory = Inventory((["@local"], {}))
+    state = State(inventory, Config())
+    local = inventory.get_host("@local")
+    _files.forget()
+    try:
+        with ctx_state.use(state), ctx_host.use(local):
+            for fact_class, arguments in cases:
+                _files.expect_fact(fact_class, **arguments)
+            for fact_class, arguments in cases:
+                assert BATCHED_FACT(fact_class, **arguments) == \
+                    local.get_fact(fact_class, **arguments), (fact_class, arguments)
+            # A command that fails is an error both ways (pyinfra fails the host).
+            with pytest.raises(PyinfraError):
+                BATCHED_FACT(failing[0], **failing[1])
+            with pytest.raises(PyinfraError):
+                local.get_fact(failing[0], **failing[1])
+    finally:
+        listening.close()
+        _files.forget()
+    assert BATCHED_FACT is not _files.fact  # (the op tables' stand-in was in place)
+
+
+@pytest.mark.parametrize(("current", "present", "noop"), [
+    (["A=1", "B=2"], True, "content already present"),
+    (["A=1"], True, None),
+    ([], True, None),
+    (None, True, None),
+    (["A=1"], False, None),
+    ([], False, "no remove required: markers not found"),
+    (None, False, "no remove required: file did not exist"),
+], ids=["same", "changed", "no-markers", "no-file", "remove", "remove-no-markers",
+        "remove-no-file"])
+def test_block_is_pyinfras_own_and_answers_from_the_batch_when_it_would_change_nothing(
+        current, present, noop):
+    facts = {("Block", "/etc/environment", "# {mark} Red", "None", "None"): current}
+    kwargs = {"path": "/etc/environment", "content": ["A=1", "B=2"], "marker": "# {mark} Red",
+              "present": present}
+    got, noops = run(_files.block, facts, **kwargs)
+    theirs, their_noops = run(files.block, facts, **kwargs)
+    assert got == theirs
+    assert (noops == their_noops == [noop] and got == []) if noop else (got and noops == [])

@@ -340,7 +340,9 @@ def test_plan_ships_the_scripts_and_notebooks_at_build_time(tmp_path):
         assert dest in output, dest
     assert "Upload /etc/profile.d/red.sh" not in output
     # The box-side library goes on the box before any tool that imports it.
-    assert output.index("Upload /opt/red/lib/redbox") < output.index("/opt/red/bin/red-provision")
+    started = "--> Starting operation: "
+    assert output.index(f"{started}Set up the box-side runtime | Upload /opt/red/lib/redbox") \
+        < output.index(f"{started}Set up provisioning | Upload /opt/red/bin/red-provision")
 
 
 def test_plan_skips_our_sshd_when_another_holds_its_port(tmp_path):

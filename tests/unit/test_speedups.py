@@ -92,7 +92,7 @@ def test_a_plain_cli_run_orders_ops_by_the_frame_walk():
 
 
 def test_the_global_arguments_are_read_as_pyinfra_reads_them():
-    from pyinfra.api import Config, Inventory, State  # noqa: PLC0415
+    from pyinfra.api import Config, Inventory, State
 
     inventory = Inventory(
         (["plain", ("given", {"_sudo": True, "_timeout": 7, "_env": {"A": "1"}})], {}),

@@ -32,6 +32,8 @@ TOOL_LOCK = "requirements/tool.lock"
 DEPLOY_TREE = ("deploy.py", "pyproject.toml", "group_data", "operations", "files", "templates",
                "requirements")
 _SKIPPED_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
+# The tree's packages its runs import (pyinfra runs deploy.py and group_data from source).
+IMPORTED = ("operations", "files/lib/opt/red/lib")
 
 
 def tree_files(root: Path) -> list[tuple[str, Path]]:
@@ -108,8 +110,8 @@ def deploy_tree(src: str, dest: str):
         "rm -rf", QuoteString(staging), "&& mkdir -p", QuoteString(staging),
         "&& tar -xzf", QuoteString(archive), "--no-same-owner -C", QuoteString(staging),
         "&& rm -f", QuoteString(archive),
-        "&& { [ ! -x", QuoteString(python), "] ||", QuoteString(python),
-        "-m compileall -q -d", QuoteString(dest), QuoteString(staging), ">/dev/null || true ; }",
+        "&& { [ ! -x", QuoteString(python), "] || ( cd", QuoteString(staging), "&&",
+        QuoteString(python), "-m compileall -q", *IMPORTED, ">/dev/null ) || true ; }",
         "&& { [ ! -e", QuoteString(dest), "] || mv", QuoteString(dest),
         QuoteString(f"{dest}.old"), "; }",
         "&& mv", QuoteString(staging), QuoteString(dest),

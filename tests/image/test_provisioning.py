@@ -295,7 +295,7 @@ def test_concurrent_runs_wait_for_each_other_or_give_up_cleanly(prov_box):
 def test_a_run_killed_midway_is_reported_and_the_next_one_converges(prov_box):
     _start_background_run(prov_box, "VNC_RESOLUTION=1152x864")
     killed = marker(prov_box, "in-progress")["pid"]
-    time.sleep(1)
+    # At once: a converge that changes one file is over in about a second.
     prov_box.sh(f"kill -KILL -- -$(ps -o pgid= -p {killed} | tr -d ' ')")
     status = json.loads(prov_box.sh("/opt/red/bin/red-provision status --json"))
     assert status["converge"]["state"] == "interrupted"
@@ -308,6 +308,25 @@ def test_a_run_killed_midway_is_reported_and_the_next_one_converges(prov_box):
     assert marker(prov_box, "in-progress") is None and marker(prov_box, "failed") is None
     assert "1152x864" in prov_box.sh("cat /etc/supervisor/conf.d/xvnc.conf")
     assert run_script(prov_box, SCRIPTS[1])[0] == 0
+    wait_ready(prov_box, TOKEN)
+
+
+def test_a_run_killed_inside_supervisorctl_update_is_applied_by_the_next(prov_box):
+    # What a run killed inside `supervisorctl update xvnc` leaves: its new config on disk, the
+    # program stopped and removed from supervisord; and its in-progress marker.
+    prov_box.sh("supervisorctl stop xvnc && supervisorctl remove xvnc")
+    prov_box.sh(f"echo '{{\"pid\": 999999, \"by\": \"a killed run\", "
+                f"\"started\": \"earlier\"}}' > {STATE}/in-progress")
+    code, output = run_script(prov_box, SCRIPTS[1])
+    assert code == 0, output
+    # The config on disk is unchanged for this run: only the interrupted run's repair applies it.
+    assert "after the interrupted run: supervisorctl update: xvnc: added process group" in output
+    wait_ready(prov_box, TOKEN)
+    # A service the killed run had stopped (inside `supervisorctl restart`) is started again.
+    prov_box.sh("supervisorctl stop novnc")
+    prov_box.sh(f"echo '{{\"pid\": 999999, \"by\": \"a killed run\"}}' > {STATE}/in-progress")
+    code, output = run_script(prov_box, SCRIPTS[1])
+    assert code == 0 and "started novnc (it was stopped)" in output, output
     wait_ready(prov_box, TOKEN)
 
 

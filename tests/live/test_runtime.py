@@ -104,6 +104,11 @@ def test_second_converge_leaves_nothing_to_change(box, operator, first_run):
 def test_the_box_has_the_runtime_the_image_has(box, first_run):
     assert box.sh(f"cat {DEPLOY_DIR}/{VERSION_FILE}").strip() == tree_version(ROOT)
     assert box.sh(f"ls {DEPLOY_DIR}").split() == sorted(DEPLOY_TREE)
+    # Byte-compiled when it was copied, by the tool venv's Python (its imported packages only).
+    tag = box.sh("/opt/red/tool/bin/python3 -c 'import sys; print(sys.implementation.cache_tag)'")
+    compiled = box.sh(f"ls {DEPLOY_DIR}/operations/__pycache__ "
+                      f"{DEPLOY_DIR}/files/lib/opt/red/lib/redbox/__pycache__")
+    assert f"_files.{tag.strip()}.pyc" in compiled and f"provision.{tag.strip()}.pyc" in compiled
     version = box.sh("/opt/red/tool/bin/pyinfra --version")
     assert "3.10" in version, version
     assert box.sh("cd / && /opt/red/tool/bin/python3 -c 'import redbox; print(redbox.__file__)'"

@@ -70,7 +70,7 @@ import subprocess
 import sys
 import time
 
-from redbox import lock, parse, progress, state
+from redbox import lock, parse, progress, state, status, supervisor
 from redbox import log as logs_
 from redbox.pids import alive as pid_alive
 from redbox.pids import container_start
@@ -86,6 +86,7 @@ VERSION_FILE = ".red-version"
 INSTALLED = "installed.json"
 PYINFRA = "/opt/red/tool/bin/pyinfra"
 SUPERVISOR_CONF = "/etc/supervisor/supervisord.conf"
+SUPERVISOR_CONF_DIR = "/etc/supervisor/conf.d"
 EX_TEMPFAIL = 75
 # Red's own work behind the services at boot (the full converge, the app's install) yields
 # the CPU to them while they start; the user's PROVISIONING_SCRIPT keeps the normal priority
@@ -305,9 +306,38 @@ def converge(values, prov, logs: str | None, by: str, *, start_supervisor: bool 
         code = _finish_run(paths, record, stdout, reason, log)
         if code == 0 and not installed:
             mark_installed(paths, by)
+        if code == 0 and interrupted is not None:
+            apply_unapplied_programs(str(values["supervisor_socket"]), log)
         return code
     finally:
         os.close(handle)
+
+
+def apply_unapplied_programs(socket: str, log, conf_dir: str = SUPERVISOR_CONF_DIR) -> None:
+    """
+    After a run that was killed midway: what it may have left half done in supervisord. A
+    program config it wrote but did not apply (killed inside ``supervisorctl update``: the
+    program stopped, or removed) is the same file for this run, which applies nothing: the
+    configs on disk are applied, and a service (autostart, autorestart=true) that is stopped
+    is started.
+    """
+    if not supervisor.running(socket):
+        return
+    result = subprocess.run(["supervisorctl", "-s", f"unix://{socket}", "update"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    applied = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    states = status.parse_supervisorctl(supervisor.status_text(socket))
+    started = []
+    for name, config in status.program_configs(conf_dir).items():
+        service = config["autostart"] and config["autorestart"] == "true"
+        if service and states.get(name, {}).get("state") in ("STOPPED", "EXITED", "FATAL"):
+            with contextlib.suppress(*supervisor.ERRORS):
+                supervisor.rpc(socket).startProcess(name)
+                started.append(name)
+    if applied or started:
+        log("after the interrupted run: "
+            + "; ".join([*(f"supervisorctl update: {line}" for line in applied),
+                         *(f"started {name} (it was stopped)" for name in started)]))
 
 
 def run_pyinfra(command: list[str], log_path: str | None, handle: int,
@@ -377,12 +407,8 @@ def _finish_run(paths: dict[str, str], record: dict, stdout: bytes, reason: str,
 
 
 def supervisord_running(socket: str) -> bool:
-    try:
-        result = subprocess.run(["supervisorctl", "-s", f"unix://{socket}", "pid"],
-                                capture_output=True, text=True, timeout=15, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0 and result.stdout.strip().isdigit()
+    """supervisord answers on its socket (asked from this process: the boot polls it)."""
+    return supervisor.running(socket, timeout=15)
 
 
 # -- download ---------------------------------------------------------------------------------

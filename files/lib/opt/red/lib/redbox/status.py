@@ -16,15 +16,12 @@ import argparse
 import configparser
 import contextlib
 import glob
-import http.client
 import os
 import re
-import socket as socketlib
 import sys
 import time
-import xmlrpc.client
 
-from redbox import lock, pids
+from redbox import lock, pids, supervisor
 from redbox import state as state_file
 from redbox.log import startup_log, timestamp
 from redbox.resolve import SETTINGS_FILE, Resolved, box_settings
@@ -299,50 +296,9 @@ def write_atomic(path: str, text: str) -> None:
     os.replace(staging, path)
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class _UnixTransport(xmlrpc.client.Transport):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__()
-        self._path, self._timeout = path, timeout
-
-    def make_connection(self, host):
-        return _UnixHTTPConnection(self._path, self._timeout)
-
-
 def supervisor_status(socket: str, timeout: float = 10) -> str:
-    """
-    What ``supervisorctl status`` prints, asked of supervisord's XML-RPC interface on its
-    socket from this process: a supervisorctl every couple of seconds was a Python start each
-    time, a tenth of a core kept busy on an idle box.
-    """
-    proxy = xmlrpc.client.ServerProxy("http://localhost/RPC2",
-                                      transport=_UnixTransport(socket, timeout))
-    try:
-        infos = proxy.supervisor.getAllProcessInfo()
-    except (OSError, xmlrpc.client.Error, http.client.HTTPException) as error:
-        return f"supervisord does not answer on {socket}: {error}"
-    lines = []
-    for info in infos:
-        name = info.get("name", "?")
-        group = info.get("group", name)
-        shown = name if group == name else f"{group}:{name}"
-        lines.append(f"{shown} {info.get('statename', 'UNKNOWN')} {info.get('description', '')}")
-    return "\n".join(lines) + "\n"
+    """What ``supervisorctl status`` prints, asked on supervisord's socket from this process."""
+    return supervisor.status_text(socket, timeout)
 
 
 def snapshot(args, env: dict, status_output: str, log_names: list[str]) -> dict:

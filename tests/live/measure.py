@@ -44,7 +44,7 @@ def converge(operator: freshbox.Operator, *args: str, changes_allowed: bool = Tr
     if run.returncode != 0 or run.totals["error"]:
         raise SystemExit(f"converge failed:\n{run.tail()}")
     if not changes_allowed and run.totals["success"]:
-        raise RuntimeError(f"not a no-op: {run.tail(300)}")
+        raise RuntimeError(f"not a no-op: it changed {run.changed_ops()}")
     return run.seconds
 
 

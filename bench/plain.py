@@ -122,15 +122,20 @@ def build(red_box: str, tag: str, base: str, python_version: str, no_cache: bool
     """Build the plain image of the stack red_box runs; seconds the build took."""
     with tempfile.TemporaryDirectory(prefix="red-plain-") as work:
         context(red_box, base, python_version, Path(work))
-        args = ["build", "--isolation", "chroot", "--network", "host", "--format", "docker",
-                *(["--no-cache"] if no_cache else []), "-t", tag]
-        cas = sorted(Path(os.environ.get("EXTRA_CA_DIR") or "/nonexistent").glob("*.crt"))
-        if cas:  # as `make image` passes them
-            bundle = Path(work) / "extra-ca.pem"
-            bundle.write_text("".join(ca.read_text() for ca in cas))
-            args += ["--secret", f"id=extra_ca,src={bundle}"]
-        started = time.monotonic()
-        result = podman(*args, work, check=False, timeout=3600)
-        if result.returncode != 0:
-            raise SystemExit("the plain build failed:\n" + result.stderr[-3000:])
-        return time.monotonic() - started
+        return build_context(Path(work), tag, no_cache)
+
+
+def build_context(work: Path, tag: str, no_cache: bool) -> float:
+    """Build the plain image from a context made by ``context``; seconds the build took."""
+    args = ["build", "--isolation", "chroot", "--network", "host", "--format", "docker",
+            *(["--no-cache"] if no_cache else []), "-t", tag]
+    cas = sorted(Path(os.environ.get("EXTRA_CA_DIR") or "/nonexistent").glob("*.crt"))
+    if cas:  # as `make image` passes them
+        bundle = work / "extra-ca.pem"
+        bundle.write_text("".join(ca.read_text() for ca in cas))
+        args += ["--secret", f"id=extra_ca,src={bundle}"]
+    started = time.monotonic()
+    result = podman(*args, str(work), check=False, timeout=3600)
+    if result.returncode != 0:
+        raise SystemExit("the plain build failed:\n" + result.stderr[-3000:])
+    return time.monotonic() - started

@@ -6,6 +6,7 @@ from pyinfra.api import deploy
 
 from operations import _files, settings
 from operations._common import apt_install, template
+from redbox.registry import SETTINGS
 
 BASE_PACKAGES = [
     "ca-certificates",
@@ -17,6 +18,14 @@ BASE_PACKAGES = [
     "python3",
     "python3-venv",
 ]
+
+
+@_files.up_front
+def _asked_every_run() -> None:
+    """The secrets' files (configure half): the concerns keep them, each in its own op."""
+    if settings.halves()[1]:
+        _files.expect(*(settings.secret_path(setting.key) for setting in SETTINGS
+                        if setting.secret))
 
 
 @deploy("Set up the base system")

@@ -16,10 +16,20 @@ from operations._common import (
     template,
     upload,
     venv,
+    venv_asks,
 )
 from operations.portal import LOOPBACK, portal_settings
 
 KERNEL_NAME = "red-app"
+# The distro's python3: Jupyter's pins do not follow the app's Python.
+INTERPRETER = "python3"
+
+
+@_files.up_front
+def _asked_every_run() -> None:
+    """The Jupyter venv (install half)."""
+    if settings.halves()[0]:
+        _files.expect_all(*venv_asks(settings.get("jupyter_venv"), INTERPRETER))
 
 
 @deploy("Set up JupyterLab")
@@ -34,7 +44,8 @@ def setup_jupyter(runtime: settings.RuntimeSettings, install: bool = True,
     """
     jupyter_venv = settings.get("jupyter_venv")
     if install:
-        venv(name=f"Create the Jupyter venv {jupyter_venv}", path=jupyter_venv, python="python3")
+        venv(name=f"Create the Jupyter venv {jupyter_venv}", path=jupyter_venv,
+             python=INTERPRETER)
         pip_requirements(
             name="Install JupyterLab from requirements/jupyter.lock",
             venv=jupyter_venv,

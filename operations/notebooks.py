@@ -6,6 +6,7 @@ logged in /logs/startup.log.
 """
 
 import hashlib
+import posixpath
 import shlex
 from pathlib import Path, PurePosixPath
 
@@ -69,18 +70,35 @@ def _notebook(src: str, dest: str, record: str, logs_dir: str):
           f"{shlex.quote(dest)} && {remember}"
 
 
+@_files.up_front
+def _asked_every_run() -> None:
+    """Each notebook and its record (install half)."""
+    if settings.halves()[0]:
+        state_dir = settings.get("notebooks_state_dir")
+        _files.expect(state_dir, posixpath.dirname(state_dir), *(
+            path for notebook in NOTEBOOKS
+            for path in (_dest(notebook), _record(state_dir, notebook))))
+
+
+def _dest(notebook: str) -> str:
+    return f"{settings.get('base_notebooks_dir')}/{notebook}"
+
+
+def _record(state_dir: str, notebook: str) -> str:
+    return f"{state_dir}/{notebook}.sha256"
+
+
 @deploy("Set up the diagnostic notebooks")
 def setup_notebooks():
     """Ship the diagnostic notebooks to the notebooks directory, keeping users' edits."""
-    notebooks_dir = settings.get("base_notebooks_dir")
     state_dir = settings.get("notebooks_state_dir")
     _files.directory(name=f"Create {state_dir}", path=state_dir, mode="755")
     for notebook in NOTEBOOKS:
-        dest = f"{notebooks_dir}/{notebook}"
+        dest = _dest(notebook)
         _notebook(
             name=f"Upload {dest}, moving a user-edited copy aside",
             src=static_file("notebooks", f"/notebooks/{notebook}"),
             dest=dest,
-            record=f"{state_dir}/{notebook}.sha256",
+            record=_record(state_dir, notebook),
             logs_dir=settings.get("base_logs_dir"),
         )

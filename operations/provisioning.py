@@ -9,12 +9,14 @@ shells) and a marked block of ``/etc/environment`` (every SSH session, through P
 """
 
 import json
+import posixpath
 import shlex
 from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.connectors.local import LocalConnector
+from pyinfra.facts.files import Block
 
 from operations import _files, settings
 from operations._common import launch_mode, upload
@@ -34,6 +36,8 @@ PAM_BLOCK_MARKER = "# {mark} Red settings, managed by the deploy: rewritten on c
 # Vast saves the template's on-start script here and runs it at every container start (ssh and
 # jupyter modes): Red's block runs the on-start flow; the user's own lines stay as they are.
 ONSTART = "/root/onstart.sh"
+# The seed's directory for the provisioning script (/src/provisioning_script.sh).
+SRC = "/src"
 ONSTART_MARKER = ("# {mark} Red on-start block, managed by the deploy: rewritten on converge; "
                   "provisioning_onstart_block=false removes it")
 ONSTART_BLOCK = [
@@ -76,8 +80,12 @@ def _profile(values: dict[str, str]) -> str:
 @_files.up_front
 def _asked_every_run() -> None:
     configure = settings.halves()[1]
-    _files.expect(settings.get("provisioning_state_dir"), "/src",
-                  *((SETTINGS_FILE, PROFILE) if configure else ()))
+    _files.expect(settings.get("provisioning_state_dir"), SRC, posixpath.dirname(SRC), *(
+        (SETTINGS_FILE, PROFILE, posixpath.dirname(PROFILE)) if configure else ()))
+    if configure:
+        # As _files.block asks them (the same arguments: the same question).
+        for path, marker in ((PAM_ENVIRONMENT, PAM_BLOCK_MARKER), (ONSTART, ONSTART_MARKER)):
+            _files.expect_fact(Block, path=path, marker=marker, begin=None, end=None)
 
 
 @deploy("Set up provisioning")
@@ -95,7 +103,7 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
         _files.directory(name=f"Create {state_dir} (root-only)", path=state_dir, mode="700")
         for tool in TOOLS:
             upload("provisioning", f"/opt/red/bin/{tool}")
-        _files.directory(name="Create /src", path="/src", mode="755")
+        _files.directory(name=f"Create {SRC}", path=SRC, mode="755")
         for script in SCRIPTS:
             upload("provisioning", script)
     if configure:

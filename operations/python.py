@@ -9,7 +9,13 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt
 
 from operations import _files, settings
-from operations._common import apt_install, forget_apt_lists, pip_requirements, venv
+from operations._common import (
+    apt_install,
+    forget_apt_lists,
+    pip_requirements,
+    venv,
+    venv_asks,
+)
 from redbox.registry import BY_KEY
 
 _PYTHON_VERSION_ENV = BY_KEY["python_version"].env[0]
@@ -49,6 +55,19 @@ def python_packages(distro: dict, version: str) -> tuple[list[str], str | None]:
     )
 
 
+@_files.up_front
+def _asked_every_run() -> None:
+    """The distro and the app venv (install half)."""
+    if settings.halves()[0]:
+        _files.expect_fact(LinuxDistribution)
+        _files.expect_all(*venv_asks(settings.get("python_app_venv"), _interpreter()))
+
+
+def _interpreter() -> str:
+    """The app venv's interpreter, by the name its packages install."""
+    return f"python{settings.python_version()}"
+
+
 @deploy("Set up the app's Python")
 def setup_python():
     """
@@ -65,7 +84,7 @@ def setup_python():
     apt_install(packages, name=f"Install Python {version}")
     app_venv = settings.get("python_app_venv")
     venv(name=f"Create the app venv {app_venv} (Python {version})", path=app_venv,
-         python=f"python{version}")
+         python=_interpreter())
     pip_requirements(
         name="Install ipykernel into the app venv",
         venv=app_venv,

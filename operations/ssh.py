@@ -4,6 +4,8 @@ its first start (red-sshd), never baked into an image; authorized_keys filled fr
 keys already there kept.
 """
 
+import posixpath
+
 from pyinfra.api import deploy
 from pyinfra.facts.server import AuthorizedKeys
 from pyinfra.operations import files
@@ -21,12 +23,14 @@ from operations._common import (
 )
 
 HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
+ROOT_SSH_DIR = posixpath.dirname(ROOT_AUTHORIZED_KEYS)
 
 
 @_files.up_front
 def _asked_every_run() -> None:
     if settings.halves()[1]:
         _files.expect_fact(AuthorizedKeys, user="root", path=ROOT_AUTHORIZED_KEYS)
+        _files.expect(ROOT_SSH_DIR, posixpath.dirname(ROOT_SSH_DIR))
 
 
 def _host_key_paths():
@@ -62,7 +66,7 @@ def setup_ssh(runtime: settings.RuntimeSettings, install: bool = True, configure
         )
         upload("ssh", "/opt/red/bin/red-sshd")
     if configure:
-        _files.directory(name="Create /root/.ssh", path="/root/.ssh", mode="700")
+        _files.directory(name=f"Create {ROOT_SSH_DIR}", path=ROOT_SSH_DIR, mode="700")
         authorized_keys(
             name="Add public keys from SSH_PUBLIC_KEY/PUBLIC_KEY to /root/.ssh/authorized_keys",
             keys=runtime.ssh_authorized_keys,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import posixpath
 import shlex
 
 from pyinfra import host, logger
@@ -502,8 +503,16 @@ def build_program(app_dir: str, autostart: bool, data=settings.get) -> Program:
 
 @_files.up_front
 def _asked_every_run() -> None:
-    if settings.halves()[1]:
+    """The desktop icon (install half); /dev/shm and the app's model list (configure half)."""
+    install, configure = settings.halves()
+    if install:
+        _files.expect(DESKTOP_ICON, posixpath.dirname(DESKTOP_ICON))
+    if configure:
         _files.expect_fact(_ShmMegabytes)
+        app = settings.visomaster()
+        # Both the models' step and CLIP's read it.
+        if app["visomaster_download_models"] or app["visomaster_download_clip"]:
+            _files.expect(f"{app['visomaster_dir']}/{MODELS_DATA}")
 
 
 def _warn_small_shm(minimum_mb: int) -> None:

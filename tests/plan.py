@@ -84,15 +84,18 @@ runpy.run_module("pyinfra", run_name="__main__")
 
 
 def plan(*groups: str, data: tuple[str, ...] | list[str] = (), inventory: str = INVENTORY,
-         timeout: float = 300, speedups: str | None = None) -> Plan:
+         timeout: float = 300, speedups: str | None = None, dry: bool = False) -> Plan:
     """
     Run the deploy on the fake hosts of these inventory groups (none: every host).
 
     + speedups: "fast" or "stock" to run with operations/_speedups.py's functions or
       pyinfra's own, the op orderings counted
+    + dry: as ``--dry`` (pyinfra runs each op's body when the deploy calls it, to show its
+      changes), not ``-y`` (every op called first, then run)
     """
     runner = ["-c", _PLAN_RUNNER]
-    args = [sys.executable, *runner, str(inventory), "deploy.py", "-y", "--debug"]
+    args = [sys.executable, *runner, str(inventory), "deploy.py", "--dry" if dry else "-y",
+            "--debug"]
     for group in groups:
         args += ["--limit", group]
     for item in data:

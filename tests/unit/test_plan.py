@@ -96,3 +96,22 @@ def test_the_deploy_writes_a_config_for_every_program_of_the_registry_and_no_oth
     assert code == 0, output[-3000:]
     written = set(re.findall(r"/etc/supervisor/conf\.d/(\w+)\.conf", output))
     assert written == {program.name for program in default_programs()}
+
+
+APP_OFF = ("visomaster_checkout=false", "visomaster_install_requirements=false",
+           "visomaster_download_models=false")
+
+
+def test_a_dry_run_asks_the_box_at_once_not_once_per_op():
+    # --dry runs each op's body when the deploy calls it, before the later ops have said what
+    # they read: what the concerns declare up front makes it one question (18 before). On a
+    # box with python3 a second asks for the tool venv's .pth (its path names the version).
+    result = run_plan("debian_12", data=APP_OFF, dry=True)
+    assert result.code == 0, result.output[-3000:]
+    questions = [line for line in result.output.splitlines()
+                 if "Loaded fact operations._files.BoxState" in line]
+    assert len(questions) == 1, "\n".join(line[:300] for line in questions)
+    for path in ("/etc/red/secrets/vnc_password", "/root/.ssh", "/opt/red/venv/pyvenv.cfg",
+                 "/opt/red/jupyter/pyvenv.cfg", "/root/Desktop", "/var/lib/red/status",
+                 "/var/lib/red/notebooks/check_visomaster_and_gpu.ipynb.sha256"):
+        assert f"'{path}'" in questions[0], path

@@ -18,7 +18,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -116,13 +115,6 @@ def context(red_box: str, base: str, python_version: str, directory: Path) -> Pa
     kernels = f"{settings.DEFAULTS.get('jupyter_venv')}/share/jupyter/kernels"
     podman("cp", f"{red_box}:{kernels}", str(directory / "kernels"))
     return directory
-
-
-def build(red_box: str, tag: str, base: str, python_version: str, no_cache: bool) -> float:
-    """Build the plain image of the stack red_box runs; seconds the build took."""
-    with tempfile.TemporaryDirectory(prefix="red-plain-") as work:
-        context(red_box, base, python_version, Path(work))
-        return build_context(Path(work), tag, no_cache)
 
 
 def build_context(work: Path, tag: str, no_cache: bool) -> float:

@@ -323,6 +323,11 @@ def expect(*paths: str) -> None:
     _batch().wanted_paths.update(paths)
 
 
+def expect_with_directories(*paths: str) -> None:
+    """Paths an op will write, each with its directory (an upload needs to know it is there)."""
+    expect(*paths, *(posixpath.dirname(path) for path in paths))
+
+
 def expect_pattern(pattern: str) -> None:
     """Every path matching /directory/glob is about to be looked at (a missing one: absent)."""
     _glob_word(pattern)
@@ -419,8 +424,7 @@ def declares(*path_arguments: str, asks=None):
         @functools.wraps(op)
         def call(*args, **kwargs):
             paths = [kwargs[name] for name in path_arguments if kwargs.get(name)]
-            # With their directories: a file's upload needs to know its directory is there.
-            expect(*paths, *(posixpath.dirname(path) for path in paths))
+            expect_with_directories(*paths)
             if asks:
                 expect_all(*asks(**kwargs))
             return op(*args, **kwargs)

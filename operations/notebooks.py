@@ -6,7 +6,6 @@ logged in /logs/startup.log.
 """
 
 import hashlib
-import posixpath
 import shlex
 from pathlib import Path, PurePosixPath
 
@@ -75,7 +74,7 @@ def _asked_every_run() -> None:
     """Each notebook and its record (install half)."""
     if settings.halves()[0]:
         state_dir = settings.get("notebooks_state_dir")
-        _files.expect(state_dir, posixpath.dirname(state_dir), *(
+        _files.expect_with_directories(state_dir, *(
             path for notebook in NOTEBOOKS
             for path in (_dest(notebook), _record(state_dir, notebook))))
 

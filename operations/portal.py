@@ -12,7 +12,6 @@ a redirect that drops only ``token=`` from the query is one map (Caddy 2.6 canno
 from __future__ import annotations
 
 import ipaddress
-import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -117,8 +116,7 @@ def _certificate_pairs(portal_dir: str) -> list[tuple[str, str]]:
 @_files.up_front
 def _asked_every_run() -> None:
     """Its directories (made in either half); the certificates (configure half)."""
-    status_dir = settings.get("portal_status_dir")
-    _files.expect(settings.get("portal_dir"), status_dir, posixpath.dirname(status_dir))
+    _files.expect_with_directories(settings.get("portal_dir"), settings.get("portal_status_dir"))
     if settings.halves()[1]:
         _files.expect(*(path for pair in _certificate_pairs(settings.get("portal_dir"))
                         for path in pair))

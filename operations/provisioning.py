@@ -9,7 +9,6 @@ shells) and a marked block of ``/etc/environment`` (every SSH session, through P
 """
 
 import json
-import posixpath
 import shlex
 from io import StringIO
 
@@ -80,8 +79,8 @@ def _profile(values: dict[str, str]) -> str:
 @_files.up_front
 def _asked_every_run() -> None:
     configure = settings.halves()[1]
-    _files.expect(settings.get("provisioning_state_dir"), SRC, posixpath.dirname(SRC), *(
-        (SETTINGS_FILE, PROFILE, posixpath.dirname(PROFILE)) if configure else ()))
+    _files.expect_with_directories(settings.get("provisioning_state_dir"), SRC,
+                                   *((SETTINGS_FILE, PROFILE) if configure else ()))
     if configure:
         # As _files.block asks them (the same arguments: the same question).
         for path, marker in ((PAM_ENVIRONMENT, PAM_BLOCK_MARKER), (ONSTART, ONSTART_MARKER)):

@@ -30,7 +30,7 @@ ROOT_SSH_DIR = posixpath.dirname(ROOT_AUTHORIZED_KEYS)
 def _asked_every_run() -> None:
     if settings.halves()[1]:
         _files.expect_fact(AuthorizedKeys, user="root", path=ROOT_AUTHORIZED_KEYS)
-        _files.expect(ROOT_SSH_DIR, posixpath.dirname(ROOT_SSH_DIR))
+        _files.expect_with_directories(ROOT_SSH_DIR)
 
 
 def _host_key_paths():

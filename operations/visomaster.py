@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import posixpath
 import shlex
 
 from pyinfra import host, logger
@@ -506,7 +505,7 @@ def _asked_every_run() -> None:
     """The desktop icon (install half); /dev/shm and the app's model list (configure half)."""
     install, configure = settings.halves()
     if install:
-        _files.expect(DESKTOP_ICON, posixpath.dirname(DESKTOP_ICON))
+        _files.expect_with_directories(DESKTOP_ICON)
     if configure:
         _files.expect_fact(_ShmMegabytes)
         app = settings.visomaster()

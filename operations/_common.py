@@ -124,8 +124,16 @@ class PortListeners(FactBase):
             for port in ports
         )
         sports = " or ".join(f"sport = :{port}" for port in ports)
+        ss = f"ss -Hltnp '( {sports} )' 2>/dev/null"
+        # ss maps sockets to processes before it lists the sockets: a program that binds in
+        # between (sshd after making its host keys, Jupyter seconds after its start) shows no
+        # process, as a foreign listener would. Asked again, a socket that was listed is older
+        # than the new mapping: only a process truly invisible here still shows none.
         return (
-            f"if command -v ss >/dev/null 2>&1; then ss -Hltnp '( {sports} )' 2>/dev/null; "
+            f"if command -v ss >/dev/null 2>&1; then listeners=$({ss}); "
+            "if printf '%s\\n' \"$listeners\" | grep -v 'users:' | grep -q .; "
+            f"then listeners=$({ss}); fi; "
+            "[ -z \"$listeners\" ] || printf '%s\\n' \"$listeners\"; "
             f"else {proc_listeners}fi; echo ---; "
             "ps -eo pid=,ppid=,comm= 2>/dev/null || true"
         )

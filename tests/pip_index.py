@@ -109,7 +109,10 @@ def blackhole(port: int) -> socket.socket:
 
     def hold() -> None:
         while True:
-            connection, _ = listener.accept()
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # the test closed the listener
+                return
             held.append(connection)  # kept open, never read, never answered
 
     threading.Thread(target=hold, daemon=True).start()

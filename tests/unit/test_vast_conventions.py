@@ -52,6 +52,49 @@ def test_port_holders_are_found_without_ss():
     assert holder["name"].startswith("python") and holder["pid"] and not holder["supervised"]
 
 
+def _listeners_with_ss(tmp_path, port: int, processless_answers: int) -> tuple[dict, int]:
+    """
+    The fact through an `ss` whose first ``processless_answers`` answers list the port's
+    listener without its process (as real ss does for a socket bound between its /proc scan
+    and its socket dump), then pass to the real ss. Returns the fact and how often ss ran.
+    """
+    calls = tmp_path / "calls"
+    fake_ss = tmp_path / "bin" / "ss"
+    fake_ss.parent.mkdir()
+    fake_ss.write_text(
+        "#!/bin/sh\n"
+        f"echo x >> {calls}\n"
+        f"if [ $(wc -l < {calls}) -le {processless_answers} ]; then\n"
+        f"  echo 'LISTEN 0 128 127.0.0.1:{port} 0.0.0.0:*'; exit 0\nfi\n"
+        f'exec {shutil.which("ss")} "$@"\n')
+    fake_ss.chmod(0o755)
+    command = PortListeners().command(ports=[port])
+    env = {**os.environ, "PATH": f"{fake_ss.parent}:{os.environ['PATH']}"}
+    output = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                            env=env).stdout.splitlines()
+    return PortListeners().process(output), len(calls.read_text().splitlines())
+
+
+def test_a_listener_bound_while_ss_looks_is_not_taken_for_a_foreign_one(tmp_path):
+    # CI saw it: sshd bound its port (after making host keys) while the converge's ss ran,
+    # which then listed it without a process: sshd was kept from starting as "foreign".
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        found, calls = _listeners_with_ss(tmp_path, port, processless_answers=1)
+    (holder,) = found[port]
+    assert calls == 2
+    assert holder["name"].startswith("python") and holder["pid"] == os.getpid()
+
+
+def test_a_listener_whose_process_stays_invisible_is_foreign(tmp_path):
+    # The host's or another container's listener on a shared network: asked twice, no process.
+    found, calls = _listeners_with_ss(tmp_path, 1, processless_answers=2)
+    assert calls == 2
+    assert found == {1: [{"name": "?", "pid": None, "supervised": False}]}
+
+
 def test_pam_block_marker_survives_pyinfras_awk_regex():
     # files.block's Block fact puts the marker, unescaped, in a single-quoted awk regex.
     from operations.provisioning import PAM_BLOCK_MARKER

@@ -58,9 +58,23 @@ def image() -> str:
     return name
 
 
+# How long `docker stop` (and so Vast's stop) waits before SIGKILL; a restart gets as long.
+# supervisord stops one program per turn of its 1 s loop: 3-7 s for the whole box.
+STOP_TIMEOUT = 10
+
+
 def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, check=check,
-                          timeout=timeout)
+    """Run podman; with ``check``, a failure raises with podman's own words (its stderr)."""
+    result = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode:
+        shown = " ".join(args[:3]) + (" ..." if len(args) > 3 else "")
+        raise AssertionError(f"podman {shown} exited {result.returncode}: "
+                             f"{result.stderr.strip()[-2000:]}")
+    return result
+
+
+def restart(name: str) -> None:
+    podman("restart", "-t", str(STOP_TIMEOUT), name, timeout=120)
 
 
 @dataclass

@@ -8,10 +8,10 @@ import pytest
 from tests.boxes import (
     NO_APP,
     PROGRAMS,
-    podman,
     ports,
     ports_env,
     remove,
+    restart,
     start_box,
     wait_onstart,
     wait_ready,
@@ -48,7 +48,7 @@ def test_the_boots_configure_run_and_the_full_converge_agree(box):
 def test_restart_keeps_generated_secrets_and_host_keys(generated_box):
     before = fingerprints(generated_box)
     assert "jupyter_token" in before and "vnc_password" in before and "ed25519" in before
-    podman("restart", "-t", "5", generated_box.name)
+    restart(generated_box.name)
     wait_ready(generated_box)
     assert fingerprints(generated_box) == before
 
@@ -175,7 +175,7 @@ def test_a_drifted_box_is_repaired_by_the_converge_after_the_next_boot(drift_box
     # Removed as apt-get remove leaves it: its config files stay.
     assert package_status(drift_box, REMOVED_PACKAGE) == "rc"
     boots = drift_box.sh("grep -c 'red-entrypoint: converging' /logs/startup.log").strip()
-    podman("restart", "-t", "5", drift_box.name, timeout=120)
+    restart(drift_box.name)
     wait_ready(drift_box)
     assert drift_box.sh("grep -c 'red-entrypoint: converging' /logs/startup.log").strip() \
         == str(int(boots) + 1)

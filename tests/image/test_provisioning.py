@@ -30,6 +30,7 @@ from tests.boxes import (
     onstart_record,
     podman,
     remove,
+    restart,
     service_env,
     wait_onstart,
     wait_ready,
@@ -404,7 +405,7 @@ def test_a_restart_skips_the_users_script_but_converges(prov_box):
     before = onstart_record(prov_box)
     converged_before = marker(prov_box, "completed")["finished"]
     prov_box.sh("rm -f /tmp/prov-ran")
-    podman("restart", "-t", "5", prov_box.name, timeout=120)
+    restart(prov_box.name)
     wait_ready(prov_box, TOKEN)
     record = wait_onstart(prov_box, timeout=180, replacing=before)
     assert record["status"] == "already-done", record

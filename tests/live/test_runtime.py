@@ -22,7 +22,7 @@ import time
 import pytest
 
 from operations.runtime import DEPLOY_DIR, DEPLOY_TREE, VERSION_FILE, tree_version
-from tests.boxes import PROGRAMS, podman
+from tests.boxes import PROGRAMS, podman, restart
 from tests.fixtures.notebook_runner import RUNNER
 from tests.live import freshbox
 from tests.live.freshbox import DEPLOY_DATA, ROOT, TIMINGS, Operator
@@ -186,7 +186,7 @@ def test_onstart_keeps_the_users_lines_and_gains_reds_block(box, first_run):
 def test_a_restart_brings_every_service_back_without_the_controller(box, first_run):
     box.sh(f"rm -f {STATE}/completed /root/user-onstart.log")
     start = time.monotonic()
-    podman("restart", "-t", "5", box.name, timeout=120)
+    restart(box.name)
     ready = wait_services(box, timeout=300)
     TIMINGS["restart to ready, no controller (ssh mode)"] = time.monotonic() - start
     assert ready

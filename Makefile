@@ -42,7 +42,7 @@ APP_BUILD_ARGS = VISOMASTER_IN_IMAGE VISOMASTER_FLAVOR VISOMASTER_REPO_URL VISOM
 	VISOMASTER_REQUIREMENTS VISOMASTER_EXTRA_INDEX_URLS
 CA_BUNDLE = .build/extra-ca.pem
 TEST_DEBS = podman buildah runc debootstrap uidmap fuse-overlayfs chromium shellcheck nginx \
-	openssh-client python3-venv git curl ca-certificates
+	openssh-client python3-venv git curl ca-certificates iproute2
 
 .PHONY: base image run push test deps lint unit image-tests bench lock settings-docs
 

@@ -21,7 +21,8 @@ LABEL org.opencontainers.image.title="Red" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
 
-# Bootstrap: an interpreter and the locked pyinfra, nothing else. The tool venv is where a
+# Bootstrap: an interpreter and the locked pyinfra, nothing else (the deploy installs the box
+# library, which it imports, from the build context below). The tool venv is where a
 # box converged over SSH gets it too: the deploy below takes it over (operations/runtime.py).
 COPY files/build/usr/sbin/policy-rc.d /usr/sbin/policy-rc.d
 COPY files/build/opt/red/bin/red-with-extra-ca /opt/red/bin/red-with-extra-ca
@@ -40,7 +41,8 @@ RUN --mount=type=secret,id=extra_ca \
 COPY . /tmp/red-src
 WORKDIR /tmp/red-src
 RUN --mount=type=secret,id=extra_ca \
-    /opt/red/bin/red-with-extra-ca \
+    /opt/red/tool/bin/pip install --no-cache-dir -q --no-deps --no-index --no-build-isolation ./box \
+ && /opt/red/bin/red-with-extra-ca \
       /opt/red/tool/bin/pyinfra @local deploy.py -y --data red_phase=install \
  && /opt/red/bin/red-provision mark-installed --by "image build" \
  && apt-get clean \

@@ -77,15 +77,22 @@ deps:
 	@if ! cmp -s requirements/dev.lock $(VENV)/.red-dev.lock; then set -e; \
 		python3 -m venv $(VENV); $(VENV)/bin/pip install -q -r requirements/dev.lock; \
 		cp requirements/dev.lock $(VENV)/.red-dev.lock; fi
+	@# The box library the deploy imports, as a built package (not editable: no .pth), again
+	@# whenever box/ changed.
+	@if ! tar -c --sort=name --mtime=@0 --exclude=__pycache__ box | cmp -s - $(VENV)/.red-box.tar; \
+	then set -e; $(VENV)/bin/pip install -q --no-deps --no-build-isolation --force-reinstall ./box; \
+		tar -c --sort=name --mtime=@0 --exclude=__pycache__ box > $(VENV)/.red-box.tar; fi
 
 # ruff skips files without a .py suffix unless named: the extensionless Python tools are.
 PY_TOOLS = $(shell grep -rlE '^\#!.*python' files bench tests | grep -v '\.py$$')
 lint: deps
 	$(VENV)/bin/ruff check . $(PY_TOOLS)
+	cd box && ../$(VENV)/bin/ruff check .
 	$(VENV)/bin/actionlint .github/workflows/*.yml
 	shellcheck $$(grep -rlE '^#!/(usr/bin/env |bin/)(ba)?sh' files .ci bench tests)
 
 unit: deps
+	cd box && ../$(VENV)/bin/python -m pytest
 	$(VENV)/bin/python -m pytest tests/unit
 
 # The test image: the real Dockerfile on the local Debian 12 base, trusting this machine's

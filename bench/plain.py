@@ -28,7 +28,7 @@ from tests.conftest import ROOT
 from tests.plan import plan
 
 # What a converged Red box holds that its programs read (everything else is packages/venvs).
-COPIED = ("/etc/supervisor", "/etc/red", "/opt/red/bin", "/opt/red/lib", "/opt/red/portal",
+COPIED = ("/etc/supervisor", "/etc/red", "/opt/red/bin", "/opt/red/tool", "/opt/red/portal",
           "/etc/ssh/sshd_config", "/etc/ssh/sshd_config.d", "/etc/environment")
 # Made per container by the entrypoint below, never copied from another box.
 PER_CONTAINER = ("/etc/red/secrets", "/etc/red/portal/tls", "/etc/red/settings.json")

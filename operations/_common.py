@@ -26,7 +26,7 @@ from pyinfra.facts.server import AuthorizedKeys
 from pyinfra.operations import apt
 
 from operations import _files, settings
-from redbox.log import SHELL_STAMP, SHELL_TIMESTAMP, startup_log
+from redbox.core.log import SHELL_STAMP, SHELL_TIMESTAMP, startup_log
 
 ROOT = settings.ROOT
 # Hosts whose apt lists this run already refreshes: per host, since pyinfra runs the deploy

@@ -6,7 +6,7 @@ from pyinfra.api import deploy
 
 from operations import _files, settings
 from operations._common import apt_install, template
-from redbox.registry import SETTINGS
+from redbox.settings.registry import SETTINGS
 
 BASE_PACKAGES = [
     "ca-certificates",

@@ -29,11 +29,10 @@ from operations._common import (
     template,
     upload,
 )
-from redbox import parse
+from redbox.settings import parse
 
 PACKAGES = ["nginx", "openssl"]
 WWW_FILES = ("index.html", "status.js", "status.css", "desktop.html", "401.html")
-ENTRY_POINTS = ("red-portal", "red-status")
 # Marks a policy-rc.d we put in place only while nginx installs (a box without one).
 POLICY_MARK = "# red: held back while the front door nginx installs"
 LOOPBACK = "127.0.0.1"
@@ -168,8 +167,6 @@ def setup_portal(runtime: settings.RuntimeSettings, programs: list[Program],
     status_dir = settings.get("portal_status_dir")
     if install:
         _install_nginx()
-        for name in ENTRY_POINTS:
-            upload("portal", f"/opt/red/bin/{name}")
         for name in WWW_FILES:
             upload("portal", f"{www}/{name}", mode="644")
     _files.directory(name=f"Create {portal_dir} (root-only)", path=portal_dir, mode="700")

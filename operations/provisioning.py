@@ -20,10 +20,10 @@ from pyinfra.facts.files import Block
 from operations import _files, settings
 from operations._common import launch_mode, upload
 from redbox.provision import OWN_SCRIPTS, RUN_ONLY_KEYS
-from redbox.registry import BY_KEY
-from redbox.resolve import SETTINGS_FILE, settings_file_payload
+from redbox.settings.registry import BY_KEY
+from redbox.settings.resolve import SETTINGS_FILE, settings_file_payload
 
-TOOLS = ("red-provision", "red-onstart")
+TOOLS = ("red-onstart",)
 SCRIPTS = OWN_SCRIPTS
 PROFILE = "/etc/profile.d/red.sh"
 # PAM's pam_env reads it for every SSH session, `ssh box cmd` included (Vast's documented

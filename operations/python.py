@@ -16,7 +16,7 @@ from operations._common import (
     venv,
     venv_asks,
 )
-from redbox.registry import BY_KEY
+from redbox.settings.registry import BY_KEY
 
 _PYTHON_VERSION_ENV = BY_KEY["python_version"].env[0]
 

@@ -1,7 +1,7 @@
 """
-Settings for the deploy: the registry's one rule (``redbox.resolve``) applied to the current
-host. Every setting is declared once in ``redbox/registry.py`` (key, default, env names,
-parser, secret, doc); ``group_data/all.py`` and the README's table are generated from it.
+Settings for the deploy: the registry's one rule (``redbox.settings.resolve``) applied to the
+current host. Every setting is declared once in ``redbox.settings.registry`` (key, default, env
+names, parser, secret, doc); ``group_data/all.py`` and the README's table are generated from it.
 
 The environment is the runtime one (``docker run -e``, Vast's template): ours for ``@local``,
 the env of PID 1 over SSH; the image build reads none of it, except the build settings from
@@ -27,9 +27,9 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.connectors.local import LocalConnector
 from pyinfra.facts.server import Command
 
-from redbox import parse, registry
-from redbox.log import SHELL_TIMESTAMP, startup_log, timestamp
-from redbox.resolve import (
+from redbox.core.log import SHELL_TIMESTAMP, startup_log, timestamp
+from redbox.settings import parse, registry
+from redbox.settings.resolve import (
     SEED_SCRIPTS,
     ProvisioningSettings,
     Resolved,
@@ -297,7 +297,7 @@ def group_data_text() -> str:
     """group_data/all.py as generated from the registry (what users read defaults in)."""
     lines = [
         '"""',
-        "Defaults for every setting of the deploy, generated from files/lib/opt/red/lib/redbox/",
+        "Defaults for every setting of the deploy, generated from box/src/redbox/settings/",
         "registry.py by `make settings-docs` (a unit test checks it is current): edit the",
         "registry, not this file. Override per run with ``--data key=value``; at container start",
         "the environment variables in the README's settings table override these.",

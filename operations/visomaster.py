@@ -25,7 +25,7 @@ from operations._common import (
     supervisor_program,
     upload,
 )
-from redbox.log import SHELL_TIMESTAMP, startup_log
+from redbox.core.log import SHELL_TIMESTAMP, startup_log
 
 # ffmpeg (recording), git (the checkout), wmctrl and xdotool (a stop closes the app's window
 # like a user would) and what Qt 6's xcb platform plugin loads.
@@ -54,8 +54,7 @@ APP_PACKAGES = [
     "libglib2.0-0",
 ]
 BIN = "/opt/red/bin"
-TOOLS = ("red-app-checkout", "red-app-models", "red-app-pip", "red-app-clip", "red-visomaster",
-         "red-visomaster-start")
+TOOLS = ("red-visomaster", "red-visomaster-start")
 CLIP = f"{BIN}/red-app-clip"
 # Where CLIP's loader looks (os.path.expanduser("~/.cache/clip")): a link to the cache.
 CLIP_LINK = "/root/.cache/clip"
@@ -488,7 +487,7 @@ def build_program(app_dir: str, autostart: bool, data=settings.get) -> Program:
             "USER": "root",
             # The app's print()s reach its log as they happen.
             "PYTHONUNBUFFERED": "1",
-            # At a container start it waits for the boot's install of the app (redbox.appwait).
+            # At a container start it waits for the boot's install of the app (redbox.app.wait).
             "RED_ONSTART_STATE": f"{data('provisioning_state_dir')}/onstart.json",
         },
         autostart=autostart,

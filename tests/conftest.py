@@ -1,23 +1,19 @@
 """
-Shared by every test tier: the repository root on sys.path (deploy code is imported), the
-box-side library (files/lib/opt/red/lib) for this process and the tools it runs, and a skipped
-test fails the run: a test that did not run tells nothing, and the bar is no skips.
+Shared by every test tier: the repository root on sys.path (deploy code is imported; the box
+library is the package installed in the test venv, its tools the venv's console scripts), and a
+skipped test fails the run: a test that did not run tells nothing, and the bar is no skips.
 """
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LIB = ROOT / "files" / "lib" / "opt" / "red" / "lib"
-for _path in (LIB, ROOT):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-# The tools' entry points look in /opt/red/lib, absent here: they find the repository's copy.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(LIB), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+# The box library's console scripts (red-app-pip, red-provision, ...): beside this Python.
+TOOLS = Path(sys.executable).parent
 
 _SKIPPED: list[str] = []
 

@@ -119,10 +119,10 @@ def test_supervisor_brings_back_a_killed_service(box, program):
 
 # -- drift: the boot applies the settings first, the full converge behind it repairs the rest --
 
-# Shipped by the deploy (files/desktop, files/lib, a program config, a template), and a package
-# of its install list that nothing else needs.
+# Shipped by the deploy (files/desktop, files/portal, a program config, a template), and a
+# package of its install list that nothing else needs.
 DRIFTED_CONTENT = "/opt/red/bin/red-novnc"
-DRIFTED_MODE = "/opt/red/lib/redbox/log.py"
+DRIFTED_MODE = "/opt/red/portal/www/status.css"
 DRIFTED_CONFIG = "/etc/supervisor/conf.d/novnc.conf"
 DRIFTED_TEMPLATE = "/etc/default/locale"
 REMOVED_PACKAGE = "thunar"

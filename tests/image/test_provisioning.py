@@ -333,11 +333,14 @@ def test_a_run_killed_inside_supervisorctl_update_is_applied_by_the_next(prov_bo
 
 def test_the_tools_and_the_tool_venv_find_the_one_box_side_library(prov_box):
     found = prov_box.sh("cd / && /opt/red/tool/bin/python3 -c "
-                        "'import redbox.provision, redbox.checkout, redbox.models, redbox; "
+                        "'import redbox.provision, redbox.app.checkout, redbox.app.models, redbox; "
                         "print(redbox.__file__)'")
-    assert found.strip() == "/opt/red/lib/redbox/__init__.py"
-    # The system Python's tools find it through their entry points.
+    assert found.strip().startswith("/opt/red/tool/lib/python3.")
+    assert found.strip().endswith("/site-packages/redbox/__init__.py")
+    assert prov_box.sh("ls -d /opt/red/lib 2>/dev/null || true").strip() == ""
+    # The tools are the package's console scripts, linked where the seed and supervisor look.
     for tool in ("red-app-checkout", "red-app-models", "red-provision"):
+        assert prov_box.sh(f"readlink /opt/red/bin/{tool}").strip() == f"/opt/red/tool/bin/{tool}"
         usage = prov_box.sh(f"cd / && /opt/red/bin/{tool} --help")
         assert usage.startswith(f"usage: {tool}"), usage
 

@@ -808,7 +808,7 @@ def test_pip_uses_the_files_index_line_and_the_ones_pip_would_ignore_with_progre
     assert "Collecting red-fixture-a==1.0" in log and "Successfully installed" in log
     status = json.loads(box.sh(f"cat {STATUS}"))
     assert (status["step"], status["state"], status["percent"]) == ("pip", "done", 100)
-    shown = box.sh(f"PYTHONPATH=/opt/red/lib python3 -m redbox.progress {STATUS}")
+    shown = box.sh(f"/opt/red/bin/red-progress {STATUS}")
     assert shown.startswith("visomaster: pip done 100%: ")
 
 

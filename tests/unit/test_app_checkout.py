@@ -155,9 +155,9 @@ def assert_converged(run: Runner, up: Upstream, ref: str, dest: Path, env: dict)
     assert not list(dest.parent.glob(dest.name + ".partial-*"))
 
 
-def test_tool_is_an_executable_python3_script() -> None:
+def test_tool_is_the_box_librarys_console_script() -> None:
     assert os.access(TOOL, os.X_OK)
-    assert TOOL.read_text().splitlines()[0] == "#!/usr/bin/env python3"
+    assert "from redbox.app.checkout import main" in TOOL.read_text()
 
 
 # 1 ------------------------------------------------------------------------------------------

@@ -35,9 +35,9 @@ def assert_not_verified(rc: int, st: dict, err: str) -> None:
     assert last.startswith("red-app-models: NOT VERIFIED: ") and st["reason"] in last
 
 
-def test_tool_is_an_executable_python3_script() -> None:
+def test_tool_is_the_box_librarys_console_script() -> None:
     assert TOOL.stat().st_mode & 0o111
-    assert TOOL.read_text().splitlines()[0] == "#!/usr/bin/env python3"
+    assert "from redbox.app.models import main" in TOOL.read_text()
 
 
 def test_good_file_is_downloaded_verified_and_not_refetched(assets: Assets,

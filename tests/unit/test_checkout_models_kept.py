@@ -1,5 +1,5 @@
 """
-red-app-checkout (redbox.checkout) on a fixture shaped like v0.1.6: its .gitignore mix (tracked
+red-app-checkout (redbox.app.checkout) on a fixture shaped like v0.1.6: its .gitignore mix (tracked
 files inside model_assets/, ignored *.onnx, *.trt, tensorrt-engines/, *.json, .thumbnails,
 __pycache__) and the files the app writes at run time. After a run a converge changes nothing
 and copies nothing aside; a ref move leaves every run-time file in place; a change of remote

@@ -2,8 +2,8 @@
 
 import pytest
 
-from redbox import registry
-from redbox.resolve import box_settings, resolve
+from redbox.settings import registry
+from redbox.settings.resolve import box_settings, resolve
 
 KEYS = ("visomaster_repo_url", "visomaster_ref", "visomaster_requirements",
         "visomaster_extra_index_urls")

@@ -1,5 +1,5 @@
 """
-red-app-models (redbox.models), issue 10: a downloader double like upstream's (0-byte files,
+red-app-models (redbox.app.models), issue 10: a downloader double like upstream's (0-byte files,
 exit 0), a failed app install named as the cause instead of "sha256 mismatch", per-file
 progress in the status JSON, and the fork's ``Path(__file__)`` style of models_data.py.
 """

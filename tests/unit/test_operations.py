@@ -31,7 +31,7 @@ from pyinfra.context import ctx_host, ctx_state
 from pyinfra.operations import apt, files
 
 from operations import _common, _files, notebooks, visomaster
-from redbox.log import SHELL_STAMP, SHELL_TIMESTAMP
+from redbox.core.log import SHELL_STAMP, SHELL_TIMESTAMP
 from tests.conftest import ROOT
 
 

@@ -1,5 +1,5 @@
 """
-red-app-pip (redbox.pipinstall): the requirements file's index lines, pip's failure causes and
+red-app-pip (redbox.app.install): the requirements file's index lines, pip's failure causes and
 progress, read table-driven; then real pip in a real venv against loopback indexes: one that
 serves (and logs what pip asks it), one refused, one blackholed, each bounded and recorded.
 """
@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from redbox import pipinstall, progress
+from redbox.app import install as pipinstall
+from redbox.core import progress
 from tests import pip_index
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TOOLS
 
-TOOL = ROOT / "files" / "visomaster" / "opt" / "red" / "bin" / "red-app-pip"
+TOOL = TOOLS / "red-app-pip"
 LIB = ROOT / "files" / "lib" / "opt" / "red" / "lib"
 
 

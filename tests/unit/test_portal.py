@@ -10,7 +10,6 @@ import http.server
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,9 +21,9 @@ from operations import settings
 from operations._common import template
 from operations.portal import portal_settings
 from operations.programs import programs
-from redbox import door
-from redbox.pids import alive, cmdline, group
-from tests.conftest import ROOT
+from redbox.core.pids import alive, cmdline, group
+from redbox.portal import door
+from tests.conftest import ROOT, TOOLS
 from tests.plan import plan as run_plan
 
 TOKEN = "Tok-en_1.2~abcdefXYZ"
@@ -205,14 +204,14 @@ def nginx(tmp_path_factory):
 def _serve_door(work: Path, config: str, port: int, log: str) -> subprocess.Popen:
     """red-portal serve with the test's files; returns once the door answers."""
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "files/portal/opt/red/bin/red-portal"), "serve",
+        [str(TOOLS / "red-portal"), "serve",
          "--config", str(work / config), "--secrets-conf", str(work / "secrets.conf"),
          "--token-file", str(work / "token"), "--vnc-password-file", str(work / "vnc"),
          "--jupyter-token-file", str(work / "jupyter"), "--cookie-name", f"red_door_{port}"],
         stdout=(work / log).open("w"), stderr=subprocess.STDOUT,
         # As supervisor starts a program: in a process group of its own.
         start_new_session=True,
-        env={"PYTHONPATH": str(ROOT / "files/lib/opt/red/lib")},
+        env={},
     )
     deadline = time.monotonic() + 10
     while curl(port, "/", check_alive=True) == "000":

@@ -17,7 +17,7 @@ from operations import settings
 from operations._common import PortListeners
 from operations.provisioning import _profile
 from redbox import provision as red_provision
-from redbox.resolve import box_settings, provisioning_settings
+from redbox.settings.resolve import box_settings, provisioning_settings
 from tests.conftest import ROOT
 from tests.fixtures.fake_inventory import DEBIAN_12
 from tests.plan import plan as run_plan
@@ -334,15 +334,18 @@ def test_plan_ships_the_scripts_and_notebooks_at_build_time(tmp_path):
     code, output = plan(tmp_path, "red_phase=install")
     assert code == 0, output[-3000:]
     for dest in ("/vast_ai_provisioning_script.sh", "/src/provisioning_script.sh",
-                 "/opt/red/bin/red-provision", "/opt/red/bin/red-onstart",
+                 "/opt/red/bin/red-onstart",
                  "/notebooks/find_provisioning_script.ipynb.red-new",
                  "/notebooks/check_visomaster_and_gpu.ipynb.red-new"):
         assert dest in output, dest
     assert "Upload /etc/profile.d/red.sh" not in output
-    # The box-side library goes on the box before any tool that imports it.
+    # The box library goes on the box, its tools linked, before any concern ships a tool.
     started = "--> Starting operation: "
-    assert output.index(f"{started}Set up the box-side runtime | Upload /opt/red/lib/redbox") \
-        < output.index(f"{started}Set up provisioning | Upload /opt/red/bin/red-provision")
+    assert output.index(f"{started}Set up the box-side runtime | Build and install the box "
+                        "library (redbox)") \
+        < output.index(f"{started}Set up the box-side runtime | Link the box library's tools") \
+        < output.index(f"{started}Set up provisioning | Upload /opt/red/bin/red-onstart")
+    assert "ln -sfn /opt/red/tool/bin/red-provision /opt/red/bin/red-provision" in output
 
 
 def test_plan_skips_our_sshd_when_another_holds_its_port(tmp_path):
@@ -374,7 +377,7 @@ def test_shipped_notebooks_are_clean_nbformat_4(name):
 
 
 def test_status_prints_the_apps_current_step_and_percent(tmp_path, monkeypatch, capsys):
-    from redbox import progress
+    from redbox.core import progress
     status = tmp_path / "visomaster-status.json"
     progress.write(str(status), "checkout", "done", 100, "cloned")
     progress.write(str(status), "pip", "running", 42, "collecting torch (12 packages so far)")

@@ -6,9 +6,9 @@ import re
 import pytest
 
 from operations import settings
-from redbox import registry
 from redbox.provision import RUN_ONLY_KEYS
-from redbox.resolve import StrictSettingError, box_settings, resolve, settings_file_payload
+from redbox.settings import registry
+from redbox.settings.resolve import StrictSettingError, box_settings, resolve, settings_file_payload
 from tests.conftest import ROOT
 
 

@@ -64,8 +64,8 @@ def test_the_repository_tree_has_what_a_box_converge_reads():
     names = {relative for relative, _ in runtime.tree_files(ROOT)}
     assert {"deploy.py", "requirements/tool.lock", "group_data/all.py",
             "files/provisioning/vast_ai_provisioning_script.sh",
-            "files/lib/opt/red/lib/redbox/provision.py"} <= names
-    assert not any(name.startswith(("tests/", ".venv/", ".git/")) for name in names)
+            "box/pyproject.toml", "box/src/redbox/provision/__init__.py"} <= names
+    assert not any(name.startswith(("tests/", "box/tests/", ".venv/", ".git/")) for name in names)
 
 
 def test_saved_data_gives_back_the_users_choices_not_the_per_run_keys(tmp_path):

@@ -78,7 +78,7 @@ def test_the_whole_deploy_plans_the_same(group):
     # Each run ordered every op with the functions it names.
     for run, which in ((fast, "fast"), (stock, "stock")):
         calls = re.search(rf"op order calls: (\d+) {which}", run.output)
-        assert calls and int(calls[1]) > 80, run.output[-500:]
+        assert calls and int(calls[1]) > 60, run.output[-500:]
 
 
 def test_a_plain_cli_run_orders_ops_by_the_frame_walk():

@@ -7,7 +7,7 @@ in the wrapper's environment.
 import json
 import shlex
 import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 from pyinfra.api import OperationValueError
@@ -16,7 +16,7 @@ from supervisor.datatypes import RestartUnconditionally, RestartWhenExitUnexpect
 from operations import settings
 from operations._common import supervisor_word
 from operations.programs import default_programs, programs
-from tests.conftest import LIB, ROOT
+from tests.conftest import ROOT, TOOLS
 from tests.supervisor_config import parsed, process_configs, render, write_config
 
 # What a --data value could hold: spaces, quotes, supervisor's comment and expansion marks.
@@ -96,11 +96,12 @@ def test_each_config_names_the_module_that_declares_it(tmp_path, program):
 @pytest.mark.parametrize("program", default_programs(), ids=lambda program: program.name)
 def test_each_wrapper_refuses_to_start_without_its_named_settings(program):
     concern = program.module.rsplit(".", 1)[1]
-    wrapper = ROOT / "files" / concern / program.command.lstrip("/")
-    python = wrapper.read_text().startswith("#!/usr/bin/env python3")
-    result = subprocess.run([sys.executable if python else "bash", str(wrapper)],
-                            capture_output=True, text=True, timeout=10, check=False,
-                            env={"PYTHONPATH": str(LIB)} if python else {})
+    shipped = ROOT / "files" / concern / program.command.lstrip("/")
+    # A shell wrapper shipped by its concern, or a console script of the box library.
+    command = ["bash", str(shipped)] if shipped.is_file() else [
+        str(TOOLS / Path(program.command).name)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False,
+                            env={})
     assert result.returncode != 0
     if program.environment:
         first = next(iter(program.environment))

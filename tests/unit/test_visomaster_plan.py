@@ -46,10 +46,11 @@ def test_install_phase_installs_ffmpeg_and_qt_libraries_and_never_clones():
     assert not matching(commands, "git clone")
     assert not matching(commands, "red-app-models --")
     assert not matching(commands, "/workspace/VisoMaster/requirements")
-    for path in ("/opt/red/bin/red-app-checkout", "/opt/red/bin/red-app-models",
-                 "/opt/red/bin/red-visomaster", "/usr/share/applications/red-visomaster.desktop",
+    for path in ("/opt/red/bin/red-visomaster", "/usr/share/applications/red-visomaster.desktop",
                  "/root/Desktop/red-visomaster.desktop"):
         assert f"simulating put_file on @fake/vm-fresh: {path}" in output
+    for tool in ("red-app-checkout", "red-app-models"):
+        assert f"ln -sfn /opt/red/tool/bin/{tool} /opt/red/bin/{tool}" in output
 
 
 def test_configure_installs_no_package(plans):

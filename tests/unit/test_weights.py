@@ -1,5 +1,5 @@
 """
-red-app-clip (redbox.weights): the CLIP weights fetched, verified, resumed, bounded, against a
+red-app-clip (redbox.app.weights): the CLIP weights fetched, verified, resumed, bounded, against a
 loopback server; ~/.cache/clip linked to the cache without losing what was there.
 """
 
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from redbox import registry
+from redbox.settings import registry
 from tests import pip_index
-from tests.conftest import ROOT
+from tests.conftest import TOOLS
 
-TOOL = ROOT / "files" / "visomaster" / "opt" / "red" / "bin" / "red-app-clip"
+TOOL = TOOLS / "red-app-clip"
 WEIGHTS = hashlib.sha256(b"clip").digest() * 40_000  # 1.28 MB
 SHA = hashlib.sha256(WEIGHTS).hexdigest()
 

@@ -1,0 +1,1 @@
+"""Small primitives every tool shares: log lines, state files, locks, retries, processes."""

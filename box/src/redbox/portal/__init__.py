@@ -1,0 +1,1 @@
+"""The front door (door) and the status writer (status)."""

@@ -1,0 +1,7 @@
+"""python -m redbox.provision: what the red-provision console script runs."""
+
+import sys
+
+from redbox.provision import main
+
+sys.exit(main())

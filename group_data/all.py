@@ -75,14 +75,20 @@ supervisor_log_maxbytes = '10MB'
 supervisor_log_backups = 3
 
 # -- visomaster: the app, checked out and set up at configure time
-# which VisoMaster: upstream (torch 2.4.1+cu124, up to RTX 40) or fusion (the VisoMaster-Fusion
-# fork: torch 2.8.0+cu129, RTX 50); it sets the defaults of the repo URL, ref, requirements file
-# and extra indexes (each still settable) (env VISOMASTER_FLAVOR)
-visomaster_flavor = 'upstream'
+# the flavor auto takes on a box without a usable GPU (the app needs one to start) (env
+# VISOMASTER_FALLBACK_FLAVOR)
+visomaster_fallback_flavor = 'upstream'
+# which VisoMaster: auto (the one that runs on the box's GPU, by nvidia-smi: upstream where it
+# runs, fusion where only it does, nothing on a GPU neither runs on), upstream (v0.1.6, torch
+# 2.4.1+cu124, Python 3.10, sm_50-sm_90, driver >= 525.60) or fusion (the fork's CUDA 13 line,
+# torch 2.11.0+cu130, Python 3.12, sm_75-sm_120, driver >= 580); it sets the defaults of the
+# repo URL, ref, requirements file and extra indexes (each still settable) (env
+# VISOMASTER_FLAVOR)
+visomaster_flavor = 'auto'
 # the app's repository (env VISOMASTER_REPO_URL)
 visomaster_repo_url = 'https://github.com/visomaster/VisoMaster.git'
-# tag, branch or commit (upstream: v0.1.6 = 537cff8, its latest release; fusion: main) (env
-# VISOMASTER_REF)
+# tag, branch or commit: the flavor pins a tag or commit; a branch name (main) follows that
+# branch at every converge (env VISOMASTER_REF)
 visomaster_ref = 'v0.1.6'
 # bake the checkout at its ref and its packages into the image (build arg VISOMASTER_IN_IMAGE=1,
 # with the VISOMASTER_* build args choosing which); the models are still fetched and verified at

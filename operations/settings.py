@@ -27,6 +27,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.connectors.local import LocalConnector
 from pyinfra.facts.server import Command
 
+from operations.facts import GpuReport
 from redbox.core.log import SHELL_TIMESTAMP, startup_log, timestamp
 from redbox.settings import parse, registry
 from redbox.settings.resolve import (
@@ -126,12 +127,23 @@ def _resolve_host() -> Resolved:
         configure = phase != "install"
         build_env = os.environ if host.connector_cls is LocalConnector else {}
         resolved = resolve(runtime_environment() if configure else baked_app_env(build_env),
-                           data=host.data.get, cli=cli, build_env=build_env)
+                           data=host.data.get, cli=cli, build_env=build_env,
+                           gpu=box_gpu if configure else None)
     except StrictSettingError as error:
         raise DeployError(str(error)) from None
     if configure:
         record(resolved.decisions, logs_dir=resolved.base_logs_dir)
     return resolved
+
+
+def box_gpu():
+    """The box's GPU (nvidia-smi on the box, bounded), asked once per host and run."""
+    return once_per_host("GPU", lambda: host.get_fact(GpuReport))
+
+
+def flavor() -> Any:
+    """The flavor choice for this host (redbox.app.flavors.Choice): configured, chosen, why."""
+    return current().flavor
 
 
 def baked_app_env(build_env: Mapping[str, str]) -> dict[str, str]:

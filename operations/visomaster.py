@@ -401,7 +401,12 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
     baking = install and app["visomaster_in_image"] and settings.get("red_phase") == "install"
     if configure:
         _warn_small_shm(app["visomaster_min_shm_mb"])
-    if configure or baking:
+    refused = settings.flavor().chosen is None
+    if refused and (configure or baking):
+        # The reason is already in the log (the settings' decisions) and on the status page.
+        host.noop(f"no VisoMaster flavor runs on this GPU: nothing installed "
+                  f"({settings.flavor().reason})")
+    if (configure or baking) and not refused:
         if app["visomaster_checkout"]:
             _checkout(
                 name=f"Check out {app['visomaster_ref']} of VisoMaster into {app_dir}",
@@ -447,7 +452,7 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
                 log=f"{logs}/visomaster-models.log",
                 _ignore_errors=True,
             )
-    if configure and app["visomaster_download_clip"]:
+    if configure and app["visomaster_download_clip"] and not refused:
         _clip(
             name=f"Download and verify the CLIP weights into {app['visomaster_clip_dir']}",
             url=app["visomaster_clip_url"],

@@ -8,6 +8,7 @@ from redbox.settings.resolve import box_settings, resolve
 KEYS = ("visomaster_repo_url", "visomaster_ref", "visomaster_requirements",
         "visomaster_extra_index_urls")
 LOOP = "http://127.0.0.1:9/simple"
+FUSION_REF = registry.FUSION["visomaster_ref"]
 
 
 def _app(result):
@@ -15,13 +16,16 @@ def _app(result):
 
 
 @pytest.mark.parametrize(("env", "cli", "expected", "line"), [
-    # upstream is the default flavor: the registry's own defaults
+    # auto is the default: without a GPU probe (an image build) it takes the fallback, upstream
     ({}, {}, registry.UPSTREAM, None),
-    ({"VISOMASTER_FLAVOR": "upstream"}, {}, registry.UPSTREAM, None),
+    ({"VISOMASTER_FLAVOR": "upstream"}, {}, registry.UPSTREAM,
+     "VISOMASTER_FLAVOR=upstream: defaults visomaster_repo_url=https://github.com/"
+     "visomaster/VisoMaster.git, visomaster_ref=v0.1.6"),
+    ({"VISOMASTER_FALLBACK_FLAVOR": "fusion"}, {}, registry.FUSION, None),
     # fusion: all four parts change together, and one line says what the flavor set
     ({"VISOMASTER_FLAVOR": "fusion"}, {}, registry.FUSION,
      "VISOMASTER_FLAVOR=fusion: defaults visomaster_repo_url=https://github.com/"
-     "VisoMasterFusion/VisoMaster-Fusion.git, visomaster_ref=main"),
+     f"VisoMasterFusion/VisoMaster-Fusion.git, visomaster_ref={FUSION_REF}"),
     ({}, {"visomaster_flavor": "fusion"}, registry.FUSION, "--data visomaster_flavor=fusion"),
     # each part still wins when given, by env or --data
     ({"VISOMASTER_FLAVOR": "fusion", "VISOMASTER_REF": "dev"}, {},
@@ -37,11 +41,11 @@ def _app(result):
      {**registry.UPSTREAM, "visomaster_extra_index_urls": []}, None),
     # a bad part falls back to the flavor's value, not upstream's, and says so
     ({"VISOMASTER_FLAVOR": "fusion", "VISOMASTER_REF": "a..b"}, {}, registry.FUSION,
-     "VISOMASTER_REF='a..b' is not a tag, branch or commit name: using main "
+     f"VISOMASTER_REF='a..b' is not a tag, branch or commit name: using {FUSION_REF} "
      "(the default of visomaster_flavor=fusion)"),
-    # a bad flavor falls back to upstream with one line
+    # a bad flavor falls back to auto with one line
     ({"VISOMASTER_FLAVOR": "Fusion!"}, {}, registry.UPSTREAM,
-     "VISOMASTER_FLAVOR='Fusion!' is not one of upstream, fusion: using upstream"),
+     "VISOMASTER_FLAVOR='Fusion!' is not one of auto, upstream, fusion: using auto"),
 ])
 def test_a_flavor_sets_the_defaults_of_its_parts(env, cli, expected, line):
     result = resolve(env, data=lambda key: cli.get(key, registry.DEFAULTS.get(key)), cli=cli)
@@ -80,3 +84,30 @@ def test_every_preset_value_passes_its_parser_and_follows_its_selector():
                 assert order.index(key) > order.index(selector.key)
                 assert registry.BY_KEY[key].parser(value) == value
     assert registry.UPSTREAM == {key: registry.DEFAULTS[key] for key in KEYS}
+
+
+def _probe(key):
+    from redbox.app.gpu import Gpu
+    from tests.fixtures.fake_gpus import GPUS
+    name, capability, driver, cuda = GPUS[key]
+    return lambda: (Gpu(name, capability, driver, cuda), "")
+
+
+@pytest.mark.parametrize(("key", "chosen", "values"), [
+    ("rtx4090", "upstream", registry.UPSTREAM),
+    ("rtx5090-580", "fusion", registry.FUSION),
+    # Nothing runs there: nothing is chosen, the settings keep the fallback's values.
+    ("rtx5090-575", None, registry.UPSTREAM),
+])
+def test_auto_follows_the_gpu_and_says_so(key, chosen, values):
+    result = resolve({}, data=registry.DEFAULTS.get, gpu=_probe(key))
+    assert result.flavor.chosen == chosen and _app(result) == values
+    assert any(line.startswith(f"visomaster_flavor=auto: {chosen or 'nothing'} (")
+               for line in result.decisions), result.decisions
+
+
+def test_no_gpu_probe_answer_takes_the_fallback_with_one_line():
+    result = resolve({"VISOMASTER_FALLBACK_FLAVOR": "fusion"}, data=registry.DEFAULTS.get,
+                     gpu=lambda: (None, "nvidia-smi is not installed: no NVIDIA driver here"))
+    assert result.flavor.chosen == "fusion" and _app(result) == registry.FUSION
+    assert any("VisoMaster needs an NVIDIA GPU" in line for line in result.decisions)

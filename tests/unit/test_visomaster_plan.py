@@ -8,6 +8,7 @@ deploy would run are read from pyinfra's debug log; nothing touches this machine
 import pytest
 
 from operations.visomaster import APP_PACKAGES, _checkout_notes
+from redbox.app.flavors import FUSION
 from tests.plan import plan as run_plan
 
 INVENTORY = "tests/fixtures/fake_visomaster_inventory.py"
@@ -158,11 +159,12 @@ def test_a_failed_install_or_download_in_its_backoff_is_not_repeated_and_says_wh
 def test_the_fusion_flavor_checks_out_the_fork_and_installs_its_file_with_its_indexes(plans):
     commands, output = plans["vm_fusion"]
     [apply] = matching(commands, CHECKOUT_APPLY)
-    assert "--url https://github.com/VisoMasterFusion/VisoMaster-Fusion.git --ref main " in apply
+    assert ("--url https://github.com/VisoMasterFusion/VisoMaster-Fusion.git "
+            f"--ref {FUSION.ref} ") in apply
     [check] = matching(commands, "visomaster-status.json --check")
-    assert "--requirements /workspace/VisoMaster/requirements_cu129.txt" in check
-    assert "--extra-index-url https://download.pytorch.org/whl/cu129 " \
-        "--extra-index-url https://pypi.nvidia.com" in check
+    assert "--requirements /workspace/VisoMaster/requirements_cu13.txt" in check
+    assert "--extra-index-url https://download.pytorch.org/whl/cu130 " \
+        "--extra-index-url https://pypi.nvidia.com --extra-index-url https://aiinfra" in check
     assert "VISOMASTER_FLAVOR=fusion: defaults visomaster_repo_url=" in output
 
 

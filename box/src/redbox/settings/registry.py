@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from redbox.app import flavors
 from redbox.settings import parse
 
 # Bounds for VNC_RESOLUTION: below 640x480 the desktop is unusable, above 8K Xvnc's
@@ -61,24 +62,18 @@ class Setting:
     presets: dict[str, dict[str, Any]] | None = None
 
 
+
+def _flavor_presets(flavor: flavors.Flavor) -> dict[str, Any]:
+    """What a flavor (redbox.app.flavors, declared there once) sets by default."""
+    return {"visomaster_repo_url": flavor.repo_url, "visomaster_ref": flavor.ref,
+            "visomaster_requirements": flavor.requirements,
+            "visomaster_extra_index_urls": list(flavor.extra_index_urls)}
+
+
 # The flavors of VisoMaster (visomaster_flavor): what each one sets by default.
-UPSTREAM: dict[str, Any] = {
-    "visomaster_repo_url": "https://github.com/visomaster/VisoMaster.git",
-    "visomaster_ref": "v0.1.6",
-    "visomaster_requirements": "requirements_cu124.txt",
-    # The file names the PyTorch index itself; TensorRT's sdists build from NVIDIA's.
-    "visomaster_extra_index_urls": ["https://pypi.nvidia.com"],
-}
-FUSION: dict[str, Any] = {
-    "visomaster_repo_url": "https://github.com/VisoMasterFusion/VisoMaster-Fusion.git",
-    # Upstream's tags do not exist in the fork: its default branch.
-    "visomaster_ref": "main",
-    "visomaster_requirements": "requirements_cu129.txt",
-    # Its file has no index line (they live in pyproject.toml for uv, which pip ignores).
-    "visomaster_extra_index_urls": ["https://download.pytorch.org/whl/cu129",
-                                    "https://pypi.nvidia.com"],
-}
-VISOMASTER_FLAVORS: dict[str, dict[str, Any]] = {"upstream": UPSTREAM, "fusion": FUSION}
+VISOMASTER_FLAVORS: dict[str, dict[str, Any]] = {
+    name: _flavor_presets(flavor) for name, flavor in flavors.FLAVORS.items()}
+UPSTREAM, FUSION = VISOMASTER_FLAVORS["upstream"], VISOMASTER_FLAVORS["fusion"]
 # openai/CLIP's clip/clip.py _MODELS["ViT-B/16"]; the hash is the URL's directory name.
 CLIP_SHA256 = "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"
 CLIP_URL = f"https://openaipublic.azureedge.net/clip/models/{CLIP_SHA256}/ViT-B-16.pt"
@@ -158,17 +153,24 @@ SETTINGS: tuple[Setting, ...] = (
     _s("supervisor", "supervisor_log_backups", 3, parse.integer(0, 100),
        "rotated logs kept per program"),
     # -- visomaster
-    _s("visomaster", "visomaster_flavor", "upstream", parse.choice(*VISOMASTER_FLAVORS),
-       "which VisoMaster: upstream (torch 2.4.1+cu124, up to RTX 40) or fusion (the "
-       "VisoMaster-Fusion fork: torch 2.8.0+cu129, RTX 50); it sets the defaults of the repo "
-       "URL, ref, requirements file and extra indexes (each still settable)",
+    _s("visomaster", "visomaster_fallback_flavor", "upstream", parse.choice(*VISOMASTER_FLAVORS),
+       "the flavor auto takes on a box without a usable GPU (the app needs one to start)",
+       env=("VISOMASTER_FALLBACK_FLAVOR",)),
+    _s("visomaster", "visomaster_flavor", flavors.AUTO,
+       parse.choice(flavors.AUTO, *VISOMASTER_FLAVORS),
+       "which VisoMaster: auto (the one that runs on the box's GPU, by nvidia-smi: upstream "
+       "where it runs, fusion where only it does, nothing on a GPU neither runs on), upstream "
+       "(v0.1.6, torch 2.4.1+cu124, Python 3.10, sm_50-sm_90, driver >= 525.60) or fusion "
+       "(the fork's CUDA 13 line, torch 2.11.0+cu130, Python 3.12, sm_75-sm_120, driver >= "
+       "580); it sets the defaults of the repo URL, ref, requirements file and extra indexes "
+       "(each still settable)",
        env=("VISOMASTER_FLAVOR",), presets=VISOMASTER_FLAVORS),
     _s("visomaster", "visomaster_repo_url", UPSTREAM["visomaster_repo_url"],
        parse.git_url, "the app's repository", env=("VISOMASTER_REPO_URL",),
-       shown_default="the flavor's (upstream: github.com/visomaster/VisoMaster)"),
+       shown_default="the flavor's"),
     _s("visomaster", "visomaster_ref", UPSTREAM["visomaster_ref"], parse.git_ref,
-       "tag, branch or commit (upstream: v0.1.6 = 537cff8, its latest release; fusion: main)",
-       env=("VISOMASTER_REF",), shown_default="the flavor's (upstream: v0.1.6)"),
+       "tag, branch or commit: the flavor pins a tag or commit; a branch name (main) follows "
+       "that branch at every converge", env=("VISOMASTER_REF",), shown_default="the flavor's"),
     _s("visomaster", "visomaster_in_image", False, parse.boolean,
        "bake the checkout at its ref and its packages into the image (build arg "
        "VISOMASTER_IN_IMAGE=1, with the VISOMASTER_* build args choosing which); the models "
@@ -187,12 +189,12 @@ SETTINGS: tuple[Setting, ...] = (
     _s("visomaster", "visomaster_requirements", UPSTREAM["visomaster_requirements"],
        parse.relative_file, "requirements file in the checkout (its own index lines are used too)",
        env=("VISOMASTER_REQUIREMENTS",),
-       shown_default="the flavor's (upstream: requirements_cu124.txt)"),
+       shown_default="the flavor's"),
     _s("visomaster", "visomaster_extra_index_urls", UPSTREAM["visomaster_extra_index_urls"],
        parse.url_list, "extra indexes on pip's command line, spaces or commas between (pip "
        "ignores an index option written on a requirement line)",
        env=("VISOMASTER_EXTRA_INDEX_URLS",),
-       shown_default="the flavor's (upstream: https://pypi.nvidia.com)"),
+       shown_default="the flavor's"),
     _s("visomaster", "visomaster_install_requirements", True, parse.boolean,
        "pip into the app venv, again only when the file, ref or Python changed",
        env=("VISOMASTER_INSTALL_REQUIREMENTS",)),

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from redbox.app import flavors
+from redbox.app.gpu import Gpu
 from redbox.settings import parse
 from redbox.settings.registry import BY_KEY, DEFAULTS, SETTINGS, SHARED_SECRET_ENV, Setting
 
@@ -24,6 +26,9 @@ SETTINGS_FILE = "/etc/red/settings.json"
 DISPLAY_SIZE_ENV = ("DISPLAY_SIZEW", "DISPLAY_SIZEH")
 
 Data = Callable[[str], Any]
+# The box's GPU, asked only when a flavor is chosen: (the first GPU, "") or (None, why).
+GpuProbe = Callable[[], tuple[Gpu | None, str]]
+FLAVOR_SELECTOR = "visomaster_flavor"
 
 
 class StrictSettingError(ValueError):
@@ -42,6 +47,8 @@ class Resolved:
     decisions: list[str] = field(default_factory=list)
     # Keys whose default a selector's value stood in for: "visomaster_flavor=fusion".
     presets: dict[str, str] = field(default_factory=dict)
+    # The flavor for this box's GPU (visomaster_flavor=auto picks it).
+    flavor: flavors.Choice | None = None
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -123,7 +130,8 @@ def _shown(setting: Setting, raw: Any) -> str:
 
 
 def resolve(env: Mapping[str, str] | None = None, data: Data | None = None,
-            cli: Iterable[str] = (), build_env: Mapping[str, str] | None = None) -> Resolved:
+            cli: Iterable[str] = (), build_env: Mapping[str, str] | None = None,
+            gpu: GpuProbe | None = None) -> Resolved:
     """
     Resolve every setting.
 
@@ -131,6 +139,8 @@ def resolve(env: Mapping[str, str] | None = None, data: Data | None = None,
     + data: a key's value from --data / group data / the settings file, None when unset
     + cli: the keys given with --data (they win over the environment)
     + build_env: the environment build settings are read from (the process running the build)
+    + gpu: asks for the box's GPU (the flavor follows it); none: not known here (an image
+      build), auto takes the fallback flavor without a word
     """
     env = env or {}
     data = data or DEFAULTS.get
@@ -180,18 +190,41 @@ def resolve(env: Mapping[str, str] | None = None, data: Data | None = None,
                 value = setting.default
             taken_ports.add(value)
         result.values[setting.key] = value
+        if setting.key == FLAVOR_SELECTOR:
+            value = _choose_flavor(value, result, gpu)
         if setting.presets:
             _select(setting, value, presets, result)
     return result
 
 
+def _choose_flavor(configured: str, result: Resolved, gpu: GpuProbe | None) -> str:
+    """The flavor whose presets apply: the configured one, or auto's pick for the GPU."""
+    fallback = result.values["visomaster_fallback_flavor"]
+    if gpu is None:
+        result.flavor = flavors.Choice(configured, fallback if configured == flavors.AUTO
+                                       else configured, "the GPU is not known here")
+    else:
+        found, problem = gpu()
+        result.flavor = flavors.choose(configured, found, fallback, problem)
+        chosen = result.flavor.chosen or "nothing"
+        result.decisions.append(
+            f"{result.sources[FLAVOR_SELECTOR]}={configured}: {chosen} ({result.flavor.reason})")
+        if result.flavor.warning:
+            result.decisions.append(result.flavor.warning)
+    # A refusal installs nothing; the settings still hold a flavor's values.
+    return result.flavor.chosen or fallback
+
+
 def _select(selector: Setting, value: Any, presets: dict[str, tuple[Any, str]],
             result: Resolved) -> None:
-    """Record what a selector's value presets; a non-default choice gets one line."""
+    """
+    Record what a selector's value (auto's pick, for the flavor) presets; a choice other than
+    the default gets one line.
+    """
     chosen = selector.presets.get(value, {})
     for key, preset in chosen.items():
         presets[key] = (preset, f"{selector.key}={value}")
-    if value != selector.default:
+    if result.values[selector.key] != selector.default:
         result.decisions.append(
             f"{result.sources[selector.key]}={value}: defaults "
             + ", ".join(f"{key}={' '.join(v) if isinstance(v, list) else v}"

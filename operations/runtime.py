@@ -35,6 +35,9 @@ DEPLOY_TREE = ("deploy.py", "pyproject.toml", "group_data", "operations", "files
 _SKIPPED_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
 # The box library's own tests stay with the controller (and out of the image's context).
 BOX_TESTS = Path(BOX_PROJECT, "tests")
+# One fixed time for every file of the tarball (the version is by content): a wheel built from
+# the copy (the box library) needs one after 1980, zip's epoch.
+TREE_MTIME = 946684800  # 2000-01-01
 # The tree's packages its runs import (pyinfra runs deploy.py and group_data from source).
 IMPORTED = ("operations",)
 
@@ -76,7 +79,7 @@ def tree_tarball(root: Path, version: str) -> io.BytesIO:
         entries.append((VERSION_FILE, f"{version}\n".encode(), 0o644))
         for relative, data, mode in entries:
             info = tarfile.TarInfo(relative)
-            info.size, info.mode, info.mtime = len(data), mode, 0
+            info.size, info.mode, info.mtime = len(data), mode, TREE_MTIME
             tar.addfile(info, io.BytesIO(data))
     buffer.seek(0)
     return buffer

@@ -5,7 +5,8 @@ Offline and fast: instance lists come from JSON fixtures in ``tests/fixtures/vas
 API is the loopback v1 stand-in (tests/vast_api.py) playing recorded pages and faults, the
 oracle is Vast's own CLI (``vastai``, pinned in the test extras) run against that same
 stand-in, the host key policy is checked through pyinfra's own SSH client against loopback
-SSH servers, and HOME always points at a temporary directory.
+SSH servers, and HOME always points at a temporary directory. The listing's deadline and
+HTTPS under the real pyinfra CLI (gevent) are in test_vast_inventory_deadline.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -217,14 +219,14 @@ def test_every_record_shape_gets_its_endpoint(inv, number):
     expected = SHAPE_ENDPOINTS[number]
     if expected is None:
         with pytest.raises(inv.VastInventoryError, match=r"no usable SSH endpoint"):
-            inv.ssh_endpoint(inv._strip(record))
+            inv.ssh_endpoint(inv.vast_client._strip(record))
     else:
-        assert inv.ssh_endpoint(inv._strip(record)) == expected, record["_shape"]
+        assert inv.ssh_endpoint(inv.vast_client._strip(record)) == expected, record["_shape"]
 
 
 def test_shapes_become_hosts_with_one_warning_per_skip_and_duplicate(inv, tmp_path):
     warnings: list[str] = []
-    hosts = _hosts(inv, [inv._strip(r) for r in SHAPES], tmp_path, warn=warnings.append)
+    hosts = _hosts(inv, [inv.vast_client._strip(r) for r in SHAPES], tmp_path, warn=warnings.append)
     assert list(hosts) == SHAPE_HOSTS
     assert hosts[f"vast-{SHAPE + 5}"]["vast_label"] == "padded"
     # The duplicated id: the first listing (ssh6), as `vastai ssh-url` takes its first match.
@@ -565,22 +567,22 @@ def test_https_goes_through_the_https_proxy_in_a_tunnel_with_the_key_inside(inv,
 
 def test_no_proxy_keeps_matching_hosts_direct(inv):
     env = {"https_proxy": "proxy.internal:3128", "no_proxy": "localhost, .vast.ai"}
-    assert inv._https_proxy(env, "console.vast.ai") is None
-    assert inv._https_proxy(env, "vast.ai") is None
-    assert inv._https_proxy(env, "notvast.ai").hostname == "proxy.internal"
+    assert inv.vast_client._https_proxy(env, "console.vast.ai") is None
+    assert inv.vast_client._https_proxy(env, "vast.ai") is None
+    assert inv.vast_client._https_proxy(env, "notvast.ai").hostname == "proxy.internal"
     with pytest.raises(inv.VastInventoryError, match="https_proxy must be http://host:port"):
-        inv._https_proxy({"https_proxy": "socks5://127.0.0.1:1080"}, "console.vast.ai")
+        inv.vast_client._https_proxy({"https_proxy": "socks5://127.0.0.1:1080"}, "console.vast.ai")
 
 
 @pytest.mark.parametrize("url", ["http://localhost:1", "http://127.3.4.5:1", "http://[::1]:1"])
 def test_plain_http_is_allowed_for_loopback_hosts(inv, url):
-    parts = inv._instances_url({"VAST_API_URL": url})
+    parts = inv.vast_client._instances_url({"VAST_API_URL": url})
     assert (parts.scheme, parts.path) == ("http", "/api/v1/instances/")
 
 
 def test_default_server_is_vasts_console(inv):
-    parts = inv._instances_url({})
-    assert inv.urllib.parse.urlunsplit(parts) == "https://console.vast.ai/api/v1/instances/"
+    parts = inv.vast_client._instances_url({})
+    assert urllib.parse.urlunsplit(parts) == "https://console.vast.ai/api/v1/instances/"
 
 
 def test_error_messages_are_one_line(inv):

@@ -122,6 +122,15 @@ visomaster_pip_retries = 2
 # seconds a failed install (same inputs) is not tried again by a converge, doubling per failure
 # up to 6 h; `red-app-pip --retry-now` tries at once
 visomaster_pip_backoff = 600
+# uv's download cache, on the workspace volume: a container re-created on it reinstalls the app
+# from there (env VISOMASTER_UV_CACHE_DIR)
+visomaster_uv_cache_dir = '/workspace/red-cache/uv'
+# where uv keeps the Pythons it manages for a flavor the system lacks (Fusion's 3.12 on Ubuntu
+# 22.04)
+visomaster_python_dir = '/opt/red/python'
+# where uv downloads those Pythons from instead of GitHub (a mirror of python-build-standalone's
+# releases, for restricted networks) (env VISOMASTER_PYTHON_MIRROR, UV_PYTHON_INSTALL_MIRROR)
+visomaster_python_mirror = ''
 # the app install's record: result, cause, backoff (JSON)
 visomaster_pip_state = '/var/lib/red/visomaster-pip.json'
 # the app's progress: current step, state, percent (JSON)

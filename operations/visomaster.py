@@ -240,23 +240,30 @@ def _checkout(url: str, ref: str, dest: str, log: str, *, retries: int, backoff:
 
 @_files.declares("requirements")
 @operation()
-def _pip_install(venv: str, requirements: str, extra_index_urls: list[str], key: str,
-                 log: str, *, bounds: dict):
+def _pip_install(venv: str, requirements: str, flavor: str, *, extra_index_urls: list[str],
+                 key: str, log: str, also: list[str], places: dict, bounds: dict):
     """
-    Install the app's requirements file with red-app-pip: bounded (pip's socket timeout and
-    retries, a deadline for the whole install), recorded with its cause when it fails, and not
-    repeated inside the backoff that follows a failure unless the inputs changed.
+    Install the app's flavor with red-app-pip (uv, into the flavor's own venv on its own
+    Python): bounded (uv's request timeout and retries, a deadline for the whole install),
+    recorded with its cause when it fails, and not repeated inside the backoff that follows a
+    failure unless the inputs changed.
 
     + venv: the app venv
     + requirements: the requirements file in the checkout
-    + extra_index_urls: indexes for pip's command line
-    + key: anything else that makes an install different (the ref, the Python)
-    + log: the install's output (pip's lines as they come)
+    + flavor: the flavor (its Pythons, index strategy and overrides: redbox.app.flavors)
+    + extra_index_urls: indexes for uv's command line
+    + key: anything else that makes an install different (the ref)
+    + log: the install's output (uv's lines as they come)
+    + also: more requirements (the Jupyter kernel's ipykernel)
+    + places: uv's cache, its managed Pythons and their mirror (the settings)
     + bounds: deadline, timeout, retries, backoff, state and status (the settings)
     """
     args = [
-        "--venv", venv, "--requirements", requirements, "--key", key,
+        "--venv", venv, "--requirements", requirements, "--flavor", flavor, "--key", key,
         *(item for url in extra_index_urls for item in ("--extra-index-url", url)),
+        *(item for requirement in also for item in ("--also", requirement)),
+        "--cache-dir", places["cache"], "--python-dir", places["pythons"],
+        *(("--python-mirror", places["mirror"]) if places["mirror"] else ()),
         "--deadline", str(int(bounds["deadline"])), "--timeout", str(int(bounds["timeout"])),
         "--retries", str(int(bounds["retries"])), "--backoff", str(int(bounds["backoff"])),
         "--state", bounds["state"], "--status", bounds["status"],
@@ -420,13 +427,19 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
             )
         if app["visomaster_install_requirements"]:
             requirements = app["visomaster_requirements"]
+            flavor = settings.flavor().chosen
             _pip_install(
-                name=f"Install VisoMaster's {requirements} into {app_venv}",
+                name=f"Install VisoMaster {flavor} ({requirements}) into {app_venv} with uv",
                 venv=app_venv,
                 requirements=f"{app_dir}/{requirements}",
+                flavor=flavor,
                 extra_index_urls=_as_list(app["visomaster_extra_index_urls"]),
-                key=f"ref={app['visomaster_ref']} python={settings.python_version()}",
+                key=f"ref={app['visomaster_ref']}",
                 log=f"{logs}/visomaster-pip.log",
+                also=[f"ipykernel=={settings.get('python_ipykernel_version')}"],
+                places={"cache": app["visomaster_uv_cache_dir"],
+                        "pythons": app["visomaster_python_dir"],
+                        "mirror": app["visomaster_python_mirror"]},
                 bounds={"deadline": app["visomaster_pip_deadline"],
                         "timeout": app["visomaster_pip_timeout"],
                         "retries": app["visomaster_pip_retries"],

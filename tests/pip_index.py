@@ -56,6 +56,9 @@ def index_handler(wheels: str, query_log: str, port: int):
     lock = threading.Lock()
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        # uv asks a wheel's size with HEAD (for range requests), as real indexes answer.
+        head = False
+
         def log_message(self, *_args):
             pass
 
@@ -64,7 +67,12 @@ def index_handler(wheels: str, query_log: str, port: int):
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if not self.head:
+                self.wfile.write(body)
+
+        def do_HEAD(self):
+            self.head = True
+            self.do_GET()
 
         def do_GET(self):
             with lock, open(query_log, "a", encoding="utf-8") as log:

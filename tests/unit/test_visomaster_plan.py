@@ -93,9 +93,11 @@ def test_out_of_state_box_checks_out_installs_and_downloads(plans):
     assert len(matching(commands, CHECKOUT_APPLY)) == 1
     [pip] = matching(commands, PIP_APPLY)
     assert "--venv /opt/red/venv --requirements /workspace/VisoMaster/requirements_cu124.txt " \
-        "--key 'ref=v0.1.6 python=3.11'" in pip
-    # The NVIDIA index on pip's command line, the bounds; the output appended to the pip log.
-    assert "--extra-index-url https://pypi.nvidia.com" in pip
+        "--flavor upstream --key ref=v0.1.6" in pip
+    # The NVIDIA index on uv's command line, the kernel, uv's places, the bounds; the output
+    # appended to the pip log.
+    assert "--extra-index-url https://pypi.nvidia.com --also ipykernel==6.29.5 " \
+        "--cache-dir /workspace/red-cache/uv --python-dir /opt/red/python" in pip
     assert "--deadline 1800 --timeout 15 --retries 2 --backoff 600" in pip
     assert "--state /var/lib/red/visomaster-pip.json" in pip
     assert "--status /var/lib/red/visomaster-status.json" in pip

@@ -208,6 +208,17 @@ SETTINGS: tuple[Setting, ...] = (
     _s("visomaster", "visomaster_pip_backoff", 600, parse.integer(0, 86400),
        "seconds a failed install (same inputs) is not tried again by a converge, doubling per "
        "failure up to 6 h; `red-app-pip --retry-now` tries at once"),
+    _s("visomaster", "visomaster_uv_cache_dir", "/workspace/red-cache/uv", parse.absolute_dir,
+       "uv's download cache, on the workspace volume: a container re-created on it reinstalls "
+       "the app from there", env=("VISOMASTER_UV_CACHE_DIR",)),
+    _s("visomaster", "visomaster_python_dir", "/opt/red/python", parse.absolute_dir,
+       "where uv keeps the Pythons it manages for a flavor the system lacks (Fusion's 3.12 on "
+       "Ubuntu 22.04)"),
+    _s("visomaster", "visomaster_python_mirror", "", parse.http_url,
+       "where uv downloads those Pythons from instead of GitHub (a mirror of "
+       "python-build-standalone's releases, for restricted networks)",
+       env=("VISOMASTER_PYTHON_MIRROR", "UV_PYTHON_INSTALL_MIRROR"),
+       fallback="uv's default (GitHub)", shown_default="none"),
     _s("visomaster", "visomaster_pip_state", "/var/lib/red/visomaster-pip.json",
        parse.absolute_dir, "the app install's record: result, cause, backoff (JSON)"),
     _s("visomaster", "visomaster_status_file", "/var/lib/red/visomaster-status.json",

@@ -10,9 +10,11 @@ ARG BASE_IMAGE
 
 # The app venv's Python; a Debian 12 base (tests) builds with 3.11.
 ARG PYTHON_VERSION=3.10
+# Mount NVENC/NVDEC (video) and graphics too, as Vast's base image does (CUDA's: compute,utility).
 ENV DEBIAN_FRONTEND=noninteractive \
     LANG=C.UTF-8 \
     LC_ALL=C.UTF-8 \
+    NVIDIA_DRIVER_CAPABILITIES=all \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     RED_PYTHON_VERSION=${PYTHON_VERSION}
 

@@ -25,7 +25,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import AuthorizedKeys
 from pyinfra.operations import apt
 
-from operations import _files, settings
+from operations import _files, settings, threads
 from redbox.core.log import SHELL_STAMP, SHELL_TIMESTAMP, startup_log
 
 ROOT = settings.ROOT
@@ -568,7 +568,11 @@ class Program:
 
 
 def supervisor_program(program: Program) -> Program:
-    """Upload ``/etc/supervisor/conf.d/<name>.conf`` for a program; returns it with its op."""
+    """
+    Upload ``/etc/supervisor/conf.d/<name>.conf`` for a program; returns it with its op. A
+    program that runs thread pools gets the host's thread caps (operations/threads.py).
+    """
+    program.environment = {**program.environment, **threads.program_caps(program.name)}
     dest = f"/etc/supervisor/conf.d/{program.name}.conf"
     program.conf_op = _files.template(
         name=f"Upload {dest}",

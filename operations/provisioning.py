@@ -17,7 +17,7 @@ from pyinfra.api import deploy
 from pyinfra.connectors.local import LocalConnector
 from pyinfra.facts.files import Block
 
-from operations import _files, settings
+from operations import _files, settings, threads
 from operations._common import launch_mode, upload
 from redbox.provision import OWN_SCRIPTS, RUN_ONLY_KEYS
 from redbox.settings.registry import BY_KEY
@@ -118,7 +118,9 @@ def setup_provisioning(runtime: settings.RuntimeSettings, install: bool = True,
             dest=SETTINGS_FILE,
             mode="644",
         )
-        values = settings.session_environment(runtime, settings.runtime_environment())
+        # With a starved host's thread caps (operations/threads.py), decided at each converge.
+        values = {**settings.session_environment(runtime, settings.runtime_environment()),
+                  **threads.caps()}
         _files.put(
             name=f"Upload {PROFILE}",
             src=StringIO(_profile(values)),

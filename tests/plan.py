@@ -84,7 +84,8 @@ runpy.run_module("pyinfra", run_name="__main__")
 
 
 def plan(*groups: str, data: tuple[str, ...] | list[str] = (), inventory: str = INVENTORY,
-         timeout: float = 300, speedups: str | None = None, dry: bool = False) -> Plan:
+         timeout: float = 300, speedups: str | None = None, dry: bool = False,
+         diff: bool = False) -> Plan:
     """
     Run the deploy on the fake hosts of these inventory groups (none: every host).
 
@@ -92,10 +93,11 @@ def plan(*groups: str, data: tuple[str, ...] | list[str] = (), inventory: str = 
       pyinfra's own, the op orderings counted
     + dry: as ``--dry`` (pyinfra runs each op's body when the deploy calls it, to show its
       changes), not ``-y`` (every op called first, then run)
+    + diff: as ``--diff``: the output shows the lines of each file written (a program's config)
     """
     runner = ["-c", _PLAN_RUNNER]
     args = [sys.executable, *runner, str(inventory), "deploy.py", "--dry" if dry else "-y",
-            "--debug"]
+            "--debug", *(["--diff"] if diff else [])]
     for group in groups:
         args += ["--limit", group]
     for item in data:

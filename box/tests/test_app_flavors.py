@@ -1,5 +1,7 @@
 """The flavor for a GPU: the selection table (GPU x driver -> flavor or refusal), forced flavors."""
 
+import re
+
 import pytest
 
 from redbox.app import flavors
@@ -78,4 +80,6 @@ def test_every_flavor_declares_a_pinned_ref_and_its_gpu_range():
         # A tag or a full commit, never a branch.
         assert flavor.ref.startswith("v") or len(flavor.ref) == 40, flavor.ref
         assert flavor.compute_min <= flavor.compute_max and flavor.driver_min
-        assert flavor.pythons and all(line in flavor.why for line in flavor.overrides)
+        # Each override says why (keyed by its project's name).
+        named = {re.split(r"[\[=<>!~ ]", line, maxsplit=1)[0] for line in flavor.overrides}
+        assert flavor.pythons and named == set(flavor.why)

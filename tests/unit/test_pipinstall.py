@@ -153,11 +153,22 @@ def index(tmp_path_factory):
     server.shutdown()
 
 
+def python_312() -> Path:
+    """A Python 3.12 for Fusion's venv (this machine's pyenv has one; its shim does not run it)."""
+    found = sorted(Path("/root/.pyenv/versions").glob("3.12*/bin/python3.12"))
+    assert found, "Fusion's tests need a Python 3.12 (pyenv's, on this kind of machine)"
+    return found[-1]
+
+
 def uv_env(main: str) -> dict[str, str]:
-    """This machine's package configuration left out: the default index is a loopback one."""
+    """
+    This machine's package configuration left out: the default index is a loopback one; a
+    python3.12 on PATH (the box's own, for Fusion).
+    """
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("PIP_", "UV_"))}
-    return {**env, "UV_DEFAULT_INDEX": main}
+    return {**env, "UV_DEFAULT_INDEX": main,
+            "PATH": f"{python_312().parent}{os.pathsep}{env.get('PATH', '')}"}
 
 
 def run_tool(*args: str, main: str) -> subprocess.CompletedProcess:
@@ -176,15 +187,14 @@ def test_installs_the_flavor_with_its_override_into_its_own_venv(index, tmp_path
     requirements = tmp_path / "requirements.txt"
     # The file's own index line, upstream's pin that Red overrides, and an index written on a
     # requirement line (uv refuses the line: the tool moves the URL to the command line). The
-    # default index is a dead loopback one (PyPI out of the way): uv, unlike pip, stops at an
-    # index it cannot reach, so only one that holds nothing needed may be dead.
-    main = pip_index.free_port()
+    # default index is the loopback one too (PyPI out of the way): with the flavors' strategy
+    # (unsafe-best-match, as pip) uv asks every index, and stops at one it cannot reach.
     requirements.write_text(f"--extra-index-url {url}\nred-fixture-a==1.0\n"
                             "onnxruntime-gpu==1.20.0\n"
                             f"red-fixture-b==2.0 --extra-index-url {url}2\n")
     venv = tmp_path / "venv"
     args = tool_args(venv, tmp_path, requirements, "--flavor", "upstream", "--key", "ref=v1")
-    main_url = f"http://127.0.0.1:{main}/simple"
+    main_url = url
     assert json.loads(run_tool(*args, "--check", main=main_url).stdout)["state"] == "needed"
     result = run_tool(*args, main=main_url)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -91,14 +91,15 @@ UPSTREAM = Flavor(
     requirements="requirements_cu124.txt",
     # The file names the PyTorch index itself; TensorRT's sdists build from NVIDIA's.
     extra_index_urls=(NVIDIA_INDEX,),
-    index_strategy="first-index",
+    # What pip does with the file's indexes: the best match across all of them.
+    index_strategy="unsafe-best-match",
     overrides=("onnxruntime-gpu==1.22.0",),
     compute_min=(5, 0),
     compute_max=(9, 0),
     # CUDA 12 wheels run on any R525+ driver (CUDA's minor-version compatibility).
     driver_min=(525, 60, 13),
     cuda="12.4",
-    why={"onnxruntime-gpu==1.22.0": "1.20.0 breaks face detection in Linux venvs ('no data "
+    why={"onnxruntime-gpu": "1.20.0 breaks face detection in Linux venvs ('no data "
          "transfer registered', upstream #64/#104); open PR #89 raises the pin to 1.22.0"},
 )
 
@@ -106,16 +107,22 @@ FUSION = Flavor(
     name="fusion",
     summary="VisoMasterFusion/VisoMaster-Fusion, CUDA 13 line: torch 2.11.0+cu130, RTX 50",
     repo_url="https://github.com/VisoMasterFusion/VisoMaster-Fusion.git",
-    # The commit the CUDA-13 file was read at for Red's reference, which the peer image
-    # codetomex/visomaster-fusion-vast also installs (its full hash: a commit is fetched by it).
-    ref="4af21843de60467c7c1c167d506ef1a2379dd2bc",
-    # numpy 2.4 and scipy 1.17 need >= 3.11; Fusion's README makes its venv with 3.12.
-    pythons=("3.12", "3.11"),
+    # The CUDA-13 commit whose requirements_cu13.txt Red's fixtures hold byte for byte (the
+    # reference's): main after it (2d5f0ad, v3.6.1) adds keras and tensorflow, the v3.8+ tags
+    # and the peer image's pin 4af2184 could not be read. VISOMASTER_REF=main follows main.
+    ref="058383a2713448a5e750f5f2bc9969ded6d4e796",
+    # numpy 2.4 and scipy 1.17 need >= 3.11, tifffile 2026.5.2 >= 3.12 (uv's resolution says
+    # so); Fusion's README makes its venv with 3.12.
+    pythons=("3.12",),
     requirements="requirements_cu13.txt",
     # Its pyproject's [tool.uv.pip] (which pip ignores), with the PyTorch index at cu130.
     extra_index_urls=(f"{PYTORCH_INDEX}/cu130", NVIDIA_INDEX, ORT_CUDA13_INDEX),
     index_strategy="unsafe-best-match",
-    overrides=("cuda-toolkit==13.0.2",),
+    # torch 2.11.0+cu130's own pins; an override replaces the extras too (uv #11247), so the
+    # toolkit keeps every component torch asks for.
+    overrides=("cuda-toolkit[cublas,cudart,cufft,cufile,cupti,curand,cusolver,cusparse,"
+               "nvjitlink,nvrtc,nvtx]==13.0.2", "nvidia-cublas==13.1.0.3",
+               "nvidia-cuda-nvrtc==13.0.88", "nvidia-cudnn-cu13==9.19.0.56"),
     compute_min=(7, 5),
     compute_max=(12, 0),
     # The CUDA 13 family's floor; CUDA 13 also drops GPUs below sm_75 (Fusion #256).
@@ -123,8 +130,11 @@ FUSION = Flavor(
     cuda="13.0",
     records_with_nvenc=True,
     prerelease=True,
-    why={"cuda-toolkit==13.0.2": "the file pins 13.2.1, torch 2.11.0+cu130 requires "
-         "cuda-toolkit[cublas]==13.0.2: as written it does not resolve (Fusion #261)"},
+    why={"cuda-toolkit": "the file pins 13.2.1, torch 2.11.0+cu130 requires "
+         "cuda-toolkit[cublas]==13.0.2: as written it does not resolve (Fusion #261)",
+         "nvidia-cublas": "torch 2.11.0+cu130's pin (the file's is newer)",
+         "nvidia-cuda-nvrtc": "torch 2.11.0+cu130's pin (the file's is newer)",
+         "nvidia-cudnn-cu13": "torch 2.11.0+cu130's pin (the file pins 9.21.1.3)"},
 )
 
 FLAVORS: dict[str, Flavor] = {flavor.name: flavor for flavor in (UPSTREAM, FUSION)}

@@ -32,8 +32,17 @@ address (a blank ip, a port outside 1..65535) the inventory takes the proxy inst
 the box with a warning.
 
 Host data: ``ssh_hostname``, ``ssh_port``, ``ssh_user`` (``root``), ``vast_id``,
-``vast_label``, ``gpu_name``, ``num_gpus``, ``vast_runtype``, ``vast_ssh_via``
-(``direct`` or ``proxy``), and the two host key settings below.
+``vast_label``, ``gpu_name``, ``compute_cap``, ``driver_version``, ``cuda_max_good`` (the
+API's GPU fields as it gives them, None where it gives none), ``num_gpus``, ``vast_runtype``,
+``vast_ssh_via`` (``direct`` or ``proxy``), and the two host key settings below.
+
+The flavor each box will get, before anything connects: for every box whose record has the GPU
+fields, loading prints one line ``red inventory: vast-<id>: the API says <gpu> on driver ...:
+visomaster_flavor=auto gets upstream`` (``VISOMASTER_FLAVOR`` from the environment, else auto,
+as ``redbox.app.flavors.choose`` decides it), and for a box no flavor runs on a warning that
+nothing of the app will be installed there and what to rent instead (``pyinfra
+inventories/vast.py deploy.py --dry`` shows them first). Unreadable GPU fields are one warning
+at most; they never fail the listing. Once connected, the box's own nvidia-smi decides.
 
 Host key policy: pinned per instance id, whatever the route. Vast hands the same ``ip:port``
 to the next renter, and one instance can move between routes (another proxy port, direct vs
@@ -51,7 +60,8 @@ listing is ever partial. The README's inventory section lists them and what to d
 The code is in this file's sibling modules, loaded as the package ``_red_vast_inventory``
 (pyinfra runs an inventory by path, outside any package): ``vast_client.py`` (key,
 settings, the listing), ``vast_http.py`` (one GET inside the listing's deadline),
-``vast_hosts.py`` (records to hosts, host keys) and ``vast_common.py``.
+``vast_hosts.py`` (records to hosts, host keys), ``vast_gpu.py`` (the API's GPU, the flavor
+it gets) and ``vast_common.py``.
 """
 
 from __future__ import annotations
@@ -88,8 +98,10 @@ def _sibling(name: str) -> ModuleType:
 
 vast_client = _sibling("vast_client")
 vast_hosts = _sibling("vast_hosts")
+vast_gpu = _sibling("vast_gpu")
+vast_common = _sibling("vast_common")
 
-VastInventoryError = _sibling("vast_common").VastInventoryError
+VastInventoryError = vast_common.VastInventoryError
 load_instances = vast_client.load_instances
 hosts_from_instances = vast_hosts.hosts_from_instances
 known_hosts_dir = vast_hosts.known_hosts_dir
@@ -102,6 +114,7 @@ def _build(env: Mapping[str, str], home: Path | None = None) -> list[vast_hosts.
     label_glob = env.get("VAST_LABEL", "").strip() or None
     hosts = hosts_from_instances(load_instances(env, home), label_glob, known_hosts_dir(home))
     prepare_known_hosts(hosts)
+    vast_gpu.report(hosts, env, vast_common.say, vast_common.warn)
     return hosts
 
 

@@ -1,5 +1,5 @@
 """
-What the parts of the Vast inventory share: its one error and its warnings.
+What the parts of the Vast inventory share: its one error, its warnings and notes.
 """
 
 from __future__ import annotations
@@ -24,3 +24,7 @@ class VastInventoryError(Exception):
 
 def warn(message: str) -> None:
     print(f"red inventory: warning: {' '.join(message.split())}", file=sys.stderr)
+
+
+def say(message: str) -> None:
+    print(f"red inventory: {' '.join(message.split())}", file=sys.stderr)

@@ -13,6 +13,7 @@ from typing import Any
 
 from . import vast_common
 from .vast_common import TOKEN, VastInventoryError
+from .vast_gpu import gpu_data
 
 KNOWN_HOSTS_DIR = Path(".ssh", "red_known_hosts")
 
@@ -157,7 +158,7 @@ def hosts_from_instances(
                 "ssh_strict_host_key_checking": "accept-new",
                 "vast_id": instance_id,
                 "vast_label": instance.get("label"),
-                "gpu_name": instance.get("gpu_name"),
+                **gpu_data(instance),
                 "num_gpus": instance.get("num_gpus"),
                 "vast_runtype": instance.get("image_runtype"),
                 "vast_ssh_via": via,

@@ -28,6 +28,7 @@ from pyinfra.connectors.local import LocalConnector
 from pyinfra.facts.server import Command
 
 from operations.facts import GpuReport
+from redbox.app.gpu import api_said
 from redbox.core.log import SHELL_TIMESTAMP, startup_log, timestamp
 from redbox.settings import parse, registry
 from redbox.settings.resolve import (
@@ -132,8 +133,20 @@ def _resolve_host() -> Resolved:
     except StrictSettingError as error:
         raise DeployError(str(error)) from None
     if configure:
+        _note_api_gpu(resolved)
         record(resolved.decisions, logs_dir=resolved.base_logs_dir)
     return resolved
+
+
+def _note_api_gpu(resolved: Resolved) -> None:
+    """The flavor line adds what Vast's API listed (host data) where nvidia-smi differs."""
+    said = api_said(host.data, box_gpu()[0]) if resolved.flavor else ""
+    if not said:
+        return
+    start = f"{resolved.sources['visomaster_flavor']}={resolved.flavor.configured}: "
+    at = next((i for i, line in enumerate(resolved.decisions) if line.startswith(start)), None)
+    if at is not None:
+        resolved.decisions[at] += said
 
 
 def box_gpu():

@@ -4,13 +4,19 @@ tool): the first GPU's name, compute capability, driver and the newest CUDA that
 
     nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader
     nvidia-smi            # its header: "CUDA Version: 12.9"
+
+Also the GPU Vast's API says an instance has (``from_vast``): what a controller knows of a box
+before it connects. Once connected, the box's own nvidia-smi is the authority.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
@@ -106,3 +112,92 @@ def probe(timeout: float = 10) -> tuple[Gpu | None, str]:
     code, out = run(QUERY, timeout)
     header = run(HEADER, timeout)[1] if code == 0 else ""
     return parse_gpus(code, out, header)
+
+
+# -- the GPU as Vast's API lists an instance (or an offer), in its own field names
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
+
+
+def _vast_capability(value: Any) -> str:
+    """compute_cap: the capability times 100 (890 -> "8.9", 1200 -> "12.0"), or "8.9"."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+        value = int(value.strip())
+    number = _number(value)
+    if number is None:
+        found = version_tuple(value.strip()) if isinstance(value, str) else ()
+        return shown(found) if len(found) == 2 else ""
+    if 100 <= number < 10_000:
+        whole = int(number)
+        return f"{whole // 100}.{whole % 100 // 10}" if whole == number and whole % 10 == 0 else ""
+    # 8.9 or 12.0 as a number; 89 (sm_89's digits?) is no capability anyone writes so.
+    return f"{number:.1f}" if number < 20 and round(number, 1) == number else ""
+
+
+def _vast_driver(value: Any) -> str:
+    """driver_version: "575.57.08" (or a filter's encoding, 575057008)."""
+    if isinstance(value, str):
+        return value.strip() if version_tuple(value.strip()) else ""
+    number = _number(value)
+    if number is None or number != int(number) or not 1_000_000 <= number < 10**10:
+        return ""
+    whole = int(number)
+    return f"{whole // 1_000_000}.{whole // 1000 % 1000:02d}.{whole % 1000:02d}"
+
+
+def _vast_cuda(value: Any) -> str:
+    """cuda_max_good: the newest CUDA the driver runs, 12.4 or "12.4"."""
+    if isinstance(value, str):
+        return shown(version_tuple(value.strip()))
+    number = _number(value)
+    return "" if number is None or number >= 100 else f"{number:.1f}"
+
+
+def from_vast(record: Any) -> Gpu | None:
+    """
+    The GPU Vast's API says an instance has, from a record or a host's data (anything with
+    ``get``) holding the API's own fields: ``gpu_name`` ("RTX 5090"), ``compute_cap`` (1200,
+    or "12.0"), ``driver_version`` ("575.57.08"), ``cuda_max_good`` (12.9, or "12.9"; from the
+    driver when absent) and ``num_gpus``. None when the capability or the driver is missing or
+    unreadable: the flavor then waits for the box's nvidia-smi.
+    """
+    get = getattr(record, "get", None)
+    if get is None:
+        return None
+    capability = _vast_capability(get("compute_cap"))
+    driver = _vast_driver(get("driver_version"))
+    if not capability or not driver:
+        return None
+    name = get("gpu_name")
+    count = get("num_gpus")
+    return Gpu(name=" ".join(name.split()) if isinstance(name, str) and name.strip() else "GPU",
+               compute_capability=capability, driver_version=driver,
+               cuda_max=_vast_cuda(get("cuda_max_good")) or cuda_of_driver(driver),
+               count=count if isinstance(count, int) and not isinstance(count, bool)
+               and count > 0 else 1)
+
+
+def unreadable_vast_fields(record: Mapping[str, Any]) -> list[str]:
+    """The GPU fields the record has (not null) that ``from_vast`` cannot read, as name=value."""
+    readers = {"compute_cap": _vast_capability, "driver_version": _vast_driver,
+               "cuda_max_good": _vast_cuda}
+    return [f"{name}={record.get(name)!r:.40}" for name, read in readers.items()
+            if record.get(name) not in (None, "") and not read(record.get(name))]
+
+
+def api_said(record: Any, found: Gpu | None) -> str:
+    """
+    " (the API said: <gpu>)" when the record's Vast fields describe a GPU that decides the
+    flavor otherwise than ``found`` (nvidia-smi's: the authority) does, else "".
+    """
+    listed = from_vast(record)
+    if listed is None:
+        return ""
+    same = found is not None and all(
+        version_tuple(getattr(listed, key)) == version_tuple(getattr(found, key))
+        for key in ("compute_capability", "driver_version"))
+    return "" if same else f" (the API said: {listed.describe()})"

@@ -121,3 +121,10 @@ lock:
 # Regenerate group_data/all.py and the README's settings table from the settings registry.
 settings-docs: deps
 	$(VENV)/bin/python -c 'from operations import settings; settings.write_docs()'
+
+# red-doctor's GPU logic against this machine's own GPU and torch (no network, nothing
+# installed): make gpu-check [GPU_PYTHON=/path/to/python-with-torch]. Exit 1: a wrong verdict.
+GPU_PYTHON ?= python3
+.PHONY: gpu-check
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py

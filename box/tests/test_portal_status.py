@@ -11,6 +11,10 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
+from redbox.app import flavors
+from redbox.app.gpu import Gpu
 from redbox.portal import status
 
 SUPERVISORCTL = """\
@@ -47,8 +51,32 @@ def box(tmp_path, env=None, **markers):
         models_state=str(tmp_path / "models-state.json"), app_dir=str(tmp_path / "app"),
         app_venv=str(tmp_path / "venv"), secrets_dir=str(tmp_path / "secrets"),
         jupyter_path="/jupyter/", interval=2, output=str(tmp_path / "out"),
-        settings_file=str(tmp_path / "settings.json"))
+        settings_file=str(tmp_path / "settings.json"),
+        doctor_report=str(tmp_path / "doctor.json"))
     return args, env or {}
+
+
+RTX5090_575 = Gpu("NVIDIA GeForce RTX 5090", "12.0", "575.57.08", "12.9")
+RTX4090 = Gpu("NVIDIA GeForce RTX 4090", "8.9", "550.144.03", "12.4")
+
+
+def doctor_report(card: Gpu | None, app: list[tuple[str, str, str]]) -> dict:
+    """A report as red-doctor writes it (redbox.app.doctor.report), for this GPU and checks."""
+    choice = flavors.choose("auto", card, "upstream", "" if card else "nvidia-smi not found")
+    checks = [{"name": name, "verdict": verdict, "reason": reason}
+              for name, verdict, reason in app]
+    found = [choice.warning] if choice.chosen is None or card is None else []
+    found += [f"{check['name']}: {check['reason']}" for check in checks
+              if check["verdict"] == "fail"]
+    return {"gpu": card.as_json() if card else None, "gpu_problem": "",
+            "flavor": choice.as_json(), "venv": "/opt/red/venv", "facts": None, "app": checks,
+            "problems": found, "ok": not found}
+
+
+REFUSED = doctor_report(RTX5090_575, [
+    ("app venv", "fail", "no app venv at /opt/red/venv (the app's install has not run)")])
+RUNS = doctor_report(RTX4090, [("torch", "ok", "torch 2.4.1+cu124 (CUDA 12.4)"),
+                               ("torch on GPU", "ok", "a matmul on the GPU ran")])
 
 
 def test_programs_and_a_failed_service_make_one_clear_message(tmp_path):
@@ -62,6 +90,66 @@ def test_programs_and_a_failed_service_make_one_clear_message(tmp_path):
     assert result["problems"][0].startswith("jupyter is FATAL: see ")
     assert "Address already in use" in result["problems"][0]
     assert result["provisioning"][0]["state"] == "done"
+
+
+def test_the_doctors_report_is_in_the_status_and_its_problems_follow_the_others(tmp_path):
+    args, env = box(tmp_path, completed={"seconds": 1})
+    (tmp_path / "doctor.json").write_text(json.dumps(REFUSED))
+    result = status.snapshot(args, env, SUPERVISORCTL, [])
+    assert result["doctor"] == REFUSED
+    assert result["doctor"]["flavor"]["chosen"] is None
+    # The service first, then what red-doctor found, each line of it named as its.
+    assert result["problems"][0].startswith("jupyter is FATAL: ")
+    assert result["problems"][1:] == [f"red-doctor: {line}" for line in REFUSED["problems"]]
+    assert result["problems"][1].startswith(
+        "red-doctor: VisoMaster is NOT installed: no flavor runs on NVIDIA GeForce RTX 5090 ")
+    assert result["problems"][2] == ("red-doctor: app venv: no app venv at /opt/red/venv (the "
+                                     "app's install has not run)")
+    # Nothing comes on this GPU: the app's steps say so instead of waiting for ever.
+    steps = {step["name"]: (step["state"], step["detail"]) for step in result["provisioning"]}
+    for name in ("VisoMaster checkout", "VisoMaster packages", "VisoMaster models"):
+        assert steps[name] == ("skipped", "no flavor runs on this GPU (red-doctor): nothing is "
+                                          "installed"), name
+    # A report that says the app runs adds nothing.
+    (tmp_path / "doctor.json").write_text(json.dumps(RUNS))
+    result = status.snapshot(args, env, SUPERVISORCTL, [])
+    assert result["doctor"]["gpu"]["name"] == "NVIDIA GeForce RTX 4090"
+    assert not [line for line in result["problems"] if line.startswith("red-doctor")]
+    assert {step["state"] for step in result["provisioning"][1:4]} == {"waiting"}
+
+
+def test_no_report_or_one_that_does_not_read_is_null(tmp_path):
+    args, env = box(tmp_path)
+    report = tmp_path / "doctor.json"
+    assert status.snapshot(args, env, SUPERVISORCTL, [])["doctor"] is None
+    for text in ('{"gpu": null, "fla', json.dumps({"ok": False, "problems": ["x"]}),
+                 json.dumps({**REFUSED, "problems": "one line"}),
+                 json.dumps({**REFUSED, "problems": []}), "[]"):
+        report.write_text(text)
+        result = status.snapshot(args, env, SUPERVISORCTL, [])
+        assert result["doctor"] is None, text
+        assert not [line for line in result["problems"] if line.startswith("red-doctor")]
+
+
+def test_doctor_problems_tell_the_launcher_what_to_say(tmp_path, capsys):
+    report = tmp_path / "doctor.json"
+    # No report: nothing to say (the launcher starts the app as before).
+    assert status.main(["--doctor-problems", str(report)]) == 0
+    assert capsys.readouterr().out == ""
+    report.write_text(json.dumps(REFUSED))
+    assert status.main(["--doctor-problems", str(report)]) == status.NOTHING_INSTALLED
+    assert capsys.readouterr().out.splitlines() == REFUSED["problems"]
+    broken = doctor_report(RTX4090, [("ort IO binding", "fail", "no data transfer registered")])
+    report.write_text(json.dumps(broken))
+    # Without FILE: --doctor-report's.
+    assert status.main(["--doctor-report", str(report), "--doctor-problems"]) == 1
+    assert capsys.readouterr().out == "ort IO binding: no data transfer registered\n"
+    report.write_text(json.dumps(RUNS))
+    assert status.main(["--doctor-problems", str(report)]) == 0
+    assert capsys.readouterr().out == ""
+    with pytest.raises(SystemExit):
+        status.main(["--once"])
+    assert "the following arguments are required: --output" in capsys.readouterr().err
 
 
 def test_steps_follow_the_markers(tmp_path):

@@ -108,6 +108,9 @@ def test_app_notebook_says_plainly_what_is_not_present_and_that_there_is_no_gpu(
     assert "Backups beside it: none" in text
     assert "Models: not present (/var/lib/red/models-state.json does not exist" in text
     assert "nvidia-smi: not installed" in text
+    # The GPU and app checks are red-doctor's report (its --json), not a probe of the notebook's.
+    assert "GPU:     none (nvidia-smi is not installed: no NVIDIA driver here)" in text
+    assert "red-doctor did not answer" not in text
     assert "GPU: no GPU." in text
 
 

@@ -11,8 +11,11 @@ before it connects. Once connected, the box's own nvidia-smi is the authority.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
+import signal
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -93,18 +96,30 @@ def parse_gpus(query_code: int | None, query_out: str, header_out: str) -> tuple
                count=len(gpus)), ""
 
 
+# Seconds a killed command gets to go away: a process stuck in the driver ignores SIGKILL until
+# it leaves the kernel, and is then left behind rather than waited for.
+KILL_WAIT = 2
+
+
 def run(command: list[str], timeout: float) -> tuple[int | None, str]:
     """(exit code, stdout + stderr), or (None, why) when it is missing or did not finish."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              check=False, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, text=True, errors="replace",
+                                   start_new_session=True)
     except FileNotFoundError:
         return None, ""
-    except subprocess.TimeoutExpired:
-        return None, f"{command[0]} did not answer within {timeout:g} s (a hung driver?)"
     except OSError as error:
         return None, f"{command[0]} could not run: {error.strerror}"
-    return done.returncode, (done.stdout or "") + (done.stderr or "")
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.communicate(timeout=KILL_WAIT)
+        return None, f"{command[0]} did not answer within {timeout:g} s (a hung driver?)"
+    return process.returncode, output or ""
 
 
 def probe(timeout: float = 10) -> tuple[Gpu | None, str]:

@@ -5,9 +5,14 @@ server of its own: the page is static, nginx serves these files behind the token
 
 Read, never changed: supervisord's process states (its XML-RPC socket) and the program
 configs, the provisioning markers (``red-provision``'s in-progress / completed / failed /
-onstart.json), the models' state, the app's checkout and venv stamp, ``/logs/startup.log``
-(which secrets were generated) and ``/.launch`` (Vast's jupyter mode). Stdlib only: it runs
-on the box's own Python.
+onstart.json), the models' state, the app's checkout and venv stamp, red-doctor's report
+(the GPU, the flavor, the app's checks: ``redbox.app.doctor``), ``/logs/startup.log`` (which
+secrets were generated) and ``/.launch`` (Vast's jupyter mode). Stdlib only: it runs on the
+box's own Python.
+
+``red-status --doctor-problems [FILE]`` prints the problems of red-doctor's report instead, one a
+line, for the desktop's launcher: exit 0 when there are none (or no report), 1 when there are
+some, 3 when no flavor runs on this GPU (nothing is installed).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import re
 import sys
 import time
 
+from redbox.app import doctor
 from redbox.core import lock, pids, supervisor
 from redbox.core import state as state_file
 from redbox.core.log import startup_log, timestamp
@@ -36,6 +42,10 @@ SECRETS = (("portal_token", "the front door (the Open button, ?token=, Bearer, b
            ("jupyter_token", "JupyterLab (the front door hands it on)"),
            ("vnc_password", "the VNC desktop (the front door hands it to noVNC)"))
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# How the page's problems name what red-doctor found.
+DOCTOR_PREFIX = "red-doctor: "
+# --doctor-problems' exit status when no flavor runs on this GPU (nothing is installed).
+NOTHING_INSTALLED = 3
 
 
 def tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
@@ -188,10 +198,12 @@ def _script_step(provisioning_dir: str, log: str) -> dict:
     return _step(name, "failed", f"{source}: {status}{': ' + reason if reason else ''}", log)
 
 
-def provisioning_steps(args, env: dict, converge: dict) -> list[dict]:
+def provisioning_steps(args, env: dict, converge: dict,
+                       report: dict | None = None) -> list[dict]:
     """
     The boot's steps with their state (done, running, waiting, failed, skipped) and a detail:
     the services' converge, the app's checkout, packages and models, the user's script.
+    ``report``: red-doctor's (no flavor runs on its GPU: the converge installs nothing).
     """
     logs = args.logs_dir
     busy = converge["state"] == "running"
@@ -221,6 +233,12 @@ def provisioning_steps(args, env: dict, converge: dict) -> list[dict]:
                  else
                  {**step, "state": "skipped", "detail": f"no checkout in {app_dir}"}
                  for step in steps]
+    if report and report["flavor"]["chosen"] is None:
+        # What is not there yet never comes: the converge installs nothing on this GPU.
+        checkout, *steps = [
+            {**step, "state": "skipped", "detail": "no flavor runs on this GPU (red-doctor): "
+             "nothing is installed"} if step["state"] in ("waiting", "running") else step
+            for step in (checkout, *steps)]
     return [_converge_step(converge, logs), checkout, *steps,
             _script_step(args.provisioning_dir, f"{logs}/provisioning.log")]
 
@@ -238,8 +256,36 @@ def generated_secrets(logs_dir: str, secrets_dir: str) -> list[dict]:
     return result
 
 
-def problems(programs: list[dict], steps: list[dict]) -> list[str]:
-    """What failed, most important first: services, then the boot's steps."""
+def doctor_report(path: str) -> dict | None:
+    """
+    red-doctor's last report (its shape: ``redbox.app.doctor.report``), or None when there is
+    none, or the file does not read as one (half a file, another shape).
+    """
+    found = state_file.read(path)
+    if not isinstance(found, dict):
+        return None
+    card, flavor = found.get("gpu"), found.get("flavor")
+    shaped = (
+        (card is None or (isinstance(card, dict) and all(
+            key in card for key in ("name", "compute_capability", "driver_version",
+                                    "cuda_max"))))
+        and isinstance(flavor, dict) and all(key in flavor for key in ("configured", "chosen",
+                                                                       "reason"))
+        and isinstance(found.get("app"), list)
+        and all(isinstance(check, dict) for check in found["app"])
+        and isinstance(found.get("problems"), list)
+        and all(isinstance(line, str) for line in found["problems"])
+        and isinstance(found.get("ok"), bool) and (found["ok"] or found["problems"]))
+    return found if shaped else None
+
+
+def doctor_problems(report: dict | None) -> list[str]:
+    """What red-doctor found that keeps the app from running (its report's problems)."""
+    return list(report["problems"]) if report and not report["ok"] else []
+
+
+def problems(programs: list[dict], steps: list[dict], report: dict | None = None) -> list[str]:
+    """What failed, most important first: services, the boot's steps, then red-doctor's."""
     found = []
     for program in programs:
         if program["service"] and program["state"] in SERVICE_FAILED:
@@ -249,6 +295,7 @@ def problems(programs: list[dict], steps: list[dict]) -> list[str]:
         if step["state"] == "failed":
             found.append(f"{step['name']} failed: {step['detail']}"
                          + (f" (see {step['log']})" if step["log"] else ""))
+    found += [DOCTOR_PREFIX + line for line in doctor_problems(report)]
     return found
 
 
@@ -304,8 +351,9 @@ def supervisor_status(socket: str, timeout: float = 10) -> str:
 def snapshot(args, env: dict, status_output: str, log_names: list[str]) -> dict:
     programs = programs_status(status_output, program_configs(args.conf_dir), args.logs_dir)
     converge = converge_state(args.provisioning_dir)
-    steps = provisioning_steps(args, env, converge)
-    found = problems(programs, steps)
+    report = doctor_report(args.doctor_report)
+    steps = provisioning_steps(args, env, converge, report)
+    found = problems(programs, steps, report)
     services = [program for program in programs if program["service"]]
     return {
         "generated": timestamp(),
@@ -317,6 +365,8 @@ def snapshot(args, env: dict, status_output: str, log_names: list[str]) -> dict:
         "programs": programs,
         "provisioning": steps,
         "problems": found,
+        # red-doctor's report, as it wrote it (None: not written yet, or unreadable).
+        "doctor": report,
         "secrets": generated_secrets(args.logs_dir, args.secrets_dir),
         "jupyter": jupyter_link(args, env),
         "desktop": {"path": "/desktop/"},
@@ -325,9 +375,20 @@ def snapshot(args, env: dict, status_output: str, log_names: list[str]) -> dict:
     }
 
 
+def print_doctor_problems(path: str) -> int:
+    """The launcher's question: the report's problems, one a line; the exit status says more."""
+    report = doctor_report(path)
+    lines = doctor_problems(report)
+    for line in lines:
+        print(line)
+    if not lines:
+        return 0
+    return NOTHING_INSTALLED if report["flavor"]["chosen"] is None else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="red-status", description=__doc__.split("\n")[1])
-    parser.add_argument("--output", required=True, help="directory of status.json and logs/")
+    parser.add_argument("--output", help="directory of status.json and logs/ (required)")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between writes")
     parser.add_argument("--logs-dir", default="/logs")
     parser.add_argument("--provisioning-dir", default="/var/lib/red/provisioning")
@@ -340,8 +401,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jupyter-path", default="/jupyter/")
     parser.add_argument("--settings-file", default=SETTINGS_FILE,
                         help="what the last converge resolved (redbox.settings.resolve)")
+    parser.add_argument("--doctor-report", default=doctor.REPORT_FILE,
+                        help="red-doctor's report (red-doctor --write)")
+    parser.add_argument("--doctor-problems", nargs="?", const="", metavar="FILE",
+                        help="only print the problems of red-doctor's report (FILE, else "
+                             "--doctor-report's) and exit: 0 none, 1 some, "
+                             f"{NOTHING_INSTALLED} no flavor runs on this GPU")
     parser.add_argument("--once", action="store_true", help="write once and exit")
     args = parser.parse_args(argv)
+    if args.doctor_problems is not None:
+        return print_doctor_problems(args.doctor_problems or args.doctor_report)
+    if not args.output:
+        # argparse's own words, as for any other required option.
+        parser.error("the following arguments are required: --output")
     os.makedirs(args.output, mode=0o755, exist_ok=True)
     seen: dict = {}
     print(f"red-status: writing {args.output}/status.json every {args.interval:g} s",

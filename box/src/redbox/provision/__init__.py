@@ -46,7 +46,8 @@ onstart   The seed's on-start script (/opt/red/bin/red-onstart). First the servi
           --once-per-boot (Red's block in /root/onstart.sh): one line and nothing else when
           the flow already ran in this container start (the template's own on-start line).
           Exit: 0 when the script succeeded (or had already), 1 otherwise.
-status    Print the markers, the lock and the scripts (read-only); --json for programs.
+status    Print the markers, the lock, the scripts, the flavor and red-doctor's report (its
+          summary and problems; read-only); --json for programs (the report under doctor).
 logs-dir  Print the logs directory to use, creating it: /logs, or when that cannot be written
           the fallback (/var/log/red), with a line on stderr saying so.
 
@@ -71,6 +72,7 @@ import subprocess
 import sys
 import time
 
+from redbox.app import doctor
 from redbox.core import lock, progress, state, supervisor
 from redbox.core import log as logs_
 from redbox.core.pids import alive as pid_alive
@@ -88,6 +90,9 @@ VERSION_FILE = ".red-version"
 # red-provision, or the image build: `red-provision mark-installed`).
 INSTALLED = "installed.json"
 PYINFRA = "/opt/red/tool/bin/pyinfra"
+# red-doctor's report (the converge writes it when the GPU, the flavor or the app's install
+# changed): what the app meets on this GPU.
+DOCTOR_REPORT = doctor.REPORT_FILE
 SUPERVISOR_CONF = "/etc/supervisor/supervisord.conf"
 SUPERVISOR_CONF_DIR = "/etc/supervisor/conf.d"
 EX_TEMPFAIL = 75
@@ -781,6 +786,10 @@ def status_report() -> dict:
                     for path in (*prov.fallback_scripts, "/opt/red/bin/red-onstart")],
         # The app's current step (checkout, pip, models, clip, app) and percent.
         "app": progress.read(str(values["visomaster_status_file"])),
+        # The flavor configured (auto or a name); the one this GPU gets is the doctor's.
+        "flavor": str(values["visomaster_flavor"]),
+        # red-doctor's last report (None: not written yet, or it does not read).
+        "doctor": status.doctor_report(DOCTOR_REPORT),
     }
 
 
@@ -815,6 +824,17 @@ def cmd_status(args) -> int:
         print(f"  {'exists ' if script['exists'] else 'missing'} {script['path']}")
     for line in progress.lines(report["app"]):
         print(line)
+    found = report["doctor"]
+    if found:
+        flavor = found["flavor"]
+        print(f"flavor: {flavor['configured']} -> {flavor['chosen'] or 'none (nothing installed)'}"
+              f": {flavor['reason']}")
+        print(doctor.summary(found))
+        for line in found["problems"]:
+            print(f"  problem: {line}")
+    else:
+        print(f"flavor: {report['flavor']} (red-doctor has not reported on this GPU yet: "
+              f"{DOCTOR_REPORT}; run red-doctor)")
     print(f"logs: {report['logs_dir']}/provisioning.log, {report['logs_dir']}/converge.log")
     return 0
 

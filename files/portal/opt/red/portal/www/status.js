@@ -37,13 +37,65 @@ function logName(path) {
   return match ? match[1] : null;
 }
 
+// red-doctor's verdicts (the report under status.doctor): each one a badge class of its own.
+const VERDICTS = ["ok", "warn", "fail", "skip"];
+
+function fact(label, ...value) {
+  return [element("dt", {}, label), element("dd", {}, ...value)];
+}
+
+// The GPU card: what red-doctor found (the GPU, the flavor, each check of the app), and a banner
+// when no flavor runs on this GPU or there is no GPU, with the report's own why and what to do.
+// Every string goes in as text: the report holds what nvidia-smi printed.
+function renderGpu(report) {
+  $("#doctor-hint").hidden = Boolean(report);
+  const gpuBanner = $("#gpu-banner");
+  if (!report) {
+    gpuBanner.hidden = true;
+    $("#gpu").replaceChildren();
+    $("#checks").replaceChildren();
+    return;
+  }
+  const card = report.gpu;
+  const flavor = report.flavor || {};
+  const refused = flavor.chosen === null || flavor.chosen === undefined;
+  const warning = String(flavor.warning || "");
+  gpuBanner.hidden = !(refused || !card || warning);
+  gpuBanner.className = refused ? "banner bad" : "banner waiting";
+  gpuBanner.textContent = refused ? (warning || "No flavor of VisoMaster runs on this GPU: " + flavor.reason)
+                                  : warning;
+  const facts = card ? [
+    fact("GPU", String(card.name) + (card.count > 1 ? ` (${card.count} GPUs; the app uses the first)` : "")),
+    fact("Compute capability", String(card.compute_capability)),
+    fact("Driver", String(card.driver_version)),
+    fact("CUDA", card.cuda_max ? `up to ${card.cuda_max} (what the driver runs)` : "not known"),
+  ] : [fact("GPU", "none: " + (report.gpu_problem || "nvidia-smi shows no GPU"))];
+  facts.push(fact("Flavor", `${flavor.configured} → `,
+                  element("strong", {}, refused ? "none (nothing installed)" : String(flavor.chosen)),
+                  element("span", { class: "why" }, String(flavor.reason || ""))));
+  $("#gpu").replaceChildren(...facts.flat());
+  const checks = (report.app || []).map((check) => {
+    const verdict = VERDICTS.includes(check.verdict) ? check.verdict : "unknown";
+    return element("li", { "data-check": String(check.name) },
+      element("span", { class: "state " + verdict }, verdict),
+      element("strong", {}, String(check.name)),
+      element("span", { class: "detail" }, String(check.reason || "")));
+  });
+  $("#checks").replaceChildren(...checks);
+}
+
 function render(status) {
   $("#host").textContent = status.label || status.hostname || "";
   const failed = status.problems || [];
   const banner = $("#banner");
   if (failed.length) {
     banner.className = "banner bad";
-    banner.textContent = failed[0] + (failed.length > 1 ? ` (and ${failed.length - 1} more below)` : "");
+    // The doctor's own banner in the GPU card says it in full: not twice at the top.
+    const warning = status.doctor && status.doctor.flavor.warning;
+    const first = warning && failed[0] === "red-doctor: " + warning
+      ? "red-doctor: VisoMaster cannot run on this box: the GPU card below says why and what to do"
+      : failed[0];
+    banner.textContent = first + (failed.length > 1 ? ` (and ${failed.length - 1} more below)` : "");
   } else if (status.ready) {
     const busy = status.provisioning.some((step) => step.state === "running");
     banner.className = busy ? "banner waiting" : "banner ok";
@@ -71,6 +123,7 @@ function render(status) {
     element("code", {}, secret.path), " opens " + secret.opens +
     (secret.generated ? " (generated on this box)" : secret.exists ? " (from the environment)" : " (not made yet)")));
   $("#secrets").replaceChildren(...secrets);
+  renderGpu(status.doctor);
   const jupyter = $("#jupyter-link");
   if (status.jupyter.vast) {
     jupyter.href = `https://${location.hostname}:${status.jupyter.port}/`;

@@ -149,6 +149,9 @@ visomaster_models_deadline = 3600
 visomaster_models_backoff = 600
 # the models' verification record (JSON)
 visomaster_models_state = '/var/lib/red/models-state.json'
+# model files Red's fetcher downloads at once (each resumed after a cut, verified before it
+# replaces the model) (env VISOMASTER_MODELS_STREAMS)
+visomaster_models_streams = 4
 # fetch and verify the CLIP weights the text masks load (ViT-B/16) at provisioning (env
 # VISOMASTER_DOWNLOAD_CLIP)
 visomaster_download_clip = True

@@ -1,10 +1,12 @@
-"""Tests for files/visomaster/opt/red/bin/red-app-models (loopback HTTP only, no root).
+"""Tests for red-app-models (redbox.app.models; loopback HTTP only, no root).
 
 A fixture app repository gets a models_data.py shaped like upstream VisoMaster's (f-strings over
 module constants, a TensorRT list inside try, several lists) and a download_models.py that,
 like upstream's, skips files whose SHA-256 is right, downloads the rest into place and exits 0
 even when a download failed. A loopback http.server thread serves the model files and can be
 told to answer a path with good bytes, corrupt bytes, a 404 or a truncated body, per request.
+The tool fetches with Red's own fetcher by default (redbox.app.fetch: tests/unit/
+test_app_fetch*.py); `--downloader app` runs the app's downloader, as before.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def test_good_file_is_downloaded_verified_and_not_refetched(assets: Assets,
     rc, st, _ = run_tool(repo, state)
     assert rc == 0, st
     assert st["verified"] is True and st["checked"] == 2 and st["failed"] == []
-    assert st["downloads_run"] == 1 and st["download_runs"][0]["exit_code"] == 0
+    assert st["downloads_run"] == 1 and st["download_runs"][0]["fetched"] == 2
+    assert st["downloader"] == "red" and st["download_cmd"] is None
     assert (repo / "model_assets" / "liveportrait_onnx" / "lp_motion.onnx").read_bytes() == \
         blob("lp_motion")
     assert st["time"].endswith("Z")
@@ -63,7 +66,9 @@ def test_corrupt_download_is_retried_until_verified(assets: Assets, tmp_path: Pa
     assets.plan["/assets/v1.0.0/flaky.onnx"] = ["corrupt", "good"]
     rc, st, _ = run_tool(repo, tmp_path / "state.json")
     assert rc == 0, st
-    assert st["verified"] and st["downloads_run"] == 2
+    # Red's fetcher fetches a wrong download once more in the same round (the app's
+    # downloader needed a second run: test_the_apps_downloader_still_retries_by_runs).
+    assert st["verified"] and st["downloads_run"] == 1
     assert assets.hits["/assets/v1.0.0/flaky.onnx"] == 2
     assert assets.hits["/assets/v1.0.0/good.onnx"] == 1  # skipped once it verified
 
@@ -76,7 +81,13 @@ def test_always_corrupt_is_reported(assets: Assets, tmp_path: Path) -> None:
     [f] = st["failed"]
     assert f["file"] == "model_assets/bad.onnx" and f["reason"] == "sha256 mismatch"
     assert f["expected"] == sha(blob("bad")) and f["actual"] != f["expected"]
-    assert st["downloads_run"] == 2 and assets.hits["/assets/v1.0.0/bad.onnx"] == 2
+    # Fetched twice (once more after the wrong hash), then a failure for this run: no round 2.
+    assert st["downloads_run"] == 1 and assets.hits["/assets/v1.0.0/bad.onnx"] == 2
+    url = f"{assets.base}/assets/v1.0.0/bad.onnx"
+    assert f["url"] == url and url in f["download_error"]
+    assert f"model_assets/bad.onnx (sha256 mismatch: sha256 mismatch twice: got {f['actual']}" \
+        in st["reason"]
+    assert not (tmp_path / "VisoMaster" / "model_assets" / "bad.onnx").exists()
 
 
 def test_404_is_reported_missing(assets: Assets, tmp_path: Path) -> None:
@@ -85,19 +96,25 @@ def test_404_is_reported_missing(assets: Assets, tmp_path: Path) -> None:
     rc, st, err = run_tool(repo, tmp_path / "state.json")
     assert_not_verified(rc, st, err)
     assert st["checked"] == 2 and st["ok"] == 1
+    url = f"{assets.base}/assets/v1.0.0/gone.onnx"
     assert st["failed"] == [{"file": "model_assets/gone.onnx", "reason": "missing",
                              "path": str(repo / "model_assets" / "gone.onnx"), "model": "gone",
-                             "expected": sha(blob("gone")), "actual": None, "size": None}]
-    assert st["downloads_run"] == 3 and assets.hits["/assets/v1.0.0/gone.onnx"] == 3
-    assert "model_assets/gone.onnx (missing)" in err.strip().splitlines()[-1]
+                             "expected": sha(blob("gone")), "actual": None, "size": None,
+                             "url": url, "download_error": f"HTTP 404 Not Found from {url}"}]
+    # A 404 is not asked again in the same run (the app's downloader asked 3 times).
+    assert st["downloads_run"] == 1 and assets.hits["/assets/v1.0.0/gone.onnx"] == 1
+    assert f"model_assets/gone.onnx (missing: HTTP 404 Not Found from {url})" in \
+        err.strip().splitlines()[-1]
 
 
 def test_interrupted_transfer_is_retried_until_verified(assets: Assets, tmp_path: Path) -> None:
     repo = make_repo(tmp_path, assets, {"big": "x"})
     assets.plan["/assets/v1.0.0/big.onnx"] = ["truncate", "truncate", "good"]
     rc, st, _ = run_tool(repo, tmp_path / "state.json")
-    assert rc == 0 and st["verified"] and st["downloads_run"] == 3
+    # Each cut is resumed at once, in the same round (the app's downloader needed 3 runs).
+    assert rc == 0 and st["verified"] and st["downloads_run"] == 1
     assert (repo / "model_assets" / "big.onnx").read_bytes() == blob("big")
+    assert assets.ranges("/assets/v1.0.0/big.onnx") == [None, "bytes=2500-", "bytes=3750-"]
 
 
 def test_interrupted_transfer_every_time_is_reported(assets: Assets, tmp_path: Path) -> None:
@@ -228,3 +245,27 @@ def test_state_file_unwritable_still_reports(assets: Assets, tmp_path: Path) -> 
     assert proc.returncode == 0
     assert json.loads(proc.stdout)["verified"] is True
     assert "cannot write state file" in proc.stderr
+
+
+@pytest.mark.parametrize(("plan", "runs", "hits", "reason"), [
+    (["corrupt", "good"], 2, 2, None),
+    (["truncate", "truncate", "good"], 3, 3, None),
+    (["404"], 3, 3, "missing"),
+    (["corrupt"], 3, 3, "sha256 mismatch"),
+])
+def test_the_apps_downloader_still_retries_by_runs(assets: Assets, tmp_path: Path,
+                                                   plan: list[str], runs: int, hits: int,
+                                                   reason: str | None) -> None:
+    """--downloader app: what the tool did before Red's fetcher (the assertions it had)."""
+    repo = make_repo(tmp_path, assets, {"big": "x"})
+    assets.plan["/assets/v1.0.0/big.onnx"] = plan
+    rc, st, _ = run_tool(repo, tmp_path / "state.json", "--downloader", "app")
+    assert st["downloader"] == "app" and st["download_cmd"] == [sys.executable,
+                                                                "download_models.py"]
+    assert st["downloads_run"] == runs and assets.hits["/assets/v1.0.0/big.onnx"] == hits
+    assert [r["exit_code"] for r in st["download_runs"]] == [0] * runs
+    assert set(assets.ranges("/assets/v1.0.0/big.onnx")) == {None}
+    if reason is None:
+        assert rc == 0 and (repo / "model_assets" / "big.onnx").read_bytes() == blob("big")
+    else:
+        assert rc == 3 and [f["reason"] for f in st["failed"]] == [reason]

@@ -1,12 +1,15 @@
 """
 red-app-models (redbox.app.models), issue 10: a downloader double like upstream's (0-byte files,
 exit 0), a failed app install named as the cause instead of "sha256 mismatch", per-file
-progress in the status JSON, and the fork's ``Path(__file__)`` style of models_data.py.
+progress in the status JSON, and the fork's ``Path(__file__)`` style of models_data.py. The
+app's downloader is no longer the default (Red's fetcher is): the tests about it name it
+(``--downloader app``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -48,7 +51,7 @@ def test_a_downloader_leaving_zero_byte_files_and_exiting_0_is_not_trusted(asset
     repo = make_repo(tmp_path, assets, {"good": "good", "bad": "corrupt"})
     assets.plan["/assets/v1.0.0/bad.onnx"] = ["corrupt"]
     (repo / "download_models.py").write_text(ZERO_BYTE_DOWNLOADER)
-    rc, state, _ = run_tool(repo, tmp_path / "s.json", "--attempts", "2")
+    rc, state, _ = run_tool(repo, tmp_path / "s.json", "--attempts", "2", "--downloader", "app")
     assert rc == 3 and state["downloads_run"] == 2
     assert [run["exit_code"] for run in state["download_runs"]] == [0, 0]
     assert {f["model"]: f["reason"] for f in state["failed"]} == {"bad": "empty (0 bytes)"}
@@ -56,19 +59,21 @@ def test_a_downloader_leaving_zero_byte_files_and_exiting_0_is_not_trusted(asset
 
 
 def test_after_a_failed_install_the_models_step_names_it(assets, tmp_path):
+    # The app's downloader imports the app's packages; Red's fetcher needs none (below).
     repo = make_repo(tmp_path, assets, {"good": "good"})
     pip_state = tmp_path / "pip.json"
     requirements = str(repo / "requirements_cu124.txt")
+    app = ("--downloader", "app", "--pip-state", str(pip_state))
     # A failure of another checkout's install says nothing about this one.
     pip_state.write_text(json.dumps({"result": "failed", "requirements": "/w/req.txt"}))
-    rc, state, _ = run_tool(repo, tmp_path / "other.json", "--pip-state", str(pip_state))
+    rc, state, _ = run_tool(repo, tmp_path / "other.json", *app)
     assert rc == 0 and state["downloads_run"] == 1
     for model in repo.glob("model_assets/*.onnx"):
         model.unlink()
     assets.hits.clear()
     pip_state.write_text(json.dumps({"result": "failed", "requirements": requirements,
                                      "cause": "index pypi.nvidia.com: read timed out x3"}))
-    rc, state, err = run_tool(repo, tmp_path / "s.json", "--pip-state", str(pip_state))
+    rc, state, err = run_tool(repo, tmp_path / "s.json", *app)
     assert rc == 3 and state["downloads_run"] == 0 and not assets.hits
     assert state["reason"] == (
         "not downloaded: the app's packages are not installed (the last install of "
@@ -76,19 +81,43 @@ def test_after_a_failed_install_the_models_step_names_it(assets, tmp_path):
         "--retry-now` tries it now); the models are fetched by the first converge after the "
         "install")
     assert "sha256" not in err
+    # Red's fetcher does not need the app's packages: it fetches anyway.
+    rc, state, _ = run_tool(repo, tmp_path / "red.json", "--pip-state", str(pip_state))
+    assert rc == 0 and state["verified"] is True and state["downloads_run"] == 1
+    for model in repo.glob("model_assets/*.onnx"):
+        model.unlink()
     # Once the install succeeded, the download runs.
     pip_state.write_text(json.dumps({"result": "installed"}))
-    rc, state, _ = run_tool(repo, tmp_path / "s.json", "--pip-state", str(pip_state))
+    rc, state, _ = run_tool(repo, tmp_path / "s.json", *app)
     assert rc == 0 and state["verified"] is True
 
 
 def test_per_file_progress_goes_to_the_status_json_and_the_log(assets, tmp_path):
     repo = make_repo(tmp_path, assets, {"a": "good", "b": "good", "lp_c": "good"})
     status = tmp_path / "status.json"
-    rc, _, err = run_tool(repo, tmp_path / "s.json", "--status", str(status))
+    rc, _, err = run_tool(repo, tmp_path / "s.json", "--status", str(status),
+                          "--downloader", "app")
     assert rc == 0
     assert "red-app-models: 3 of 3 model files present; writing " in err
     assert "bytes (100%)" in err
+    record = json.loads(status.read_text())
+    assert (record["step"], record["state"], record["percent"]) == ("models", "done", 100)
+    assert record["detail"] == "3 of 3 model files verified"
+
+
+def test_red_fetchers_progress_goes_to_the_status_json_and_the_log(assets, tmp_path):
+    repo = make_repo(tmp_path, assets, {"a": "good", "b": "good", "lp_c": "good"},
+                     size=400_000)
+    assets.rate = 400_000  # a second a file: the progress has something to show
+    status = tmp_path / "status.json"
+    rc, _, err = run_tool(repo, tmp_path / "s.json", "--status", str(status), "--streams", "2")
+    assert rc == 0
+    assert "red-app-models: 3 of 3 model files missing or wrong; fetching 3 with 2 stream(s) " \
+        "(round 1/3)" in err
+    assert re.search(r"red-app-models: 0 of 3 model files verified; [0-9.]+ (bytes|KB|MB) "
+                     r"fetched; fetching a\.onnx \d+%, b\.onnx \d+% \(\d+%\)", err), err
+    assert "red-app-models: model_assets/a.onnx: fetched and verified (400.0 KB)" in err
+    assert "red-app-models: 3 of 3 model files verified; 1.2 MB fetched (100%)" in err
     record = json.loads(status.read_text())
     assert (record["step"], record["state"], record["percent"]) == ("models", "done", 100)
     assert record["detail"] == "3 of 3 model files verified"
@@ -122,18 +151,27 @@ def test_the_forks_path_file_style_models_data(assets, tmp_path):
 HANGING_DOWNLOADER = "import time\ntime.sleep(120)\n"
 
 
-def test_the_deadline_bounds_all_the_runs_together(assets, tmp_path):
-    # A blackholed mirror: each run hangs; three runs of 60 s would be three minutes.
+@pytest.mark.parametrize("downloader", ["app", "red"])
+def test_the_deadline_bounds_all_the_runs_together(assets, tmp_path, downloader):
+    # A blackholed mirror: each run hangs; three runs of 60 s would be three minutes. Red's
+    # fetcher: the request is taken and never answered; each read waits for the time left,
+    # not its whole read timeout.
     repo = make_repo(tmp_path, assets, {"a": "good"})
     (repo / "download_models.py").write_text(HANGING_DOWNLOADER)
+    assets.plan["/assets/v1.0.0/a.onnx"] = ["hang"]
+    assets.hang_seconds = 10
     started = time.monotonic()
     rc, state, _ = run_tool(repo, tmp_path / "s.json", "--attempts", "3", "--timeout", "60",
-                            "--deadline", "3")
-    assert time.monotonic() - started < 20
+                            "--deadline", "3", "--downloader", downloader,
+                            "--read-timeout", "60")
+    assert time.monotonic() - started < (20 if downloader == "app" else 8)
     assert rc == 3 and state["downloads_run"] == 1 and state["deadline_reached"] is True
     assert state["reason"] == ("1 of 1 model files not verified: the deadline ran out after "
                                "1 download run(s)")
-    assert "killed after 3 s" in state["download_runs"][0]["output_tail"][-1]
+    if downloader == "app":
+        assert "killed after 3 s" in state["download_runs"][0]["output_tail"][-1]
+    else:
+        assert not list((repo / "model_assets").iterdir())  # no empty partial left about
 
 
 def test_a_failed_download_backs_off_until_retried_or_the_list_changes(assets, tmp_path):

@@ -1,10 +1,11 @@
-"""red-app-models: run VisoMaster's own model downloader until every model file verifies.
+"""red-app-models: fetch VisoMaster's model files until every one verifies.
 
 Usage:
     red-app-models --repo DIR [--models-data app/processors/models_data.py] [--attempts N]
-                   [--state FILE] [--download-cmd "python download_models.py"]
+                   [--state FILE] [--streams N] [--read-timeout SECONDS]
+                   [--downloader red|app] [--download-cmd "python download_models.py"]
                    [--python PYTHON] [--timeout SECONDS] [--deadline SECONDS]
-                   [--backoff SECONDS] [--force] [--rehash]
+                   [--backoff SECONDS] [--force] [--rehash] [--check]
     red-app-models --retry-now [--state FILE]   # the last download again, now
 
 Runs on the target box (stdlib only, Python >= 3.10).
@@ -18,15 +19,31 @@ Runs on the target box (stdlib only, Python >= 3.10).
    list, built at run time, lives in a try block). local_path is resolved against the repo
    root. An entry whose path or hash cannot be evaluated, or that has no "url" (the downloader
    cannot fetch it), is listed under "skipped" and does not count.
-2. Verifies every entry's SHA-256. When all verify, the downloader is not run at all.
-3. Otherwise runs the downloader from the repo root (argv list, never a shell; default
-   [PYTHON, "download_models.py"], PYTHON defaulting to this interpreter; --download-cmd is
-   split with shlex), with its output forwarded to stderr, then verifies again; up to
-   --attempts runs (default 3). The downloader's exit code is recorded but not trusted (the
-   upstream one exits 0 after failed downloads). Each run is killed after --timeout seconds,
-   and all of them together get --deadline seconds.
+2. Verifies every entry's SHA-256. When all verify, nothing is downloaded at all (--check,
+   like --attempts 0, only verifies).
+3. Otherwise fetches the files that do not verify, in up to --attempts rounds (default 3), each
+   round bounded by --timeout seconds and all of them together by --deadline seconds:
+   - by default with Red's own fetcher (redbox.app.fetch, --downloader red): --streams files
+     at once (default 4, 1..16), each written to <file>.red-partial, resumed with a Range
+     request after a cut, hashed while it streams and renamed over the model only once its
+     SHA-256 is the listed one (a killed run never leaves a half-written model); GitHub's
+     redirects are followed. A file whose download has the wrong SHA-256 twice, or that
+     answers an HTTP 4xx, fails for this run (the failure names the file and the URL); a cut
+     or refused connection is tried again by the next round (after a pause of 1 s, doubling).
+     A full disk stops the run with one line naming the file and the bytes it still needs.
+     The files a round fetched are not hashed again (their SHA-256 was computed on the way).
+     Two runs at once never fetch the same file: each file is locked while it is fetched, and
+     a second run WAITS for it (within its deadline), then takes the file the first one put
+     in place without fetching it. The app's packages are not needed.
+   - with --downloader app (implied by --download-cmd), the app's own downloader, run from the
+     repo root (argv list, never a shell; default [PYTHON, "download_models.py"], PYTHON
+     defaulting to this interpreter; --download-cmd is split with shlex), with its output
+     forwarded to stderr, then every file verified again; its exit code is recorded but not
+     trusted (the upstream one exits 0 after failed downloads); a run is killed after
+     --timeout seconds. It imports the app: a failed install of the app's packages
+     (--pip-state) is named as the cause instead of being run.
    A failed download is recorded with its cause and a backoff (--backoff seconds, doubling
-   per failure of the same model list and command, up to 6 h): until then a run verifies
+   per failure of the same model list and downloader, up to 6 h): until then a run verifies
    but does not download (--force, or --retry-now, does); a changed model list downloads.
 4. Writes the JSON state file atomically (default /var/lib/red/models-state.json) and prints
    the same JSON (without the cache) as one line on stdout.
@@ -39,10 +56,14 @@ State file:
    "failed": [{"file": rel path, "path": abs path, "model": name, "reason": "missing" |
                "sha256 mismatch" | "unreadable", "expected": sha256, "actual": sha256 | null,
                "size": int | null}],
-   "skipped": [{"file", "model", "reason"}],  (reason "empty (0 bytes)": what upstream's
-   downloader leaves after an integrity failure)
-   "time": ISO-8601 UTC, "repo", "models_data", "attempts": N, "downloads_run": int,
-   "download_runs": [{"attempt", "exit_code", "seconds", "output_tail": [str]}],
+   (reason "empty (0 bytes)": what upstream's downloader leaves after an integrity failure;
+   a file Red's fetcher could not fetch adds "url" and "download_error", and one whose
+   download had the wrong SHA-256 reads "sha256 mismatch" with that download's "actual")
+   "skipped": [{"file", "model", "reason"}],
+   "time": ISO-8601 UTC, "repo", "models_data", "attempts": N, "downloads_run": int (rounds
+   or downloader runs), "downloader": "red" | "app", "streams": N, "download_cmd": argv | null,
+   "download_runs": [{"attempt", "seconds", "output_tail": [str], and "exit_code" (app) or
+                      "files", "fetched", "received", "errors": [{"file", "url", "error"}]}],
    "reason": one-line summary, "error": str | null, "cache": {abs path: {...}},
    "key": the inputs' sha256, "failures": failed downloads in a row of these inputs,
    "cause", "next_try_after" (ISO-8601), "next_try_epoch", "in_backoff": bool,
@@ -69,6 +90,7 @@ import time
 from pathlib import Path
 from types import MappingProxyType
 
+from redbox.app import fetch
 from redbox.core import lock
 from redbox.core import state as json_state
 from redbox.core.log import timestamp
@@ -79,6 +101,9 @@ TOOL = "red-app-models"
 DEFAULT_STATE = "/var/lib/red/models-state.json"
 DEFAULT_MODELS_DATA = "app/processors/models_data.py"
 EXIT_OK, EXIT_NOT_VERIFIED = 0, 3
+# Red's fetcher: the pause before its second round (doubling after), what its key names.
+ROUND_PAUSE = 1.0
+RED_FETCHER = ["red-app-models", "fetch"]
 HEX64 = frozenset("0123456789abcdef")
 
 
@@ -395,6 +420,98 @@ def _run_downloader(cmd: list[str], repo: str, timeout: float | None) -> tuple[i
     return rc, list(tail)
 
 
+class FetchProgress:
+    """
+    Progress of Red's fetcher: files verified, bytes fetched, the files in flight; a line to
+    stderr (the models log) every ``every`` seconds, the step "models" in the status JSON.
+    """
+
+    def __init__(self, status: str | None, checked: int, every: float = 2.0):
+        self.reporter = Reporter(status, "models") if status else None
+        self.checked = checked
+        self.ok = 0
+        self.every = every
+        self.last = 0.0
+        self.guard = threading.Lock()
+
+    def __call__(self, fetcher: fetch.Fetcher) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        with self.guard:
+            if now - self.last < self.every:
+                return
+            self.last = now
+        self.report(fetcher)
+
+    def report(self, fetcher: fetch.Fetcher | None) -> None:
+        snap = fetcher.snapshot() if fetcher else {"ok": 0, "received": 0, "active": {}}
+        ok = self.ok + snap["ok"]
+        flying = [(os.path.basename(dest), have / total if total else 0.0)
+                  for dest, (have, total) in sorted(snap["active"].items())]
+        percent = 100 * (ok + sum(share for _, share in flying)) / max(1, self.checked)
+        now = ", ".join(f"{name} {100 * share:.0f}%" for name, share in flying[:3])
+        more = f" and {len(flying) - 3} more" if len(flying) > 3 else ""
+        detail = (f"{ok} of {self.checked} model files verified; "
+                  f"{fetch.human(snap['received'])} fetched"
+                  + (f"; fetching {now}{more}" if flying else ""))
+        print(f"{TOOL}: {detail} ({percent:.0f}%)", file=sys.stderr, flush=True)
+        if self.reporter:
+            self.reporter.update("running", percent, detail)
+
+
+def fetch_round(a: argparse.Namespace, repo: str, entries: list[dict], todo: list[dict], *,
+                limit: float | None, progress: FetchProgress) -> tuple[fetch.Result, dict]:
+    """One round of Red's fetcher over the failing files; (its result, the run's record)."""
+    urls: dict[str, str] = {}
+    for e in entries:
+        urls.setdefault(resolve(repo, e["local_path"]), e["url"])
+    items = [fetch.Item(urls[f["path"]], f["path"], f["expected"], name=f["file"],
+                        seen=fetch.file_key(f["path"])) for f in todo]
+    tail: collections.deque = collections.deque(maxlen=20)
+
+    def say(line: str) -> None:
+        tail.append(line[:300])
+        print(f"{TOOL}: {line}", file=sys.stderr, flush=True)
+
+    fetcher = fetch.Fetcher(items, streams=a.streams, deadline=limit,
+                            read_timeout=a.read_timeout, progress=progress, say=say)
+    result = fetcher.run()
+    progress.report(fetcher)
+    record = {"files": len(items), "fetched": sum(1 for o in result.outcomes if o.ok),
+              "received": result.received,
+              "errors": [{"file": o.item.name, "url": o.item.url, "error": o.error}
+                         for o in result.failed][:20],
+              "seconds": round(result.seconds, 1), "output_tail": list(tail)}
+    return result, record
+
+
+def note_outcomes(result: fetch.Result, cache: dict, errors: dict) -> None:
+    """Cache what the round verified on the way (no second hashing); keep what failed."""
+    for o in result.outcomes:
+        path = o.item.dest
+        if o.ok:
+            errors.pop(path, None)
+            try:
+                cache[path] = {**stat_key(os.stat(path)), "sha256": o.sha256}
+            except OSError:
+                cache.pop(path, None)
+        else:
+            errors[path] = {"url": o.item.url, "error": o.error, "final": o.final,
+                            "sha256": o.sha256}
+
+
+def explain(failed: list[dict], errors: dict) -> None:
+    """A failing file's download error, its URL, and a wrong download's SHA-256."""
+    for f in failed:
+        e = errors.get(f["path"])
+        if not e:
+            continue
+        f["url"], f["download_error"] = e["url"], e["error"]
+        if f["reason"] == "missing" and e["sha256"] and "sha256 mismatch" in (e["error"] or ""):
+            f["reason"], f["actual"] = "sha256 mismatch", e["sha256"]
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -421,27 +538,39 @@ def summarize(state: dict) -> str:
                 f"deadline ran out after {state['downloads_run']} download run(s)")
     if state["verified"]:
         return f"all {state['checked']} model files verified"
-    shown = ", ".join(f"{f['file']} ({f['reason']})" for f in state["failed"][:5])
+    shown = ", ".join(f"{f['file']} ({f['reason']}"
+                      + (f": {f['download_error']})" if f.get("download_error") else ")")
+                      for f in state["failed"][:5])
     more = f" and {len(state['failed']) - 5} more" if len(state["failed"]) > 5 else ""
     return (f"{len(state['failed'])} of {state['checked']} model files failed verification "
             f"after {state['downloads_run']} download run(s): {shown}{more}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=TOOL, description="Download VisoMaster's models with the "
-                                "app's own downloader and verify their SHA-256.")
+    p = argparse.ArgumentParser(prog=TOOL, description="Fetch VisoMaster's models (Red's "
+                                "fetcher, or the app's own downloader) and verify their "
+                                "SHA-256.")
     p.add_argument("--repo", help="the app's checkout (required but with --retry-now)")
     p.add_argument("--models-data", default=DEFAULT_MODELS_DATA)
     p.add_argument("--attempts", type=int, default=3)
     p.add_argument("--state", default=DEFAULT_STATE)
+    p.add_argument("--downloader", choices=("red", "app"), default=None,
+                   help="red: Red's fetcher (the default); app: the app's download_models.py")
+    p.add_argument("--streams", type=int, default=fetch.DEFAULT_STREAMS,
+                   help=f"files Red's fetcher fetches at once ({fetch.MIN_STREAMS}.."
+                        f"{fetch.MAX_STREAMS})")
+    p.add_argument("--read-timeout", type=float, default=fetch.READ_TIMEOUT,
+                   help="seconds Red's fetcher waits for a connection or a read")
     p.add_argument("--download-cmd", default=None,
-                   help='command line, split like a shell would (no shell is run); '
-                        'default: "PYTHON download_models.py"')
-    p.add_argument("--python", default=sys.executable)
+                   help='the app downloader\'s command line (implies --downloader app), split '
+                        'like a shell would (no shell is run); default: '
+                        '"PYTHON download_models.py"')
+    p.add_argument("--python", default=sys.executable,
+                   help="the interpreter that runs the app's downloader")
     p.add_argument("--timeout", type=float, default=0,
-                   help="kill a downloader run after this many seconds (0: no limit)")
+                   help="seconds one round (one downloader run) may take (0: no limit)")
     p.add_argument("--deadline", type=float, default=0,
-                   help="seconds for all the downloader runs together (0: no limit)")
+                   help="seconds for all the rounds together (0: no limit)")
     p.add_argument("--backoff", type=float, default=0,
                    help="after a failed download, seconds before a run downloads again "
                         "(doubling per failure of the same model list, up to 6 h; 0: none)")
@@ -449,6 +578,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retry-now", action="store_true",
                    help="run the last recorded download again now (its own arguments)")
     p.add_argument("--rehash", action="store_true", help="ignore cached hashes")
+    p.add_argument("--check", action="store_true",
+                   help="verify only, never download (like --attempts 0)")
     p.add_argument("--pip-state", help="red-app-pip's record: a failed install is the cause")
     p.add_argument("--status", help="the status JSON for per-file progress (step models)")
     a = rerun_arguments(p, argv, "download", ("--force", "--rehash"))
@@ -456,9 +587,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--repo is required")
     if a.attempts < 0:
         p.error("--attempts must be >= 0")
+    if not fetch.MIN_STREAMS <= a.streams <= fetch.MAX_STREAMS:
+        p.error(f"--streams must be {fetch.MIN_STREAMS}..{fetch.MAX_STREAMS}")
+    if a.read_timeout <= 0:
+        p.error("--read-timeout must be > 0")
+    if a.check:
+        a.attempts = 0
+    a.downloader = a.downloader or ("app" if a.download_cmd else "red")
     a.cmd = shlex.split(a.download_cmd) if a.download_cmd else [a.python, "download_models.py"]
     if not a.cmd:
         p.error("--download-cmd is empty")
+    # What the state's key names: the app's command line, or Red's fetcher.
+    a.key_cmd = a.cmd if a.downloader == "app" else RED_FETCHER
     return a
 
 
@@ -514,10 +654,11 @@ def converge(a: argparse.Namespace, repo: str, models_data: str, state: dict,
         return
     cache = {} if a.rehash else load_cache(a.state)
     checked, failed = verify(repo, entries, cache, use_cache=not a.rehash)
-    blocked = install_failed(a.pip_state, repo) if failed and a.attempts else None
+    blocked = install_failed(a.pip_state, repo) \
+        if failed and a.attempts and a.downloader == "app" else None
     if blocked:
-        # The downloader imports the app's packages: without them every file would read as
-        # "missing" or "sha256 mismatch", hiding the real cause.
+        # The app's downloader imports the app's packages: without them every file would read
+        # as "missing" or "sha256 mismatch", hiding the real cause. Red's fetcher needs none.
         state["error"] = (f"not downloaded: the app's packages are not installed ({blocked}); "
                           "the models are fetched by the first converge after the install")
         a.attempts = 0
@@ -528,18 +669,59 @@ def converge(a: argparse.Namespace, repo: str, models_data: str, state: dict,
                           f"time(s) ({previous.get('cause')}); next try after "
                           f"{previous.get('next_try_after')}; `{TOOL} --retry-now` tries now")
         a.attempts = 0
-    progress = FileProgress(repo, entries, a.status) if a.status else None
-    started = time.monotonic()
-    while failed and state["downloads_run"] < a.attempts:
-        limit = a.timeout or None
-        if a.deadline:
-            left = a.deadline - (time.monotonic() - started)
-            if left < 1:
-                state["deadline_reached"] = True
-                break
-            limit = min(limit or left, left)
+    rounds = red_rounds if a.downloader == "red" else app_rounds
+    checked, failed, reporter = rounds(a, repo, entries, state, cache=cache,
+                                       found=(checked, failed))
+    state.update(checked=checked, failed=failed, ok=checked - len(failed),
+                 verified=not failed, cache=cache)
+    if reporter is not None and state["downloads_run"]:
+        reporter.update(
+            "done" if not failed else "failed", 100 * (checked - len(failed)) / max(1, checked),
+            f"{checked - len(failed)} of {checked} model files verified", force=True)
+
+
+class Clock:
+    """--timeout per round, --deadline for all of them: the seconds a round may take."""
+
+    def __init__(self, a: argparse.Namespace):
+        self.timeout, self.deadline = a.timeout, a.deadline
+        self.started = time.monotonic()
+
+    def left(self) -> float | None:
+        if not self.deadline:
+            return None
+        return self.deadline - (time.monotonic() - self.started)
+
+    def limit(self) -> float | None:
+        """None: no limit; 0: the deadline ran out."""
+        left = self.left()
+        if left is None:
+            return self.timeout or None
+        if left < 1:
+            return 0
+        return min(self.timeout or left, left)
+
+    def start(self, state: dict) -> tuple[int, float | None] | None:
+        """The next round's number and time limit, counted; None: the deadline ran out."""
+        limit = self.limit()
+        if limit == 0:
+            state["deadline_reached"] = True
+            return None
         state["downloads_run"] += 1
-        n = state["downloads_run"]
+        return state["downloads_run"], limit
+
+
+def app_rounds(a: argparse.Namespace, repo: str, entries: list[dict], state: dict, *,
+               cache: dict, found: tuple[int, list]) -> tuple[int, list, Reporter | None]:
+    """Run the app's downloader until the files verify (up to --attempts runs)."""
+    checked, failed = found
+    progress = FileProgress(repo, entries, a.status) if a.status else None
+    clock = Clock(a)
+    while failed and state["downloads_run"] < a.attempts:
+        started = clock.start(state)
+        if started is None:
+            break
+        n, limit = started
         print(f"{TOOL}: {len(failed)} of {checked} model files missing or wrong; running "
               f"{shlex.join(a.cmd)} in {repo} (attempt {n}/{a.attempts})", file=sys.stderr)
         t0 = time.monotonic()
@@ -552,12 +734,44 @@ def converge(a: argparse.Namespace, repo: str, models_data: str, state: dict,
             state["error"] = f"cannot run the downloader: {tail[-1]}" if failed else None
             break
         checked, failed = verify(repo, entries, cache, use_cache=False)
-    state.update(checked=checked, failed=failed, ok=checked - len(failed),
-                 verified=not failed, cache=cache)
-    if progress is not None and state["downloads_run"]:
-        progress.reporter.update(
-            "done" if not failed else "failed", 100 * (checked - len(failed)) / max(1, checked),
-            f"{checked - len(failed)} of {checked} model files verified", force=True)
+    return checked, failed, progress.reporter if progress else None
+
+
+def red_rounds(a: argparse.Namespace, repo: str, entries: list[dict], state: dict, *,
+               cache: dict, found: tuple[int, list]) -> tuple[int, list, Reporter | None]:
+    """Fetch the failing files with Red's fetcher, in up to --attempts rounds."""
+    checked, failed = found
+    progress = FetchProgress(a.status, checked)
+    errors: dict[str, dict] = {}  # path -> the last download error
+    clock = Clock(a)
+    while failed and state["downloads_run"] < a.attempts:
+        todo = [f for f in failed if not errors.get(f["path"], {}).get("final")]
+        if not todo:
+            break  # what is left failed for good this run (a wrong SHA-256 twice, a 4xx)
+        if state["downloads_run"]:
+            pause = ROUND_PAUSE * 2 ** (state["downloads_run"] - 1)
+            left = clock.left()
+            time.sleep(pause if left is None else max(0.0, min(pause, left - 1)))
+        started = clock.start(state)
+        if started is None:
+            break
+        n, limit = started
+        print(f"{TOOL}: {len(failed)} of {checked} model files missing or wrong; fetching "
+              f"{len(todo)} with {min(a.streams, len(todo))} stream(s) (round "
+              f"{n}/{a.attempts})", file=sys.stderr, flush=True)
+        progress.ok = checked - len(failed)
+        result, record = fetch_round(a, repo, entries, todo, limit=limit, progress=progress)
+        state["download_runs"].append({"attempt": n, **record})
+        note_outcomes(result, cache, errors)
+        checked, failed = verify(repo, entries, cache, use_cache=True)
+        if result.stopped:
+            state["error"] = result.stopped
+            break
+        if result.deadline_reached:
+            state["deadline_reached"] = True
+            break
+    explain(failed, errors)
+    return checked, failed, progress.reporter
 
 
 def install_failed(pip_state: str | None, repo: str) -> str | None:
@@ -582,20 +796,24 @@ def main(argv: list[str] | None = None) -> int:
     state: dict = {"verified": False, "checked": 0, "ok": 0, "failed": [], "skipped": [],
                    "time": timestamp(), "repo": repo, "models_data": models_data,
                    "attempts": a.attempts, "downloads_run": 0, "download_runs": [],
-                   "download_cmd": a.cmd, "reason": "", "error": None, "cache": {}}
+                   "downloader": a.downloader, "streams": a.streams,
+                   "download_cmd": a.cmd if a.downloader == "app" else None,
+                   "reason": "", "error": None, "cache": {}}
     lock_fd = None
     try:
         state_dir = os.path.dirname(os.path.abspath(a.state))
         os.makedirs(state_dir, exist_ok=True)
         lock_fd = os.open(state_dir, os.O_RDONLY)
-        # One run per state file; each downloader run is bounded by --timeout.
+        # One run per state file (a second one waits; each round is bounded by --timeout and
+        # --deadline). Runs with other state files are kept off each other's files by the
+        # fetcher's per-file locks.
         lock.acquire(lock_fd, None)
     except OSError:
         lock_fd = None
     try:
         previous = json_state.read(a.state)
         previous = previous if isinstance(previous, dict) else {}
-        state["key"] = inputs_key(models_data, a.cmd)
+        state["key"] = inputs_key(models_data, a.key_cmd)
         if not os.path.isdir(repo):
             state["error"] = f"repository directory {repo} does not exist"
         else:

@@ -238,6 +238,9 @@ SETTINGS: tuple[Setting, ...] = (
        "doubling per failure up to 6 h; `red-app-models --retry-now` tries at once"),
     _s("visomaster", "visomaster_models_state", "/var/lib/red/models-state.json",
        parse.absolute_dir, "the models' verification record (JSON)"),
+    _s("visomaster", "visomaster_models_streams", 4, parse.integer(1, 16),
+       "model files Red's fetcher downloads at once (each resumed after a cut, verified "
+       "before it replaces the model)", env=("VISOMASTER_MODELS_STREAMS",)),
     _s("visomaster", "visomaster_download_clip", True, parse.boolean,
        "fetch and verify the CLIP weights the text masks load (ViT-B/16) at provisioning",
        env=("VISOMASTER_DOWNLOAD_CLIP",)),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
+import os
 import sys
 
 import pyinfra
@@ -110,15 +111,24 @@ def pop_global_arguments_once(state, host, kwargs):
     return _POP_STOCK(state, _HostReadOnce(host), kwargs)
 
 
+# Each patch by name; RED_SPEEDUPS_OFF=order,arguments,data leaves those out (bench/speedups.py
+# measures what each one saves).
+PATCHES = ("order", "arguments", "data")
+
+
 def install() -> bool:
     """Use the faster equivalents when pyinfra is the release they were checked against."""
     if pyinfra.__version__ != CHECKED_RELEASE:
         return False
-    _operation.get_operation_order_from_stack = operation_order_from_frames
-    # pyinfra.api.facts imported the function by name: both references.
-    _arguments.all_global_arguments = all_global_arguments_once
-    _facts.all_global_arguments = all_global_arguments_once
-    # Imported by name by the modules that call it.
-    for module in (_operation, _deploy, _facts):
-        module.pop_global_arguments = pop_global_arguments_once
+    off = set(os.environ.get("RED_SPEEDUPS_OFF", "").split(","))
+    if "order" not in off:
+        _operation.get_operation_order_from_stack = operation_order_from_frames
+    if "arguments" not in off:
+        # pyinfra.api.facts imported the function by name: both references.
+        _arguments.all_global_arguments = all_global_arguments_once
+        _facts.all_global_arguments = all_global_arguments_once
+    if "data" not in off:
+        # Imported by name by the modules that call it.
+        for module in (_operation, _deploy, _facts):
+            module.pop_global_arguments = pop_global_arguments_once
     return True

@@ -5,7 +5,7 @@ The base system: packages every concern relies on, the locale, and the seed's di
 from pyinfra.api import deploy
 
 from operations import _files, settings
-from operations._common import apt_install, template
+from operations.ops import apt_install, template
 from redbox.settings.registry import SETTINGS
 
 BASE_PACKAGES = [

@@ -6,8 +6,9 @@ served by websockify so a browser is the only client a user needs.
 from pyinfra.api import deploy
 
 from operations import settings
-from operations._common import Program, apt_install, secret, supervisor_program, upload
+from operations.ops import apt_install, secret, upload
 from operations.portal import LOOPBACK, portal_settings
+from operations.program import Program, supervisor_program
 
 DESKTOP_PACKAGES = [
     "tigervnc-standalone-server",

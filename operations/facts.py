@@ -5,6 +5,7 @@ Facts the deploy asks the box itself, each a small typed ``FactBase`` with its o
 
 from __future__ import annotations
 
+import re
 import shlex
 
 from pyinfra.api import FactBase
@@ -49,3 +50,114 @@ class GpuReport(FactBase):
                                   "(a hung driver?)", "")
         return gpu.parse_gpus(int(code) if code.isdigit() else 1, "\n".join(query),
                               "\n".join(header))
+
+
+class PortListeners(FactBase):
+    """
+    Returns who listens on each of some TCP ports: ``{port: [{"name", "pid", "supervised"}]}``,
+    a port nobody listens on left out. ``supervised`` is True for a process under a supervisord
+    (ours); a listener whose process is invisible here (the host, or another container on a
+    shared network) has name "?" and pid None.
+
+    + ports: the ports to look at (one process for all of them)
+    """
+
+    default = dict
+
+    def command(self, ports) -> str:
+        ports = sorted({int(port) for port in ports})
+        # A bare box may not have ss (iproute2) yet: then the kernel's socket table and /proc
+        # answer the same question, in ss's format.
+        proc_listeners = "".join(
+            "for inode in $(awk -v p=:HEXPORT '$4 == \"0A\" && substr($2, length($2) - 4) == p "
+            "{ print $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do "
+            "pid=$(ls -l /proc/[0-9]*/fd 2>/dev/null | awk -v s=\"socket:[$inode]\" "
+            "'/^\\/proc/ { d = $1 } $NF == s { split(d, a, \"/\"); print a[3]; exit }'); "
+            "echo \"LISTEN 0 0 *:PORT *:* "
+            "users:((\\\"$(cat /proc/$pid/comm 2>/dev/null)\\\",pid=$pid,fd=0))\"; "
+            "done; ".replace("HEXPORT", f"{port:04X}").replace("PORT", str(port))
+            for port in ports
+        )
+        sports = " or ".join(f"sport = :{port}" for port in ports)
+        ss = f"ss -Hltnp '( {sports} )' 2>/dev/null"
+        # ss maps sockets to processes before it lists the sockets: a program that binds in
+        # between (sshd after making its host keys, Jupyter seconds after its start) shows no
+        # process, as a foreign listener would. Asked again, a socket that was listed is older
+        # than the new mapping: only a process truly invisible here still shows none.
+        return (
+            f"if command -v ss >/dev/null 2>&1; then listeners=$({ss}); "
+            "if printf '%s\\n' \"$listeners\" | grep -v 'users:' | grep -q .; "
+            f"then listeners=$({ss}); fi; "
+            "[ -z \"$listeners\" ] || printf '%s\\n' \"$listeners\"; "
+            f"else {proc_listeners}fi; echo ---; "
+            "ps -eo pid=,ppid=,comm= 2>/dev/null || true"
+        )
+
+    def process(self, output) -> dict[int, list[dict]]:
+        lines = list(output)
+        split = lines.index("---") if "---" in lines else len(lines)
+        parents = {}
+        for line in lines[split + 1:]:
+            fields = line.split(None, 2)
+            if len(fields) == 3 and fields[0].isdigit() and fields[1].isdigit():
+                parents[int(fields[0])] = (int(fields[1]), fields[2].strip())
+
+        def supervised(pid: int) -> bool:
+            seen = set()
+            while pid in parents and pid not in seen:
+                seen.add(pid)
+                parent, name = parents[pid]
+                if name == "supervisord":
+                    return True
+                pid = parent
+            return False
+
+        listeners: dict[int, list[dict]] = {}
+        for line in lines[:split]:
+            fields = line.split()
+            port = fields[3].rpartition(":")[2] if len(fields) > 3 else ""
+            if not port.isdigit():
+                continue
+            found = listeners.setdefault(int(port), [])
+            users = re.findall(r'\("([^"]*)",pid=(\d+)', line)
+            if not users:
+                found.append({"name": "?", "pid": None, "supervised": False})
+            for name, pid in users:
+                found.append({"name": name, "pid": int(pid), "supervised": supervised(int(pid))})
+        return listeners
+
+
+class VastLaunchMode(FactBase):
+    """
+    Returns Vast's launch mode by its own signal: "jupyter" or "ssh" when ``/.launch`` exists
+    (Vast's ssh/jupyter modes, where Vast owns PID 1; it names jupyter in jupyter mode), else
+    None (the image's entrypoint runs: Vast's ``args`` mode, docker run, a live box).
+    """
+
+    def command(self) -> str:
+        return ("if [ -e /.launch ]; then grep -qi jupyter /.launch && echo jupyter "
+                "|| echo ssh; else echo none; fi")
+
+    def process(self, output) -> str | None:
+        mode = "".join(output).strip()
+        return mode if mode in ("ssh", "jupyter") else None
+
+
+# Where supervisord.conf has supervisord keep its pid (one home: the template gets it here).
+SUPERVISORD_PIDFILE = "/var/run/supervisord.pid"
+
+
+class SupervisordRunning(FactBase):
+    """
+    Returns True when our supervisord runs: the process its pidfile names is a supervisord
+    and its control socket is there. Read from /proc, not asked with supervisorctl (a Python
+    start, a quarter of a second of every converge).
+    """
+
+    def command(self, socket: str, pidfile: str = SUPERVISORD_PIDFILE) -> str:
+        return (f"pid=$(cat {shlex.quote(pidfile)} 2>/dev/null) && [ -n \"$pid\" ] && "
+                f"[ \"$(cat /proc/$pid/comm 2>/dev/null)\" = supervisord ] && "
+                f"[ -S {shlex.quote(socket)} ] && echo yes || echo no")
+
+    def process(self, output) -> bool:
+        return "".join(output).strip() == "yes"

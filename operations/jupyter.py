@@ -6,19 +6,18 @@ venv registered as a kernel, a token that is always required, and its supervisor
 from pyinfra.api import deploy
 
 from operations import _files, settings
-from operations._common import (
-    Program,
-    autostart_unless_port_taken,
+from operations.ops import (
     pip_requirements,
     secret,
     shipped_text,
-    supervisor_program,
     template,
     upload,
     venv,
     venv_asks,
 )
 from operations.portal import LOOPBACK, portal_settings
+from operations.ports import autostart_unless_port_taken
+from operations.program import Program, supervisor_program
 
 KERNEL_NAME = "red-app"
 # The distro's python3: Jupyter's pins do not follow the app's Python.

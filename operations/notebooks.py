@@ -13,7 +13,7 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, deploy, operation
 
 from operations import _files, settings
-from operations._common import static_file
+from operations.ops import static_file
 from redbox.core.log import SHELL_STAMP, SHELL_TIMESTAMP, startup_log
 
 NOTEBOOKS = ("find_provisioning_script.ipynb", "check_visomaster_and_gpu.ipynb")

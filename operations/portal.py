@@ -19,16 +19,9 @@ from pyinfra.api import deploy
 from pyinfra.operations import server
 
 from operations import _files, settings
-from operations._common import (
-    Program,
-    apt_install,
-    autostart_unless_port_taken,
-    installed_packages,
-    secret,
-    supervisor_program,
-    template,
-    upload,
-)
+from operations.ops import apt_install, installed_packages, secret, template, upload
+from operations.ports import autostart_unless_port_taken
+from operations.program import Program, supervisor_program
 from redbox.settings import parse
 
 PACKAGES = ["nginx", "openssl"]

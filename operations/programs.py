@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from operations import desktop, jupyter, portal, settings, ssh, visomaster
-from operations._common import Program
+from operations.program import Program
 
 
 def programs(runtime: settings.RuntimeSettings,

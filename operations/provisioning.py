@@ -18,7 +18,8 @@ from pyinfra.connectors.local import LocalConnector
 from pyinfra.facts.files import Block
 
 from operations import _files, settings, threads
-from operations._common import launch_mode, upload
+from operations.ops import upload
+from operations.ports import launch_mode
 from redbox.provision import OWN_SCRIPTS, RUN_ONLY_KEYS
 from redbox.settings.registry import BY_KEY
 from redbox.settings.resolve import SETTINGS_FILE, settings_file_payload

@@ -9,7 +9,7 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt
 
 from operations import _files, settings
-from operations._common import (
+from operations.ops import (
     apt_install,
     forget_apt_lists,
     pip_requirements,

@@ -18,7 +18,7 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
 
 from operations import _files, settings
-from operations._common import pip_requirements, shipped_text, venv, venv_asks
+from operations.ops import pip_requirements, shipped_text, venv, venv_asks
 from redbox.provision import DEPLOY_DIR, VERSION_FILE
 
 BIN = "/opt/red/bin"

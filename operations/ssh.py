@@ -11,16 +11,15 @@ from pyinfra.facts.server import AuthorizedKeys
 from pyinfra.operations import files
 
 from operations import _files, settings
-from operations._common import (
+from operations.ops import (
     ROOT_AUTHORIZED_KEYS,
-    Program,
     apt_install,
     authorized_keys,
-    autostart_unless_port_taken,
-    supervisor_program,
     template,
     upload,
 )
+from operations.ports import autostart_unless_port_taken
+from operations.program import Program, supervisor_program
 
 HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 ROOT_SSH_DIR = posixpath.dirname(ROOT_AUTHORIZED_KEYS)

@@ -8,14 +8,9 @@ from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
 from operations import _files, settings
-from operations._common import (
-    SUPERVISORD_PIDFILE,
-    Program,
-    SupervisordRunning,
-    apt_install,
-    template,
-    upload,
-)
+from operations.facts import SUPERVISORD_PIDFILE, SupervisordRunning
+from operations.ops import apt_install, template, upload
+from operations.program import Program
 
 
 @_files.up_front

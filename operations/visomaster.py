@@ -10,6 +10,7 @@ and one line in /logs/startup.log, and the next converge tries again.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shlex
@@ -18,13 +19,9 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, QuoteString, StringCommand, deploy, operation
 
 from operations import _files, settings
-from operations._common import (
-    Program,
-    apt_install,
-    failure_note,
-    supervisor_program,
-    upload,
-)
+from operations.ops import apt_install, failure_note, upload
+from operations.program import Program, supervisor_program
+from redbox.app.install import stamp_path
 from redbox.core.log import SHELL_TIMESTAMP, startup_log
 
 # ffmpeg (recording), git (the checkout), wmctrl and xdotool (a stop closes the app's window
@@ -61,6 +58,11 @@ CLIP_LINK = "/root/.cache/clip"
 CHECKOUT = f"{BIN}/red-app-checkout"
 MODELS = f"{BIN}/red-app-models"
 PIP = f"{BIN}/red-app-pip"
+DOCTOR = f"{BIN}/red-doctor"
+# The doctor's report (the status page, red-provision status and the notebook read it) and
+# what it was made for.
+DOCTOR_REPORT = "/var/lib/red/doctor.json"
+DOCTOR_KEY = "/var/lib/red/doctor.key"
 # The menu entry; the desktop icon is a copy of it.
 MENU_ENTRY = "/usr/share/applications/red-visomaster.desktop"
 DESKTOP_ICON = "/root/Desktop/red-visomaster.desktop"
@@ -310,17 +312,20 @@ def _held_off(what: str, inputs: str, report: dict, tool: str) -> None:
 def _models(repo: str, python: str, attempts: int, state: str, log: str, *, bounds: dict,
             pip_state: str, status: str):
     """
-    Run the app's model downloader until every model file verifies (red-app-models), unless
-    they already do; the result is kept in a state file for the diagnostic notebook.
+    Fetch the app's model files until every one verifies (red-app-models: Red's fetcher,
+    resumed and verified per file), unless they already do; the result is kept in a state
+    file for the diagnostic notebook.
 
     + repo: the app's checkout
-    + python: the interpreter that runs the downloader
-    + attempts: downloader runs before giving up
+    + python: the interpreter that runs the app's own downloader (red-app-models --downloader
+      app, by hand)
+    + attempts: download rounds before giving up
     + state: the state file
     + log: the downloader's output
     + bounds: timeout (seconds one downloader run may take: a hung one would hold the
       provisioning lock for ever), deadline (all the runs together) and backoff (after a
-      failure, seconds before a converge downloads again: the settings)
+      failure, seconds before a converge downloads again) and streams (files at once): the
+      settings
     + pip_state: red-app-pip's record (a failed install is named as the cause)
     + status: the status JSON (per-file progress)
     """
@@ -338,7 +343,8 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, boun
         MODELS, "--repo", QuoteString(repo), "--models-data", MODELS_DATA,
         "--python", QuoteString(python), "--attempts", str(int(attempts)),
         "--timeout", str(int(bounds["timeout"])), "--deadline", str(int(bounds["deadline"])),
-        "--backoff", str(int(bounds["backoff"])), "--state", QuoteString(state),
+        "--backoff", str(int(bounds["backoff"])), "--streams", str(int(bounds["streams"])),
+        "--state", QuoteString(state),
         *(("--pip-state", QuoteString(pip_state)) if pip_state else ()),
         "--status", QuoteString(status), ">/dev/null",
     )
@@ -348,6 +354,33 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, boun
         ">>", QuoteString(log), "2>&1", "&&", _append_startup_log(
             [f"model files in {repo} downloaded and verified (state in {state})"]),
         failure_note(f"visomaster: models NOT verified (state in {state})", log),
+    )
+
+
+@_files.declares("stamp", "key_file")
+@operation()
+def _doctor(report: str, key_file: str, stamp: str):
+    """
+    Run red-doctor when what it looks at changed (the GPU, the flavor, the app venv's install):
+    its report where the status page reads it, its summary line in the startup log (which the
+    boot echoes to the container log).
+
+    + report: the report file
+    + key_file: what the report was made for
+    + stamp: the app venv's install stamp
+    """
+    gpu, problem = settings.box_gpu()
+    seen = [gpu.as_json() if gpu else problem, settings.flavor().as_json(),
+            _files.sha256_of(stamp)]
+    key = hashlib.sha256(json.dumps(seen, sort_keys=True).encode()).hexdigest()
+    if _files.holds(key_file, f"{key}\n".encode()):
+        host.noop("the doctor's report is current")
+        return
+    yield StringCommand(
+        "line=$(", DOCTOR, "--write", QuoteString(report), "--summary 2>/dev/null);",
+        "printf '%s %s\\n'", SHELL_TIMESTAMP, '"$line"', ">>",
+        QuoteString(startup_log(settings.get("base_logs_dir"))), "2>/dev/null;",
+        "echo", QuoteString(key), ">", QuoteString(key_file),
     )
 
 
@@ -437,7 +470,9 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
                 key=f"ref={app['visomaster_ref']}",
                 log=f"{logs}/visomaster-pip.log",
                 also=[f"ipykernel=={settings.get('python_ipykernel_version')}"],
-                places={"cache": app["visomaster_uv_cache_dir"],
+                # An image build keeps no cache: the workspace volume is the box's, not the
+                # image's.
+                places={"cache": "" if baking else app["visomaster_uv_cache_dir"],
                         "pythons": app["visomaster_python_dir"],
                         "mirror": app["visomaster_python_mirror"]},
                 bounds={"deadline": app["visomaster_pip_deadline"],
@@ -456,7 +491,8 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
                 attempts=app["visomaster_models_attempts"],
                 bounds={"timeout": app["visomaster_models_timeout"],
                         "deadline": app["visomaster_models_deadline"],
-                        "backoff": app["visomaster_models_backoff"]},
+                        "backoff": app["visomaster_models_backoff"],
+                        "streams": app["visomaster_models_streams"]},
                 state=app["visomaster_models_state"],
                 # Only an install this converge runs can be why the downloader cannot run.
                 pip_state=app["visomaster_pip_state"] if app["visomaster_install_requirements"]
@@ -478,6 +514,9 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
                     "status": app["visomaster_status_file"]},
             _ignore_errors=True,
         )
+    if configure and (app["visomaster_install_requirements"] or app["visomaster_checkout"]):
+        _doctor(name="Check what the app will meet on this GPU (red-doctor)",
+                report=DOCTOR_REPORT, key_file=DOCTOR_KEY, stamp=stamp_path(app_venv))
     program = build_program(app_dir, app["visomaster_autostart"])
     return [supervisor_program(program)]
 

@@ -11,7 +11,8 @@ from jinja2 import StrictUndefined
 from pyinfra.api.util import get_template
 from supervisor.options import ServerOptions
 
-from operations._common import Program, template
+from operations.ops import template
+from operations.program import Program
 
 COMMON = {"log_maxbytes": "10MB", "log_backups": 3}
 

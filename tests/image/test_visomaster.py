@@ -580,8 +580,10 @@ def test_models_good_corrupt_404_and_truncated_are_reported(box, model_server):
     assert state["verified"] is False and state["checked"] == 4 and state["ok"] == 1
     assert state["downloads_run"] == 2
     reasons = {item["model"]: item["reason"] for item in state["failed"]}
+    # Red's fetcher puts a file in place only when it is whole: a body cut every time (by a
+    # server that ignores Range) never reaches the model's path.
     assert reasons == {"corrupt": "sha256 mismatch", "missing": "missing",
-                       "truncated": "sha256 mismatch"}
+                       "truncated": "missing"}
     line = box.sh(f"grep 'models NOT verified' {STARTUP_LOG} | tail -n 1")
     assert f"(state in {MODELS_STATE})" in line
     assert "3 of 4 model files failed verification after 2 download run(s)" in line

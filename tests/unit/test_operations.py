@@ -30,7 +30,7 @@ from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra.operations import apt, files
 
-from operations import _common, _files, notebooks, visomaster
+from operations import _files, facts, notebooks, ops, visomaster
 from redbox.core.log import SHELL_STAMP, SHELL_TIMESTAMP
 from tests.conftest import ROOT
 
@@ -235,11 +235,11 @@ def stored(mode="600", size=24, content="old"):
 ], ids=["missing", "empty", "kept", "kept-wrong-mode", "given-new", "given-changed",
         "given-same", "given-same-wrong-mode"])
 def test_secret(facts, kwargs, commands, noop):
-    check(_common.secret, facts, {"path": SECRET, **kwargs}, commands, noop)
+    check(ops.secret, facts, {"path": SECRET, **kwargs}, commands, noop)
 
 
 def test_secret_value_never_shows_in_a_command_line():
-    commands, _ = run(_common.secret, {}, path=SECRET, value="s3cret-x")
+    commands, _ = run(ops.secret, {}, path=SECRET, value="s3cret-x")
     assert not any("s3cret-x" in line for line in commands if not line.startswith("upload "))
 
 
@@ -267,7 +267,7 @@ PYVENV_CFG = {f"{VENV}/pyvenv.cfg": _files.PathState("file", "644", "root", "roo
      [f"mv {VENV} {VENV}.moved-aside-{SHELL_STAMP}", CREATE], None),
 ], ids=["missing", "right-python", "other-python-moved-aside", "not-a-venv", "no-python-yet"])
 def test_venv(facts, commands, noop):
-    check(_common.venv, facts, {"path": VENV, "python": "python3.10"}, commands, noop)
+    check(ops.venv, facts, {"path": VENV, "python": "python3.10"}, commands, noop)
 
 
 # -- pip_requirements --------------------------------------------------------------------------
@@ -327,17 +327,17 @@ REQS_FILE = {REQS: file_state("ab" * 32)}
         "file-new-ref", "file-behind-a-link"])
 def test_pip_requirements(facts, kwargs, commands, noop):
     if commands == ["<changed>"]:
-        got, noops = run(_common.pip_requirements, facts, venv=VENV, stamp_name="lab", **kwargs)
+        got, noops = run(ops.pip_requirements, facts, venv=VENV, stamp_name="lab", **kwargs)
         assert noops == [] and len(got) == 1 and FILE_STAMP not in got[0]
         return
-    check(_common.pip_requirements, facts, {"venv": VENV, "stamp_name": "lab", **kwargs},
+    check(ops.pip_requirements, facts, {"venv": VENV, "stamp_name": "lab", **kwargs},
           commands, noop)
 
 
 def test_pip_requirements_wants_one_source():
     for kwargs in ({}, {"requirements": LOCK, "requirements_file": REQS}):
         with pytest.raises(OperationValueError):
-            run(_common.pip_requirements, {}, venv=VENV, stamp_name="lab", **kwargs)
+            run(ops.pip_requirements, {}, venv=VENV, stamp_name="lab", **kwargs)
 
 
 # -- authorized_keys ---------------------------------------------------------------------------
@@ -361,7 +361,7 @@ APPEND = (f"umask 077 && touch {KEYS} && {{ [ ! -s {KEYS} ] || [ -z \"$(tail -c1
 ], ids=["empty", "one-missing", "present", "other-comment", "with-options", "none-given"])
 def test_authorized_keys(present, keys, commands, noop):
     facts = {("AuthorizedKeys", "root", KEYS): present}
-    check(_common.authorized_keys, facts, {"keys": keys}, commands, noop)
+    check(ops.authorized_keys, facts, {"keys": keys}, commands, noop)
 
 
 # -- the notebook upload -----------------------------------------------------------------------
@@ -552,8 +552,8 @@ def test_a_venv_and_its_install_stamps_are_one_question():
     _files.forget()
     try:
         with ctx_host.use(fake), ctx_state.use(FAKE_STATE):
-            assert list(_common.venv._inner(path=VENV, python="python3.10")) == []
-            assert list(_common.pip_requirements._inner(
+            assert list(ops.venv._inner(path=VENV, python="python3.10")) == []
+            assert list(ops.pip_requirements._inner(
                 venv=VENV, stamp_name="lab", requirements=LOCK)) == []
     finally:
         _files.forget()
@@ -776,7 +776,7 @@ def test_a_pattern_must_be_a_directory_and_a_plain_glob():
     (["curl"], None),
 ])
 def test_deb_packages(missing, noop):
-    got, noops = run(_common._deb_packages, {}, packages=["git", "curl"], missing=missing)
+    got, noops = run(ops._deb_packages, {}, packages=["git", "curl"], missing=missing)
     if noop:
         assert (got, noops) == ([], [noop])
     else:
@@ -876,10 +876,10 @@ def test_facts_asked_through_the_batch_are_pyinfras_own(tmp_path):
         (AuthorizedKeys, {"user": "root", "path": str(tmp_path / "missing")}),
         (LinuxDistribution, {}),
         (DebPackages, {}),
-        (_common.VastLaunchMode, {}),
+        (facts.VastLaunchMode, {}),
         (visomaster._ShmMegabytes, {}),
-        (_common.SupervisordRunning, {"socket": str(tmp_path / "supervisor.sock")}),
-        (_common.PortListeners, {"ports": [port, port + 1]}),
+        (facts.SupervisordRunning, {"socket": str(tmp_path / "supervisor.sock")}),
+        (facts.PortListeners, {"ports": [port, port + 1]}),
         (visomaster._ModelsState, {"repo": str(tmp_path), "state": str(tmp_path / "m.json")}),
         (Command, {"command": "printf 'one\\n\\ntwo\\n'"}),
     ]

@@ -18,7 +18,7 @@ import pytest
 from pyinfra.api.util import get_template
 
 from operations import settings
-from operations._common import template
+from operations.ops import template
 from operations.portal import portal_settings
 from operations.programs import programs
 from redbox.core.pids import alive, cmdline, group

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from operations import settings
-from operations._common import PortListeners
+from operations.facts import PortListeners
 from operations.provisioning import _profile
 from redbox import provision as red_provision
 from redbox.settings.resolve import box_settings, provisioning_settings
@@ -299,6 +299,41 @@ def test_status_reads_an_in_progress_marker_without_a_lock_holder_as_interrupted
     with open(state / "lock") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         assert red_provision.status_report()["converge"]["state"] == "running"
+
+
+def test_status_names_the_flavor_and_what_red_doctor_found(tmp_path, monkeypatch, capsys):
+    from redbox.app import flavors
+    from redbox.app.gpu import Gpu
+    card = Gpu("NVIDIA GeForce RTX 5090", "12.0", "575.57.08", "12.9")
+    choice = flavors.choose("auto", card, "upstream")
+    report = {"gpu": card.as_json(), "gpu_problem": "", "flavor": choice.as_json(),
+              "venv": "/opt/red/venv", "facts": None,
+              "app": [{"name": "app venv", "verdict": "fail", "reason": "no app venv"}],
+              "problems": [choice.warning, "app venv: no app venv"], "ok": False}
+    saved = tmp_path / "settings.json"
+    saved.write_text(json.dumps({"values": {"provisioning_state_dir": str(tmp_path / "state"),
+                                            "visomaster_flavor": "auto"}, "cli": []}))
+    values = box_settings({}, path=str(saved))
+    monkeypatch.setattr(red_provision, "_settings",
+                        lambda: (values, provisioning_settings(values)))
+    monkeypatch.setattr(red_provision, "DOCTOR_REPORT", str(tmp_path / "doctor.json"))
+    # No report yet: the configured flavor, and how to get one.
+    assert red_provision.status_report()["doctor"] is None
+    red_provision.cmd_status(SimpleNamespace(json=False))
+    assert f"flavor: auto (red-doctor has not reported on this GPU yet: {tmp_path}/doctor.json;" \
+        in capsys.readouterr().out
+    (tmp_path / "doctor.json").write_text(json.dumps(report))
+    red_provision.cmd_status(SimpleNamespace(json=False))
+    lines = capsys.readouterr().out.splitlines()
+    assert "flavor: auto -> none (nothing installed): no flavor runs on NVIDIA GeForce RTX 5090 " \
+           "(compute capability 12.0)" in "\n".join(lines)
+    assert (
+        "doctor: NVIDIA GeForce RTX 5090 (sm 12.0, driver 575.57.08, CUDA 12.9); no flavor; "
+        "the app cannot run: VisoMaster is NOT installed: no flavor runs on ") in "\n".join(lines)
+    assert lines[-3:-1] == [f"  problem: {choice.warning}", "  problem: app venv: no app venv"]
+    red_provision.cmd_status(SimpleNamespace(json=True))
+    written = json.loads(capsys.readouterr().out)
+    assert written["doctor"] == report and written["flavor"] == "auto"
 
 
 def test_the_shell_scripts_are_thin_and_identical_in_effect():

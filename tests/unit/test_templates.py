@@ -14,7 +14,7 @@ from pyinfra.api import OperationValueError
 from supervisor.datatypes import RestartUnconditionally, RestartWhenExitUnexpected
 
 from operations import settings
-from operations._common import supervisor_word
+from operations.program import supervisor_word
 from operations.programs import default_programs, programs
 from tests.conftest import ROOT, TOOLS
 from tests.supervisor_config import parsed, process_configs, render, write_config

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from operations._common import PortListeners, SupervisordRunning, VastLaunchMode
+from operations.facts import PortListeners, SupervisordRunning, VastLaunchMode
 from operations.provisioning import _pam_environment
 
 

@@ -11,6 +11,7 @@ import shlex
 from pyinfra.api import FactBase
 
 from redbox.app import gpu
+from redbox.app.checks import last_object
 
 _EXIT = "red-gpu-exit="
 # Each nvidia-smi call is bounded: a hung driver cannot hang a converge.
@@ -161,3 +162,23 @@ class SupervisordRunning(FactBase):
 
     def process(self, output) -> bool:
         return "".join(output).strip() == "yes"
+
+
+class ToolReport(FactBase):
+    """
+    Returns a box tool's own report of what it would do: the last JSON object it prints when run
+    with these arguments (its ``--check`` or read-only mode), or None while the tool is not
+    installed (or a file it needs is not there yet).
+
+    + tool: the tool's path
+    + args: its arguments, shell-quoted
+    + needs: a file that must exist first (none: only the tool)
+    """
+
+    def command(self, tool: str, args: str, needs: str = "") -> str:
+        guard = f"[ -x {shlex.quote(tool)} ]" + (f" && [ -f {shlex.quote(needs)} ]" if needs
+                                                 else "")
+        return f"if {guard}; then {shlex.quote(tool)} {args} 2>/dev/null; fi; true"
+
+    def process(self, output) -> dict | None:
+        return last_object("\n".join(output))

@@ -19,8 +19,10 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, QuoteString, StringCommand, deploy, operation
 
 from operations import _files, settings
+from operations.facts import ToolReport
 from operations.ops import apt_install, failure_note, upload
 from operations.program import Program, supervisor_program
+from redbox.app.checks import last_object
 from redbox.app.install import stamp_path
 from redbox.core.log import SHELL_TIMESTAMP, startup_log
 
@@ -72,56 +74,6 @@ XDG_RUNTIME_DIR = "/run/user/0"
 SHM = "/dev/shm"  # noqa: S108 - the mount to measure, not a temporary file
 
 
-class _CheckoutState(FactBase):
-    """Returns red-app-checkout's ``--check`` report (a dict), or None before it is installed."""
-
-    def command(self, url: str, ref: str, dest: str) -> str:
-        check = shlex.join([CHECKOUT, "--check", "--url", url, "--ref", ref, "--dest", dest])
-        return f"if [ -x {CHECKOUT} ]; then {check} 2>/dev/null; fi; true"
-
-    def process(self, output) -> dict | None:
-        return _last_json(output)
-
-
-class _ModelsState(FactBase):
-    """
-    Returns red-app-models' report with no download allowed (``--attempts 0``), or None when
-    there is no model list to read. It refreshes the state file as it goes: that file is a
-    verification record with a hash cache, and keeping it current is what lets the next check
-    skip hashing gigabytes of unchanged files.
-    """
-
-    def command(self, repo: str, state: str) -> str:
-        models_data = shlex.quote(f"{repo}/{MODELS_DATA}")
-        verify = shlex.join([MODELS, "--repo", repo, "--models-data", MODELS_DATA,
-                             "--attempts", "0", "--state", state])
-        return (f"if [ -x {MODELS} ] && [ -f {models_data} ]; then {verify} 2>/dev/null; fi; "
-                "true")
-
-    def process(self, output) -> dict | None:
-        return _last_json(output)
-
-
-class _PipState(FactBase):
-    """Returns red-app-pip's ``--check`` report (installed, needed, backoff, missing) or None."""
-
-    def command(self, args: str) -> str:
-        return f"if [ -x {PIP} ]; then {PIP} {args} --check 2>/dev/null; fi; true"
-
-    def process(self, output) -> dict | None:
-        return _last_json(output)
-
-
-class _ClipState(FactBase):
-    """Returns red-app-clip's ``--check`` report (verified, linked), or None."""
-
-    def command(self, args: str) -> str:
-        return f"if [ -x {CLIP} ]; then {CLIP} --check {args} 2>/dev/null; fi; true"
-
-    def process(self, output) -> dict | None:
-        return _last_json(output)
-
-
 class _ShmMegabytes(FactBase):
     """Returns the size of /dev/shm in MB, or None when there is none."""
 
@@ -131,17 +83,6 @@ class _ShmMegabytes(FactBase):
     def process(self, output) -> int | None:
         text = "".join(output).strip()
         return int(text) if text.isdigit() else None
-
-
-def _last_json(lines) -> dict | None:
-    for line in reversed(list(lines)):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
 
 
 def _checkout_notes(summary: dict | None, ok: bool, log: str) -> list[str]:
@@ -201,7 +142,7 @@ def _run_checkout(state, host, command: StringCommand, log: str) -> bool:
     box's startup log. (pyinfra passes ``state`` and ``host`` by these parameter names.)
     """
     ok, output = host.run_shell_command(command)
-    summary = _last_json(output.stdout_lines)
+    summary = last_object("\n".join(output.stdout_lines))
     notes = _checkout_notes(summary, ok, log)
     for line in notes:
         logger.warning(f"{host.print_prefix}VisoMaster: {line}")
@@ -213,8 +154,14 @@ def _run_checkout(state, host, command: StringCommand, log: str) -> bool:
     return ok
 
 
-@_files.declares(asks=lambda url, ref, dest, **_: (
-    [], [], [_files.fact_probe(_CheckoutState, url=url, ref=ref, dest=dest)]))
+def _checkout_check(url: str, ref: str, dest: str, **_) -> dict:
+    """The ToolReport arguments of red-app-checkout's --check for a checkout."""
+    return {"tool": CHECKOUT, "args": shlex.join(["--check", "--url", url, "--ref", ref,
+                                                  "--dest", dest])}
+
+
+@_files.declares(asks=lambda **kwargs: (
+    [], [], [_files.fact_probe(ToolReport, **_checkout_check(**kwargs))]))
 @operation()
 def _checkout(url: str, ref: str, dest: str, log: str, *, retries: int, backoff: float):
     """
@@ -228,7 +175,7 @@ def _checkout(url: str, ref: str, dest: str, log: str, *, retries: int, backoff:
     + retries: network retries of clone/fetch
     + backoff: seconds before the first retry (doubling)
     """
-    report = _files.fact(_CheckoutState, url=url, ref=ref, dest=dest)
+    report = _files.fact(ToolReport, **_checkout_check(url, ref, dest))
     if report and report.get("in_state"):
         host.noop(f"{dest} is {url} at {ref}")
         return
@@ -273,7 +220,7 @@ def _pip_install(venv: str, requirements: str, flavor: str, *, extra_index_urls:
     # No requirements file (no checkout yet): what red-app-pip would say, without its start.
     report = {"state": "missing", "error": os.strerror(errno.ENOENT)} \
         if _files.state_of(requirements) is None \
-        else _files.fact(_PipState, args=shlex.join(args)) or {}
+        else _files.fact(ToolReport, tool=PIP, args=shlex.join([*args, "--check"])) or {}
     found = report.get("state")
     if found == "installed":
         host.noop(f"{venv} already has visomaster installed ({requirements})")
@@ -306,8 +253,19 @@ def _held_off(what: str, inputs: str, report: dict, tool: str) -> None:
           f"`{tool} --retry-now` tries now")
 
 
-@_files.declares(asks=lambda repo, state, **_: (
-    [], [], [_files.fact_probe(_ModelsState, repo=repo, state=state)]))
+def _models_check(repo: str, state: str, **_) -> dict:
+    """
+    The ToolReport arguments of red-app-models with no download allowed (``--attempts 0``):
+    it refreshes the state file as it goes, a verification record with a hash cache, which is
+    what lets the next check skip hashing gigabytes of unchanged files.
+    """
+    return {"tool": MODELS, "args": shlex.join(["--repo", repo, "--models-data", MODELS_DATA,
+                                                "--attempts", "0", "--state", state]),
+            "needs": f"{repo}/{MODELS_DATA}"}
+
+
+@_files.declares(asks=lambda **kwargs: (
+    [], [], [_files.fact_probe(ToolReport, **_models_check(**kwargs))]))
 @operation()
 def _models(repo: str, python: str, attempts: int, state: str, log: str, *, bounds: dict,
             pip_state: str, status: str):
@@ -329,7 +287,7 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, boun
     + pip_state: red-app-pip's record (a failed install is named as the cause)
     + status: the status JSON (per-file progress)
     """
-    report = _files.fact(_ModelsState, repo=repo, state=state)
+    report = _files.fact(ToolReport, **_models_check(repo, state))
     if report is None:
         host.noop(f"no model list at {repo}/{MODELS_DATA}: nothing to download")
         return
@@ -404,7 +362,7 @@ def _clip(url: str, sha256: str, directory: str, log: str, *, repo: str, bounds:
     if not _files.is_file(f"{repo}/{MODELS_DATA}"):
         host.noop(f"no app in {repo} yet: the CLIP weights come with it")
         return
-    report = _files.fact(_ClipState, args=shlex.join(args)) or {}
+    report = _files.fact(ToolReport, tool=CLIP, args=shlex.join(["--check", *args])) or {}
     if report.get("verified"):
         host.noop(f"the CLIP weights in {directory} verify")
         return

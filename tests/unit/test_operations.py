@@ -422,7 +422,8 @@ CHECKOUT = ("call _run_checkout: /opt/red/bin/red-app-checkout --url file:///srv
     ({"in_state": True, "state": "in_state"}, [], f"{DEST} is {URL} at {REF}"),
 ], ids=["tool-missing", "missing", "wrong-commit", "in-state"])
 def test_checkout(report, commands, noop):
-    facts = {("_CheckoutState", URL, REF, DEST): report}
+    facts = {("ToolReport", "/opt/red/bin/red-app-checkout",
+              f"--check --url {URL} --ref {REF} --dest {DEST}"): report}
     kwargs = {"url": URL, "ref": REF, "dest": DEST, "log": "/logs/checkout.log", "retries": 3,
               "backoff": 2}
     check(visomaster._checkout, facts, kwargs, commands, noop)
@@ -880,7 +881,7 @@ def test_facts_asked_through_the_batch_are_pyinfras_own(tmp_path):
         (visomaster._ShmMegabytes, {}),
         (facts.SupervisordRunning, {"socket": str(tmp_path / "supervisor.sock")}),
         (facts.PortListeners, {"ports": [port, port + 1]}),
-        (visomaster._ModelsState, {"repo": str(tmp_path), "state": str(tmp_path / "m.json")}),
+        (facts.ToolReport, visomaster._models_check(str(tmp_path), str(tmp_path / "m.json"))),
         (Command, {"command": "printf 'one\\n\\ntwo\\n'"}),
     ]
     failing = (Command, {"command": "echo printed; exit 3"})

@@ -2,7 +2,7 @@
 Defaults for every setting of the deploy, generated from box/src/redbox/settings/
 registry.py by `make settings-docs` (a unit test checks it is current): edit the
 registry, not this file. Override per run with ``--data key=value``; at container start
-the environment variables in the README's settings table override these.
+the environment variables in docs/settings.md override these.
 Precedence: ``--data`` > environment > this file.
 """
 

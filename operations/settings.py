@@ -1,7 +1,7 @@
 """
 Settings for the deploy: the registry's one rule (``redbox.settings.resolve``) applied to the
 current host. Every setting is declared once in ``redbox.settings.registry`` (key, default, env
-names, parser, secret, doc); ``group_data/all.py`` and the README's table are generated from it.
+names, parser, secret, doc); ``group_data/all.py`` and docs/settings.md are generated from it.
 
 The environment is the runtime one (``docker run -e``, Vast's template): ours for ``@local``,
 the env of PID 1 over SSH; the image build reads none of it, except the build settings from
@@ -12,6 +12,7 @@ warnings over SSH) naming the variable and the fallback; secrets are never shown
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import os
 import re
@@ -302,8 +303,34 @@ def _append_on_box(lines: Iterable[str], topic: str, logs_dir: str) -> None:
 PROVISIONING_SCRIPT_ENV = registry.BY_KEY["provisioning_script"].env[0]
 # Each service port's env name (sshd_port -> SSH_PORT).
 PORT_ENV = {setting.key: setting.env[0] for setting in registry.SETTINGS if setting.distinct_port}
-README_TABLE_START = "<!-- settings table: generated from the registry (make settings-docs) -->"
-README_TABLE_END = "<!-- end of settings table -->"
+# The settings page (docs/settings.md), generated whole from the registry; the README links to it.
+SETTINGS_PAGE = "docs/settings.md"
+_SETTINGS_PAGE_HEADER = """\
+# Settings
+
+<!-- Generated from box/src/redbox/settings/registry.py by `make settings-docs`; a unit test
+checks it is current: edit the registry, not this page. -->
+
+Every setting of Red, one row each, by concern. Where a value comes from, the first that has
+one wins:
+
+1. `--data key=value` on a deploy run (a live box keeps that run's choices in
+   `/etc/red/settings.json` for its own converges, until the next run from the controller
+   without them);
+2. the environment, by the names in the second column: `docker run -e`, Vast's template, the
+   box's own environment over SSH (PID 1's);
+3. the default (`group_data/all.py`, generated from the same registry).
+
+The image build reads none of the runtime environment, only its build args
+(`PYTHON_VERSION`, `VISOMASTER_IN_IMAGE` and the `VISOMASTER_*` ones). A bad value never stops a
+boot: the service comes up with the fallback, and `/logs/startup.log` gets one line naming the
+variable and what was done (secrets are never written there). The strict ones stop the run
+with one line instead: {strict}.
+
+Secrets, when unset, are generated once and kept across restarts, root-only (0600), in
+`{secrets_dir}/<setting>` ({secrets}); read one with
+`ssh root@BOX cat {secrets_dir}/jupyter_token`.
+"""
 _GROUP_HEADINGS = {
     "base": "base: the seed's directories, the locale, where secrets live",
     "python": "python: the app's venv",
@@ -325,7 +352,7 @@ def group_data_text() -> str:
         "Defaults for every setting of the deploy, generated from box/src/redbox/settings/",
         "registry.py by `make settings-docs` (a unit test checks it is current): edit the",
         "registry, not this file. Override per run with ``--data key=value``; at container start",
-        "the environment variables in the README's settings table override these.",
+        f"the environment variables in {SETTINGS_PAGE} override these.",
         "Precedence: ``--data`` > environment > this file.",
         '"""',
     ]
@@ -345,12 +372,10 @@ def group_data_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_table() -> str:
-    """The README's settings table, one row per setting of the registry."""
-    rows = [README_TABLE_START,
-            "| setting (`--data`) | environment | default | meaning |",
-            "|---|---|---|---|"]
-    for setting in registry.SETTINGS:
+def settings_table(entries: Iterable[registry.Setting] = registry.SETTINGS) -> str:
+    """One Markdown table, one row per setting: its key, env names, default and meaning."""
+    rows = ["| setting (`--data`) | environment | default | meaning |", "|---|---|---|---|"]
+    for setting in entries:
         names = [f"`{name}`" for name in setting.env]
         if setting.key == "vnc_resolution":
             names.append("else `DISPLAY_SIZEW` x `DISPLAY_SIZEH`")
@@ -360,15 +385,23 @@ def readme_table() -> str:
                 else str(setting.default).lower() if isinstance(setting.default, bool) \
                 else str(setting.default)
         rows.append(f"| `{setting.key}` | {', '.join(names)} | {default} | {setting.doc} |")
-    rows.append(README_TABLE_END)
     return "\n".join(rows)
 
 
+def settings_page() -> str:
+    """docs/settings.md as generated from the registry: a header, then a table per concern."""
+    parts = [_SETTINGS_PAGE_HEADER.format(
+        strict=", ".join(f"`{s.key}`" for s in registry.SETTINGS if s.strict),
+        secrets=", ".join(f"`{s.key}`" for s in registry.SETTINGS if s.secret),
+        secrets_dir=DEFAULTS["secrets_dir"])]
+    for group, members in itertools.groupby(registry.SETTINGS, key=lambda s: s.group):
+        parts.append(f"## {_GROUP_HEADINGS[group]}\n\n{settings_table(members)}\n")
+    return "\n".join(parts)
+
+
 def write_docs(root: Path = ROOT) -> None:
-    """Regenerate group_data/all.py and the README's settings table from the registry."""
+    """Regenerate group_data/all.py and docs/settings.md from the registry."""
     (root / "group_data" / "all.py").write_text(group_data_text(), encoding="utf-8")
-    readme = root / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    start, end = text.index(README_TABLE_START), text.index(README_TABLE_END)
-    readme.write_text(text[:start] + readme_table() + text[end + len(README_TABLE_END):],
-                      encoding="utf-8")
+    page = root / SETTINGS_PAGE
+    page.parent.mkdir(exist_ok=True)
+    page.write_text(settings_page(), encoding="utf-8")

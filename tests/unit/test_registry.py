@@ -17,12 +17,11 @@ def test_group_data_is_generated_from_the_registry():
         "group_data/all.py is stale: run `make settings-docs`"
 
 
-def test_readme_table_lists_exactly_the_registry():
-    readme = (ROOT / "README.md").read_text()
-    assert settings.readme_table() in readme, "README table is stale: run `make settings-docs`"
-    start = readme.index(settings.README_TABLE_START)
-    table = readme[start:readme.index(settings.README_TABLE_END)]
-    rows = [line for line in table.splitlines() if line.startswith("| `")]
+def test_settings_page_lists_exactly_the_registry():
+    page = (ROOT / settings.SETTINGS_PAGE).read_text()
+    assert page == settings.settings_page(), \
+        f"{settings.SETTINGS_PAGE} is stale: run `make settings-docs`"
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
     keys = [re.match(r"\| `([a-z0-9_]+)`", row)[1] for row in rows]
     assert keys == [setting.key for setting in registry.SETTINGS]
     for row, setting in zip(rows, registry.SETTINGS, strict=True):
@@ -31,6 +30,23 @@ def test_readme_table_lists_exactly_the_registry():
             ["DISPLAY_SIZEW", "DISPLAY_SIZEH"] if setting.key == "vnc_resolution" else [])
         if setting.shown_default is None and not isinstance(setting.default, (bool, list)):
             assert cells[2] == str(setting.default)
+
+
+def test_readme_links_to_the_settings_page():
+    readme = (ROOT / "README.md").read_text()
+    assert f"]({settings.SETTINGS_PAGE})" in readme, \
+        f"the README does not link to {settings.SETTINGS_PAGE}"
+    # One table, on its own page: no stale copy of its rows in the README.
+    assert not [s.key for s in registry.SETTINGS if f"| `{s.key}` |" in readme]
+
+
+def test_readme_shows_cis_test_command():
+    # CI runs .ci/run's last command on a fresh clone: the README's test command, as is.
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.lstrip().startswith("#")]
+    readme = (ROOT / "README.md").read_text()
+    assert ci[-1] == "make test"
+    assert f"```sh\n{ci[-1]}\n```" in readme, "the README's test command is not .ci/run's"
 
 
 def test_group_data_values_equal_the_registry_defaults():

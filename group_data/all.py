@@ -22,8 +22,8 @@ base_locale = 'C.UTF-8'
 secrets_dir = '/etc/red/secrets'
 
 # -- python: the app's venv
-# the app venv's Python (VisoMaster needs 3.10; 3.11 works; build arg PYTHON_VERSION) (env
-# RED_PYTHON_VERSION)
+# the image's default app venv's Python (upstream runs on 3.10 or 3.11; a flavor's own Python
+# replaces it at its install; build arg PYTHON_VERSION) (env RED_PYTHON_VERSION)
 python_version = '3.10'
 # the app's venv
 python_app_venv = '/opt/red/venv'
@@ -106,18 +106,18 @@ visomaster_checkout_backoff = 2
 # requirements file in the checkout (its own index lines are used too) (env
 # VISOMASTER_REQUIREMENTS)
 visomaster_requirements = 'requirements_cu124.txt'
-# extra indexes on pip's command line, spaces or commas between (pip ignores an index option
-# written on a requirement line) (env VISOMASTER_EXTRA_INDEX_URLS)
+# extra indexes on uv's command line, spaces or commas between (an index option written on a
+# requirement line, which uv refuses, is moved there too) (env VISOMASTER_EXTRA_INDEX_URLS)
 visomaster_extra_index_urls = ['https://pypi.nvidia.com']
-# pip into the app venv, again only when the file, ref or Python changed (env
-# VISOMASTER_INSTALL_REQUIREMENTS)
+# install the flavor into its venv with uv, again only when the file, ref, flavor or Python
+# changed (env VISOMASTER_INSTALL_REQUIREMENTS)
 visomaster_install_requirements = True
-# seconds one install of the app's requirements may take; then pip is stopped, the failure
+# seconds one install of the app's requirements may take; then uv is stopped, the failure
 # recorded (env VISOMASTER_PIP_DEADLINE)
 visomaster_pip_deadline = 1800
-# pip's connect and read timeout per request (its --timeout)
+# uv's timeout per HTTP request (UV_HTTP_TIMEOUT)
 visomaster_pip_timeout = 15
-# pip's retries per request (its --retries)
+# uv's retries per HTTP request (UV_HTTP_RETRIES)
 visomaster_pip_retries = 2
 # seconds a failed install (same inputs) is not tried again by a converge, doubling per failure
 # up to 6 h; `red-app-pip --retry-now` tries at once
@@ -135,14 +135,15 @@ visomaster_python_mirror = ''
 visomaster_pip_state = '/var/lib/red/visomaster-pip.json'
 # the app's progress: current step, state, percent (JSON)
 visomaster_status_file = '/var/lib/red/visomaster-status.json'
-# run the app's downloader and verify every model's SHA-256 (env VISOMASTER_DOWNLOAD_MODELS)
+# fetch the app's model files (Red's fetcher, several streams) and verify every model's SHA-256
+# (env VISOMASTER_DOWNLOAD_MODELS)
 visomaster_download_models = True
-# downloader runs until every model verifies
+# fetch rounds until every model verifies
 visomaster_models_attempts = 3
-# seconds one downloader run may take before it is stopped
+# seconds one fetch round may take before it is stopped
 visomaster_models_timeout = 3600
-# seconds all the downloader runs of one converge may take together; then the failure is
-# recorded (env VISOMASTER_MODELS_DEADLINE)
+# seconds all the fetch rounds of one converge may take together; then the failure is recorded
+# (env VISOMASTER_MODELS_DEADLINE)
 visomaster_models_deadline = 3600
 # seconds a failed model download (same model list) is not tried again by a converge, doubling
 # per failure up to 6 h; `red-app-models --retry-now` tries at once

@@ -2,7 +2,7 @@
 Every setting of Red, declared once: key, default, the env names users know (in precedence
 order), parser, whether it is a secret, and one line of doc. ``redbox.settings.resolve`` applies the
 one rule to all of them (``--data`` > env > group data > default; a bad value falls back
-with one line); ``group_data/all.py`` and the README's settings table are generated from
+with one line); ``group_data/all.py`` and docs/settings.md are generated from
 this list (``make settings-docs``) and checked against it by the unit tests.
 
 Deliberately strict (a bad value stops the run instead of falling back): ``red_phase`` and
@@ -53,7 +53,7 @@ class Setting:
     fallback: str | None = None
     # A note for a value that is accepted but weaker than it looks.
     warn: Callable[[Any], str | None] | None = None
-    # Shown in the README's default column, when not the value itself.
+    # Shown in docs/settings.md's default column, when not the value itself.
     shown_default: str | None = None
     # The concern (a heading in group_data/all.py).
     group: str = ""
@@ -99,7 +99,8 @@ SETTINGS: tuple[Setting, ...] = (
        "where generated secrets are kept, root-only (0600)"),
     # -- python
     _s("python", "python_version", "3.10", parse.python_version,
-       "the app venv's Python (VisoMaster needs 3.10; 3.11 works; build arg PYTHON_VERSION)",
+       "the image's default app venv's Python (upstream runs on 3.10 or 3.11; a flavor's own "
+       "Python replaces it at its install; build arg PYTHON_VERSION)",
        env=("RED_PYTHON_VERSION",), strict=True, build=True),
     _s("python", "python_app_venv", "/opt/red/venv", parse.absolute_dir, "the app's venv"),
     _s("python", "python_ipykernel_version", "6.29.5", parse.word,
@@ -191,20 +192,21 @@ SETTINGS: tuple[Setting, ...] = (
        env=("VISOMASTER_REQUIREMENTS",),
        shown_default="the flavor's"),
     _s("visomaster", "visomaster_extra_index_urls", UPSTREAM["visomaster_extra_index_urls"],
-       parse.url_list, "extra indexes on pip's command line, spaces or commas between (pip "
-       "ignores an index option written on a requirement line)",
+       parse.url_list, "extra indexes on uv's command line, spaces or commas between (an index "
+       "option written on a requirement line, which uv refuses, is moved there too)",
        env=("VISOMASTER_EXTRA_INDEX_URLS",),
        shown_default="the flavor's"),
     _s("visomaster", "visomaster_install_requirements", True, parse.boolean,
-       "pip into the app venv, again only when the file, ref or Python changed",
+       "install the flavor into its venv with uv, again only when the file, ref, flavor or "
+       "Python changed",
        env=("VISOMASTER_INSTALL_REQUIREMENTS",)),
     _s("visomaster", "visomaster_pip_deadline", 1800, parse.integer(60, 86400),
-       "seconds one install of the app's requirements may take; then pip is stopped, the "
+       "seconds one install of the app's requirements may take; then uv is stopped, the "
        "failure recorded", env=("VISOMASTER_PIP_DEADLINE",)),
     _s("visomaster", "visomaster_pip_timeout", 15, parse.integer(1, 300),
-       "pip's connect and read timeout per request (its --timeout)"),
+       "uv's timeout per HTTP request (UV_HTTP_TIMEOUT)"),
     _s("visomaster", "visomaster_pip_retries", 2, parse.integer(0, 10),
-       "pip's retries per request (its --retries)"),
+       "uv's retries per HTTP request (UV_HTTP_RETRIES)"),
     _s("visomaster", "visomaster_pip_backoff", 600, parse.integer(0, 86400),
        "seconds a failed install (same inputs) is not tried again by a converge, doubling per "
        "failure up to 6 h; `red-app-pip --retry-now` tries at once"),
@@ -224,14 +226,15 @@ SETTINGS: tuple[Setting, ...] = (
     _s("visomaster", "visomaster_status_file", "/var/lib/red/visomaster-status.json",
        parse.absolute_dir, "the app's progress: current step, state, percent (JSON)"),
     _s("visomaster", "visomaster_download_models", True, parse.boolean,
-       "run the app's downloader and verify every model's SHA-256",
+       "fetch the app's model files (Red's fetcher, several streams) and verify every "
+       "model's SHA-256",
        env=("VISOMASTER_DOWNLOAD_MODELS",)),
     _s("visomaster", "visomaster_models_attempts", 3, parse.integer(1, 10),
-       "downloader runs until every model verifies"),
+       "fetch rounds until every model verifies"),
     _s("visomaster", "visomaster_models_timeout", 3600, parse.integer(60, 86400),
-       "seconds one downloader run may take before it is stopped"),
+       "seconds one fetch round may take before it is stopped"),
     _s("visomaster", "visomaster_models_deadline", 3600, parse.integer(60, 86400),
-       "seconds all the downloader runs of one converge may take together; then the failure "
+       "seconds all the fetch rounds of one converge may take together; then the failure "
        "is recorded", env=("VISOMASTER_MODELS_DEADLINE",)),
     _s("visomaster", "visomaster_models_backoff", 600, parse.integer(0, 86400),
        "seconds a failed model download (same model list) is not tried again by a converge, "

@@ -268,11 +268,13 @@ def _models_check(repo: str, state: str, **_) -> dict:
     [], [], [_files.fact_probe(ToolReport, **_models_check(**kwargs))]))
 @operation()
 def _models(repo: str, python: str, attempts: int, state: str, log: str, *, bounds: dict,
-            pip_state: str, status: str):
+            pip_state: str, status: str, background: bool = False):
     """
     Fetch the app's model files until every one verifies (red-app-models: Red's fetcher,
     resumed and verified per file), unless they already do; the result is kept in a state
-    file for the diagnostic notebook.
+    file for the diagnostic notebook. In the background, the fetch starts and the converge
+    goes on (the app's install meanwhile): the same call later in the converge waits for it
+    (one run per state file) and finds the files verified.
 
     + repo: the app's checkout
     + python: the interpreter that runs the app's own downloader (red-app-models --downloader
@@ -286,6 +288,7 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, boun
       settings
     + pip_state: red-app-pip's record (a failed install is named as the cause)
     + status: the status JSON (per-file progress)
+    + background: start it detached and go on
     """
     report = _files.fact(ToolReport, **_models_check(repo, state))
     if report is None:
@@ -306,6 +309,14 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, boun
         *(("--pip-state", QuoteString(pip_state)) if pip_state else ()),
         "--status", QuoteString(status), ">/dev/null",
     )
+    if background:
+        yield StringCommand(
+            "{", "echo", QuoteString(f"== red-app-models {repo} (in the background)"),
+            SHELL_TIMESTAMP, ";", "}", ">>", QuoteString(log), "2>&1;",
+            "setsid", "sh", "-c", QuoteString(f"{models.get_raw_value()} 2>>{shlex.quote(log)}"),
+            "</dev/null", ">/dev/null", "2>&1", "&",
+        )
+        return
     yield StringCommand(
         "{", "echo", QuoteString(f"== red-app-models {repo}"), SHELL_TIMESTAMP, ";", models, ";",
         "}",
@@ -416,6 +427,23 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
                 backoff=app["visomaster_checkout_backoff"],
                 _ignore_errors=True,
             )
+        models = {
+            "name": f"Download and verify VisoMaster's models in {app_dir}",
+            "repo": app_dir, "python": f"{app_venv}/bin/python",
+            "attempts": app["visomaster_models_attempts"],
+            "bounds": {"timeout": app["visomaster_models_timeout"],
+                       "deadline": app["visomaster_models_deadline"],
+                       "backoff": app["visomaster_models_backoff"],
+                       "streams": app["visomaster_models_streams"]},
+            "state": app["visomaster_models_state"],
+            "status": app["visomaster_status_file"],
+            "log": f"{logs}/visomaster-models.log",
+        }
+        fetch_models = configure and app["visomaster_download_models"]
+        if fetch_models and app["visomaster_install_requirements"]:
+            # The model list comes with the checkout: the models arrive while uv installs.
+            _models(**{**models, "name": "Start fetching VisoMaster's models (alongside the "
+                       "install)"}, pip_state="", background=True, _ignore_errors=True)
         if app["visomaster_install_requirements"]:
             requirements = app["visomaster_requirements"]
             flavor = settings.flavor().chosen
@@ -441,24 +469,10 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
                         "status": app["visomaster_status_file"]},
                 _ignore_errors=True,
             )
-        if configure and app["visomaster_download_models"]:
-            _models(
-                name=f"Download and verify VisoMaster's models in {app_dir}",
-                repo=app_dir,
-                python=f"{app_venv}/bin/python",
-                attempts=app["visomaster_models_attempts"],
-                bounds={"timeout": app["visomaster_models_timeout"],
-                        "deadline": app["visomaster_models_deadline"],
-                        "backoff": app["visomaster_models_backoff"],
-                        "streams": app["visomaster_models_streams"]},
-                state=app["visomaster_models_state"],
-                # Only an install this converge runs can be why the downloader cannot run.
-                pip_state=app["visomaster_pip_state"] if app["visomaster_install_requirements"]
-                else "",
-                status=app["visomaster_status_file"],
-                log=f"{logs}/visomaster-models.log",
-                _ignore_errors=True,
-            )
+        if fetch_models:
+            # Only an install this converge runs can be why the app's downloader cannot run.
+            _models(**models, pip_state=app["visomaster_pip_state"]
+                    if app["visomaster_install_requirements"] else "", _ignore_errors=True)
     if configure and app["visomaster_download_clip"] and not refused:
         _clip(
             name=f"Download and verify the CLIP weights into {app['visomaster_clip_dir']}",

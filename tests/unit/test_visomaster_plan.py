@@ -104,7 +104,14 @@ def test_out_of_state_box_checks_out_installs_and_downloads(plans):
     assert ">> /logs/visomaster-pip.log" in pip
     assert "visomaster: installing /workspace/VisoMaster/requirements_cu124.txt into " \
         "/opt/red/venv FAILED" in pip  # the startup log's line when it fails
-    [models] = matching(commands, MODELS_APPLY)
+    # The models start in the background before the install (their list comes with the
+    # checkout), and the same run after it waits for that one and checks they verify.
+    background, models = matching(commands, MODELS_APPLY)
+    assert background.startswith("{ echo '== red-app-models /workspace/VisoMaster (in the "
+                                 "background)'") and "setsid sh -c " in background
+    assert background.endswith("</dev/null >/dev/null 2>&1 &")
+    assert "--pip-state" not in background
+    assert commands.index(background) < commands.index(pip) < commands.index(models)
     assert "--python /opt/red/venv/bin/python --attempts 3 --timeout 3600 --deadline 3600 " \
         "--backoff 600" in models
     assert "--state /var/lib/red/models-state.json" in models
@@ -123,7 +130,8 @@ def test_app_failures_are_reported_and_never_stop_the_rest_of_the_deploy():
             "host; nothing was lost, the next converge retries") in output
     [note] = [c for c in commands[checkout:] if c.startswith("{ printf '%s visomaster: %s\\n'")]
     assert "FAILED: git clone failed" in note and ">> /logs/startup.log" in note
-    assert output.count("Error (ignored)") == 3, output[-3000:]
+    # (The models' background start too: the fake fails every command of that run.)
+    assert output.count("Error (ignored)") == 4, output[-3000:]
 
 
 def test_checkout_and_steps_can_be_turned_off():

@@ -70,7 +70,8 @@ class ContainerEnvironment(FactBase):
     """
 
     def command(self) -> str:
-        return "base64 -w0 /proc/1/environ 2>/dev/null || true"
+        # The newline ends the line: asked in a batch, the next probe's marker starts its own.
+        return "base64 -w0 /proc/1/environ 2>/dev/null; echo"
 
     def process(self, output) -> dict[str, str]:
         raw = base64.b64decode("".join(output).strip() or b"")

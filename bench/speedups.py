@@ -24,7 +24,7 @@ from tests.plan import plan  # noqa: E402
 
 INVENTORY = "bench/fake_fleet.py"
 CASES = (("all patches", ""), ("without order", "order"), ("without arguments", "arguments"),
-         ("without data", "data"), ("none", "order,arguments,data"))
+         ("none", "order,arguments"))
 
 
 def plan_seconds(group: str, off: str) -> float:

@@ -68,9 +68,6 @@ if which == "stock":
     for name in ("arguments", "facts"):
         module = importlib.import_module(f"pyinfra.api.{name}")
         module.all_global_arguments = fast._ARGUMENTS_STOCK
-    for name in ("operation", "deploy", "facts"):
-        module = importlib.import_module(f"pyinfra.api.{name}")
-        module.pop_global_arguments = fast._POP_STOCK
 chosen = operation.get_operation_order_from_stack
 calls = []
 def counted(state):

@@ -89,27 +89,3 @@ def test_a_plain_cli_run_orders_ops_by_the_frame_walk():
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "True"
-
-
-def test_the_global_arguments_are_read_as_pyinfra_reads_them():
-    from pyinfra.api import Config, Inventory, State
-
-    inventory = Inventory(
-        (["plain", ("given", {"_sudo": True, "_timeout": 7, "_env": {"A": "1"}})], {}),
-        admins=(["given"], {"_sudo_user": "bob", "_timeout": 9, "_retries": 2}),
-    )
-    state = State(inventory, Config(SUDO=False, TIMEOUT=11))
-    for host in inventory:
-        host.data._chdir = "/srv"  # the override layer
-        for deploy_kwargs in (None, {"_sudo": False, "_timeout": 3}):
-            host.current_deploy_kwargs = deploy_kwargs
-            for kwargs in ({}, {"_sudo": False, "name": "x"}, {"_ignore_errors": True}):
-                mine, theirs = dict(kwargs), dict(kwargs)
-                assert _speedups.pop_global_arguments_once(state, host, mine) == \
-                    _speedups._POP_STOCK(state, host, theirs)
-                assert mine == theirs  # what is left for the op itself
-    # A copy each time, as HostData hands out: changing it changes no host's data.
-    given = inventory.get_host("given")
-    host_env = _speedups.pop_global_arguments_once(state, given, {})[0]["_env"]
-    host_env["B"] = "2"
-    assert given.data._env == {"A": "1"}

@@ -311,3 +311,14 @@ autostart=false
     time.sleep(0.5)
     answer = status.supervisor_status(str(sock), timeout=2)
     assert "supervisord does not answer" in answer and status.parse_supervisorctl(answer) == {}
+
+
+def test_without_a_gpu_the_doctors_problems_stay_in_its_card(tmp_path):
+    args, env = box(tmp_path, completed={"seconds": 1})
+    no_gpu = {**RUNS, "gpu": None, "ok": False,
+              "problems": ["nvidia-smi is not installed: no NVIDIA driver here: VisoMaster "
+                           "needs an NVIDIA GPU to open its window"]}
+    (tmp_path / "doctor.json").write_text(json.dumps(no_gpu))
+    result = status.snapshot(args, env, SUPERVISORCTL, [])
+    assert result["doctor"]["problems"] == no_gpu["problems"]
+    assert not [line for line in result["problems"] if line.startswith("red-doctor")]

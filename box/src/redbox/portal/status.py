@@ -285,7 +285,11 @@ def doctor_problems(report: dict | None) -> list[str]:
 
 
 def problems(programs: list[dict], steps: list[dict], report: dict | None = None) -> list[str]:
-    """What failed, most important first: services, the boot's steps, then red-doctor's."""
+    """
+    What failed, most important first: services, the boot's steps, then red-doctor's where
+    the box has a GPU or none of the app's flavors runs on it (without a GPU the GPU card says
+    so: the box serves everything else).
+    """
     found = []
     for program in programs:
         if program["service"] and program["state"] in SERVICE_FAILED:
@@ -295,7 +299,8 @@ def problems(programs: list[dict], steps: list[dict], report: dict | None = None
         if step["state"] == "failed":
             found.append(f"{step['name']} failed: {step['detail']}"
                          + (f" (see {step['log']})" if step["log"] else ""))
-    found += [DOCTOR_PREFIX + line for line in doctor_problems(report)]
+    if report and (report.get("gpu") or report["flavor"].get("chosen") is None):
+        found += [DOCTOR_PREFIX + line for line in doctor_problems(report)]
     return found
 
 

@@ -309,21 +309,19 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, boun
         *(("--pip-state", QuoteString(pip_state)) if pip_state else ()),
         "--status", QuoteString(status), ">/dev/null",
     )
-    if background:
-        yield StringCommand(
-            "{", "echo", QuoteString(f"== red-app-models {repo} (in the background)"),
-            SHELL_TIMESTAMP, ";", "}", ">>", QuoteString(log), "2>&1;",
-            "setsid", "sh", "-c", QuoteString(f"{models.get_raw_value()} 2>>{shlex.quote(log)}"),
-            "</dev/null", ">/dev/null", "2>&1", "&",
-        )
-        return
-    yield StringCommand(
+    run = StringCommand(
         "{", "echo", QuoteString(f"== red-app-models {repo}"), SHELL_TIMESTAMP, ";", models, ";",
         "}",
         ">>", QuoteString(log), "2>&1", "&&", _append_startup_log(
             [f"model files in {repo} downloaded and verified (state in {state})"]),
         failure_note(f"visomaster: models NOT verified (state in {state})", log),
     )
+    if background:
+        # The same run, detached: its outcome reaches the logs as the foreground one's does.
+        yield StringCommand("setsid", "sh", "-c", QuoteString(run.get_raw_value()),
+                            "</dev/null", ">/dev/null", "2>&1", "&")
+        return
+    yield run
 
 
 @_files.declares("stamp", "key_file")

@@ -565,9 +565,10 @@ def model_server(box):
 
 
 def models_converge(box: Box, *more: str) -> dict:
+    # No backoff between these cases: each serves the models anew and converges at once.
     return converge(box, f"visomaster_repo_url={APP_URL}", "visomaster_ref=v1",
                     f"visomaster_dir={CASES}/models", "visomaster_install_requirements=false",
-                    "visomaster_models_attempts=2", *more)
+                    "visomaster_models_attempts=2", "visomaster_models_backoff=0", *more)
 
 
 def test_models_good_corrupt_404_and_truncated_are_reported(box, model_server):
@@ -811,7 +812,7 @@ def test_the_install_uses_the_files_index_line_and_the_requirement_lines_with_pr
     assert state["result"] == "installed"
     # uv's progress in its log, the step in the status JSON and what `status` prints
     log = box.sh(f"cat {PIP_LOG}")
-    assert "Resolved 2 packages" in log and "Installed 2 packages" in log
+    assert re.search(r"Resolved \d+ packages", log) and "+ red-fixture-b==2.0" in log
     status = json.loads(box.sh(f"cat {STATUS}"))
     assert (status["step"], status["state"], status["percent"]) == ("pip", "done", 100)
     shown = box.sh(f"/opt/red/bin/red-progress {STATUS}")

@@ -107,9 +107,10 @@ def test_out_of_state_box_checks_out_installs_and_downloads(plans):
     # The models start in the background before the install (their list comes with the
     # checkout), and the same run after it waits for that one and checks they verify.
     background, models = matching(commands, MODELS_APPLY)
-    assert background.startswith("{ echo '== red-app-models /workspace/VisoMaster (in the "
-                                 "background)'") and "setsid sh -c " in background
+    assert background.startswith("setsid sh -c '{ echo '\"'\"'== red-app-models ")
     assert background.endswith("</dev/null >/dev/null 2>&1 &")
+    # Its outcome reaches the startup log as the foreground run's does.
+    assert "downloaded and verified" in background and "models NOT verified" in background
     assert "--pip-state" not in background
     assert commands.index(background) < commands.index(pip) < commands.index(models)
     assert "--python /opt/red/venv/bin/python --attempts 3 --timeout 3600 --deadline 3600 " \

@@ -23,7 +23,7 @@ import pytest
 
 from operations import settings
 from operations.programs import programs
-from tests.boxes import NO_APP, ports, ports_env, remove, start_box, wait_ready
+from tests.boxes import NO_APP, ports, ports_env, remove, start_box, wait_onstart, wait_ready
 
 VNC_PASSWORD = "Red-vnc1"
 # Shell metacharacters: the token must reach Jupyter as data, never run.
@@ -70,6 +70,9 @@ def box(request, ssh_key):
     started = start_box(MAIN_BOX, env, MAIN_PORTS)
     try:
         wait_ready(started, JUPYTER_TOKEN)
+        # The boot's full converge behind the services is done too: a test's own converge
+        # never races it.
+        wait_onstart(started)
         yield started
     finally:
         remove(started.name)
@@ -89,6 +92,7 @@ def generated_box(request):
     started = start_box("red-test-generated", env, GENERATED_PORTS)
     try:
         wait_ready(started)
+        wait_onstart(started)
         yield started
     finally:
         remove(started.name)

@@ -123,8 +123,11 @@ class PortListeners(FactBase):
             users = re.findall(r'\("([^"]*)",pid=(\d+)', line)
             if not users:
                 found.append({"name": "?", "pid": None, "supervised": False})
+            # One socket: when any process holding it is ours, all are (a child sshd forked for a
+            # connection holds the listener too, and may be gone before ps shows its parent).
+            ours = any(supervised(int(pid)) for _, pid in users)
             for name, pid in users:
-                found.append({"name": name, "pid": int(pid), "supervised": supervised(int(pid))})
+                found.append({"name": name, "pid": int(pid), "supervised": ours})
         return listeners
 
 

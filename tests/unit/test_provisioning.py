@@ -143,6 +143,16 @@ def test_a_port_held_by_our_supervisord_is_ours():
     assert result == {22: [{"name": "sshd", "pid": 40, "supervised": True}]}
 
 
+def test_a_child_sshd_gone_before_ps_looked_shares_its_parents_socket():
+    # sshd forks a child per connection, which holds the listener too; by the time ps runs
+    # it may be gone (no parent to walk): the socket is still ours (the image tier saw our own
+    # sshd stopped as "held by sshd (pid 313)").
+    result = listeners('LISTEN 0 128 0.0.0.0:22 0.0.0.0:* '
+                       'users:(("sshd",pid=313,fd=3),("sshd",pid=40,fd=3))')
+    assert result == {22: [{"name": "sshd", "pid": 313, "supervised": True},
+                           {"name": "sshd", "pid": 40, "supervised": True}]}
+
+
 def test_a_port_held_elsewhere_is_foreign_even_when_its_process_is_invisible():
     result = listeners(
         'LISTEN 0 128 0.0.0.0:22 0.0.0.0:* users:(("sshd",pid=9,fd=3))\n'

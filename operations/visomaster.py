@@ -23,6 +23,7 @@ from operations.facts import ToolReport
 from operations.ops import apt_install, failure_note, upload
 from operations.program import Program, supervisor_program
 from redbox.app.checks import last_object
+from redbox.app.doctor import REPORT_FILE
 from redbox.app.install import stamp_path
 from redbox.core.log import SHELL_TIMESTAMP, startup_log
 
@@ -63,7 +64,7 @@ PIP = f"{BIN}/red-app-pip"
 DOCTOR = f"{BIN}/red-doctor"
 # The doctor's report (the status page, red-provision status and the notebook read it) and
 # what it was made for.
-DOCTOR_REPORT = "/var/lib/red/doctor.json"
+DOCTOR_REPORT = REPORT_FILE
 DOCTOR_KEY = "/var/lib/red/doctor.key"
 # The menu entry; the desktop icon is a copy of it.
 MENU_ENTRY = "/usr/share/applications/red-visomaster.desktop"

@@ -31,6 +31,7 @@ from pyinfra.facts.server import Command
 from operations.facts import GpuReport
 from redbox.app.gpu import api_said
 from redbox.core.log import SHELL_TIMESTAMP, startup_log, timestamp
+from redbox.provision import DEPLOY_DIR
 from redbox.settings import parse, registry
 from redbox.settings.resolve import (
     SEED_SCRIPTS,
@@ -42,6 +43,8 @@ from redbox.settings.resolve import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+# The deploy copy a box converges itself from (red-provision, the seed's scripts, the boot).
+ON_THE_BOX = ROOT == Path(DEPLOY_DIR)
 DEFAULTS = registry.DEFAULTS
 # The resolved settings the concerns receive (attribute access: runtime.sshd_port).
 RuntimeSettings = Resolved
@@ -84,8 +87,15 @@ class ContainerEnvironment(FactBase):
 
 
 def runtime_environment() -> dict[str, str]:
-    """The env the runtime settings come from: ours for @local, the container's otherwise."""
-    if host.connector_cls is LocalConnector:
+    """
+    The env the runtime settings come from: the container's (PID 1's, what ``docker run -e``
+    or Vast's template gave it), over SSH and in the box's own converges alike, so both resolve
+    the same settings. A login shell's env is not the box's: it holds what Red itself exported
+    (/etc/environment: VNC_PORT, VNC_RESOLUTION, ...) and lacks Vast's template env, so a
+    converge typed in an SSH session would otherwise write another settings file. @local
+    anywhere but the box's deploy copy (a controller, a test) reads its own env.
+    """
+    if host.connector_cls is LocalConnector and not ON_THE_BOX:
         return dict(os.environ)
     # PID 1's environment is fixed for the container's life.
     return dict(once_per_host("PID 1's environment", _container_environment))
@@ -93,12 +103,17 @@ def runtime_environment() -> dict[str, str]:
 
 def _container_environment() -> dict[str, str]:
     env = host.get_fact(ContainerEnvironment) or {}
-    if "PATH" not in env:
-        # An sshd running as PID 1 rewrites its process title over its environment.
-        logger.warning(
-            f"{host.name}: the environment of PID 1 is empty or unreadable: runtime settings "
-            "come from --data and the defaults only"
-        )
+    if "PATH" in env:
+        return env
+    # An sshd running as PID 1 rewrites its process title over its environment.
+    if host.connector_cls is LocalConnector:
+        logger.warning("the environment of PID 1 is empty or unreadable: runtime settings "
+                       "come from this converge's own environment")
+        return dict(os.environ)
+    logger.warning(
+        f"{host.name}: the environment of PID 1 is empty or unreadable: runtime settings "
+        "come from --data and the defaults only"
+    )
     return env
 
 
@@ -318,8 +333,10 @@ one wins:
 1. `--data key=value` on a deploy run (a live box keeps that run's choices in
    `/etc/red/settings.json` for its own converges, until the next run from the controller
    without them);
-2. the environment, by the names in the second column: `docker run -e`, Vast's template, the
-   box's own environment over SSH (PID 1's);
+2. the box's environment, by the names in the second column: what `docker run -e` or Vast's
+   template gave the container (PID 1's env). Every converge of the box reads that one, over
+   SSH and on the box alike (the boot, the seed's scripts, `red-provision run` typed in an SSH
+   session, whose shell env is not the box's): for a one-off value, use `--data`;
 3. the default (`group_data/all.py`, generated from the same registry).
 
 The image build reads none of the runtime environment, only its build args
@@ -378,8 +395,9 @@ def settings_table(entries: Iterable[registry.Setting] = registry.SETTINGS) -> s
     rows = ["| setting (`--data`) | environment | default | meaning |", "|---|---|---|---|"]
     for setting in entries:
         names = [f"`{name}`" for name in setting.env]
-        if setting.key == "vnc_resolution":
-            names.append("else `DISPLAY_SIZEW` x `DISPLAY_SIZEH`")
+        if setting.joined_env:
+            joined, separator = setting.joined_env
+            names.append("else " + f" {separator} ".join(f"`{name}`" for name in joined))
         default = setting.shown_default
         if default is None:
             default = ", ".join(setting.default) if isinstance(setting.default, list) \

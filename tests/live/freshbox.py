@@ -271,6 +271,18 @@ class Operator:
         return Run(result.returncode, result.stdout, result.stderr,
                    time.monotonic() - start_time)
 
+    def ssh(self, box: FreshBox, command: str, port: int | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+        """
+        Plain ssh to the box (its own sshd, or ``port``), a session as the user opens one, with
+        the key and the host key pyinfra pinned for this instance.
+        """
+        return subprocess.run(
+            ["ssh", "-F", str(self.ssh_config(box)), "-p", str(port or box.ports["box_ssh"]),
+             "-o", f"HostKeyAlias=[127.0.0.1]:{box.ports['box_ssh']}", "root@127.0.0.1",
+             command],
+            capture_output=True, text=True, timeout=timeout, check=False, env=self.env())
+
     def known_hosts_file(self, box: FreshBox) -> Path:
         return self.home / ".ssh" / "red_known_hosts" / box.host_name
 

@@ -54,14 +54,6 @@ def program_pids_when_running(box, timeout: float = 60) -> dict[str, int]:
     return box.program_pids()
 
 
-def ssh(operator: Operator, box, port: int, command: str) -> subprocess.CompletedProcess:
-    """Plain ssh with the key and the host key pyinfra pinned for this instance."""
-    return subprocess.run(
-        ["ssh", "-F", str(operator.ssh_config(box)), "-p", str(port),
-         "-o", f"HostKeyAlias=[127.0.0.1]:{box.ports['box_ssh']}", "root@127.0.0.1", command],
-        capture_output=True, text=True, timeout=60, check=False, env=operator.env())
-
-
 def test_inventory_lists_the_running_box(box, operator):
     run = operator.pyinfra("debug-inventory")
     assert run.returncode == 0, run.tail()
@@ -81,7 +73,7 @@ def test_first_converge_over_ssh_starts_the_services(box, operator, first_run):
     assert set(box.program_pids()) >= set(PROGRAMS)
     assert box.sh("tr '\\0' ' ' < /proc/1/cmdline").startswith("/bin/sh /usr/local/sbin/")
     # Red's sshd answers on SSH_PORT with the key, presenting this box's pinned host key.
-    login = ssh(operator, box, box.ports["sshd"], "id -u")
+    login = operator.ssh(box, "id -u", port=box.ports["sshd"])
     assert login.returncode == 0, login.stderr
     assert login.stdout.strip() == "0"
 

@@ -122,6 +122,34 @@ def test_the_seed_scripts_converge_the_box_with_no_change(box, first_run, script
     assert completed["by"] == script and completed["changes"] == 0, completed
 
 
+def test_a_converge_typed_in_an_ssh_session_agrees_with_the_ssh_converge(box, operator,
+                                                                         first_run):
+    """
+    A session's env is /etc/environment's (the ports and resolution Red exported, none of the
+    template's env): a converge typed there still resolves the container's settings, so box
+    converge -> SSH converge -> box converge changes nothing after the first.
+    """
+    settings_file = "/etc/red/settings.json"
+    written = box.sh(f"cat {settings_file}")
+    session = operator.ssh(box, "env", timeout=60)
+    assert session.returncode == 0, session.stderr
+    # The gap this test is about: Red's exports are there, the template's env is not.
+    assert f"VNC_PORT={box.ports['xvnc']}" in session.stdout.splitlines()
+    assert "SSH_PUBLIC_KEY=" not in session.stdout
+    assert "VISOMASTER_CHECKOUT=" not in session.stdout
+    for by in ("a session", "the SSH converge", "a session again"):
+        if by == "the SSH converge":
+            run = operator.deploy("-y", "--json")
+            assert run.returncode == 0, run.tail()
+            assert run.totals["success"] == 0, run.changed_ops()
+        else:
+            result = operator.ssh(box, SCRIPTS[0], timeout=600)
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            completed = json.loads(box.sh(f"cat {STATE}/completed"))
+            assert completed["changes"] == 0, (by, completed)
+        assert box.sh(f"cat {settings_file}") == written, by
+
+
 def test_red_provision_status_answers(box, first_run):
     result = podman("exec", box.name, "/opt/red/bin/red-provision", "status", check=False)
     assert result.returncode == 0, result.stderr

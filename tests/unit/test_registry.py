@@ -26,8 +26,7 @@ def test_settings_page_lists_exactly_the_registry():
     assert keys == [setting.key for setting in registry.SETTINGS]
     for row, setting in zip(rows, registry.SETTINGS, strict=True):
         cells = [cell.strip() for cell in row.strip("|").split("|")]
-        assert re.findall(r"`([A-Z0-9_]+)`", cells[1]) == list(setting.env) + (
-            ["DISPLAY_SIZEW", "DISPLAY_SIZEH"] if setting.key == "vnc_resolution" else [])
+        assert re.findall(r"`([A-Z0-9_]+)`", cells[1]) == list(setting.env_names)
         if setting.shown_default is None and not isinstance(setting.default, (bool, list)):
             assert cells[2] == str(setting.default)
 

@@ -1,6 +1,8 @@
 """Runtime settings: env names, precedence, bad input and the decision lines."""
 
 import pytest
+from pyinfra.connectors.local import LocalConnector
+from pyinfra.connectors.ssh import SSHConnector
 
 from operations import settings
 
@@ -121,3 +123,48 @@ def test_key_with_shell_payload_in_options_is_refused():
     payload = f'command="curl x|sh" {ED25519}'
     result = resolve({"SSH_PUBLIC_KEY": payload})
     assert result.ssh_authorized_keys == []
+
+
+class _Host:
+    """pyinfra's current host, as runtime_environment() asks it: connector, facts, memo."""
+
+    def __init__(self, connector_cls, pid1_env: dict[str, str]):
+        self.connector_cls = connector_cls
+        self.name = "box"
+        self.pid1_env = pid1_env
+        self.module = type("Memo", (), {})()
+
+    def get_fact(self, fact):
+        assert fact is settings.ContainerEnvironment
+        return dict(self.pid1_env)
+
+    def _get_module(self):
+        return self.module
+
+
+SESSION = {"PATH": "/usr/bin", "VNC_PORT": "5901", "VNC_RESOLUTION": "1920x1080"}
+CONTAINER = {"PATH": "/usr/bin", "VNC_PORT": "5999", "SSH_PUBLIC_KEY": "ssh-ed25519 AAAA x"}
+
+
+@pytest.mark.parametrize(("connector", "on_the_box", "expected"), [
+    # Over SSH, and in the box's own deploy copy: the container's env, whoever runs it.
+    ("ssh", False, CONTAINER),
+    ("local", True, CONTAINER),
+    # @local elsewhere (a controller, a test): its own.
+    ("local", False, SESSION),
+])
+def test_the_box_and_the_controller_read_the_same_environment(monkeypatch, connector,
+                                                              on_the_box, expected):
+    cls = LocalConnector if connector == "local" else SSHConnector
+    monkeypatch.setattr(settings, "host", _Host(cls, CONTAINER))
+    monkeypatch.setattr(settings, "ON_THE_BOX", on_the_box)
+    monkeypatch.setattr(settings.os, "environ", dict(SESSION))
+    assert settings.runtime_environment() == expected
+
+
+def test_the_box_falls_back_to_its_own_env_when_pid_1s_is_unreadable(monkeypatch):
+    monkeypatch.setattr(settings, "host", _Host(LocalConnector, {}))
+    monkeypatch.setattr(settings, "ON_THE_BOX", True)
+    monkeypatch.setattr(settings.os, "environ", dict(SESSION))
+    assert settings.runtime_environment() == SESSION
+

@@ -49,6 +49,9 @@ class Setting:
     distinct_port: bool = False
     # Every env name contributes (several SSH keys), instead of the first one set.
     combine_env: bool = False
+    # When none of ``env`` is set: these names' values joined by the separator (Vast's
+    # DISPLAY_SIZEW x DISPLAY_SIZEH for the desktop size), any of them set.
+    joined_env: tuple[tuple[str, ...], str] | None = None
     # What a fallback does, when not "using <default>".
     fallback: str | None = None
     # A note for a value that is accepted but weaker than it looks.
@@ -60,6 +63,27 @@ class Setting:
     # A selector ("flavor"): per value, the defaults it stands in for other settings' own
     # (declared after it). An explicit --data or env value of those settings still wins.
     presets: dict[str, dict[str, Any]] | None = None
+
+    @property
+    def joined_name(self) -> str | None:
+        """The source name of a joined value ("DISPLAY_SIZEW/DISPLAY_SIZEH")."""
+        return "/".join(self.joined_env[0]) if self.joined_env else None
+
+    def from_env(self, env) -> tuple[str | None, Any]:
+        """(the env name, its raw value) this setting takes from ``env``; (None, None): unset."""
+        for name in self.env:
+            value = env.get(name)
+            if value is not None and value != "":
+                return name, value
+        if self.joined_env and any(env.get(name) for name in self.joined_env[0]):
+            names, separator = self.joined_env
+            return self.joined_name, separator.join(env.get(name, "") for name in names)
+        return None, None
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        """Every env name the setting reads, its joined ones last."""
+        return self.env + (self.joined_env[0] if self.joined_env else ())
 
 
 
@@ -135,7 +159,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("desktop", "vnc_resolution", "1920x1080",
        parse.resolution(RESOLUTION_MIN, RESOLUTION_MAX),
        "desktop size, 640x480..7680x4320 (else DISPLAY_SIZEW x DISPLAY_SIZEH)",
-       env=("VNC_RESOLUTION",)),
+       env=("VNC_RESOLUTION",), joined_env=(("DISPLAY_SIZEW", "DISPLAY_SIZEH"), "x")),
     _s("desktop", "vnc_depth", 24, parse.integer(16, 32), "the desktop's colour depth"),
     _s("desktop", "vnc_password", None,
        parse.token(VNC_PASSWORD_MIN),

@@ -22,8 +22,6 @@ from redbox.settings.registry import BY_KEY, DEFAULTS, SETTINGS, SHARED_SECRET_E
 # What the deploy leaves on the box for its tools: the resolved non-secret values and which
 # keys came from --data (so a tool applies the same precedence without pyinfra).
 SETTINGS_FILE = "/etc/red/settings.json"
-# Vast's own names for the desktop size, used when VNC_RESOLUTION is unset.
-DISPLAY_SIZE_ENV = ("DISPLAY_SIZEW", "DISPLAY_SIZEH")
 
 Data = Callable[[str], Any]
 # The box's GPU, asked only when a flavor is chosen: (the first GPU, "") or (None, why).
@@ -63,14 +61,6 @@ class Resolved:
         return f"{self.values['secrets_dir']}/{key}"
 
 
-def _first_env(env: Mapping[str, str], names: Iterable[str]) -> tuple[str | None, Any]:
-    for name in names:
-        value = env.get(name)
-        if value is not None and value != "":
-            return name, value
-    return None, None
-
-
 def _source(setting: Setting, env: Mapping[str, str], data: Data, cli: set[str],
             default: Any = None):
     """
@@ -80,11 +70,7 @@ def _source(setting: Setting, env: Mapping[str, str], data: Data, cli: set[str],
     """
     if setting.key in cli:
         return f"--data {setting.key}", data(setting.key)
-    name, raw = _first_env(env, setting.env)
-    if name is None and setting.key == "vnc_resolution" and any(
-            env.get(size) for size in DISPLAY_SIZE_ENV):
-        name = "/".join(DISPLAY_SIZE_ENV)
-        raw = "x".join(env.get(size, "") for size in DISPLAY_SIZE_ENV)
+    name, raw = setting.from_env(env)
     if name is not None:
         return name, raw
     raw = data(setting.key)
@@ -152,7 +138,7 @@ def resolve(env: Mapping[str, str] | None = None, data: Data | None = None,
     # A port left at its default holds it whatever the order: a value another setting gives
     # that equals it falls back (JUPYTER_PORT=8443 against the door's default 8443).
     held_defaults = {setting.default for setting in SETTINGS if setting.distinct_port
-                     and setting.key not in cli and _first_env(env, setting.env)[0] is None}
+                     and setting.key not in cli and setting.from_env(env)[0] is None}
     # Defaults that selectors (visomaster_flavor) stand in for, by key: (value, "selector=choice").
     presets: dict[str, tuple[Any, str]] = {}
     for setting in SETTINGS:
@@ -282,7 +268,7 @@ def settings_file_payload(resolved: Resolved, cli: Iterable[str],
 
 def _from_env(resolved: Resolved, setting: Setting) -> bool:
     source = resolved.sources.get(setting.key, "")
-    return source in setting.env or source == "/".join(DISPLAY_SIZE_ENV)
+    return source in setting.env or source == setting.joined_name
 
 
 def box_settings(env: Mapping[str, str] | None = None, path: str = SETTINGS_FILE) -> Resolved:

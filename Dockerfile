@@ -24,7 +24,8 @@ LABEL org.opencontainers.image.title="Red" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
 
 # Bootstrap: an interpreter and the locked pyinfra, nothing else (the deploy installs the box
-# library, which it imports, from the build context below). The tool venv is where a
+# library, which it imports, from the build context below). pip brings only uv, the lock's own
+# pin; uv installs the lock (seconds, where pip takes tens). The tool venv is where a
 # box converged over SSH gets it too: the deploy below takes it over (operations/runtime.py).
 COPY files/build/usr/sbin/policy-rc.d /usr/sbin/policy-rc.d
 COPY files/build/opt/red/bin/red-with-extra-ca /opt/red/bin/red-with-extra-ca
@@ -33,8 +34,10 @@ RUN --mount=type=secret,id=extra_ca \
     apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates python3 python3-venv \
  && python3 -m venv /opt/red/tool \
- && /opt/red/bin/red-with-extra-ca \
-      /opt/red/tool/bin/pip install --no-cache-dir -r /tmp/red-bootstrap/tool.lock \
+ && /opt/red/bin/red-with-extra-ca /opt/red/tool/bin/pip install -q --no-cache-dir \
+      "$(grep '^uv==' /tmp/red-bootstrap/tool.lock | cut -d' ' -f1)" \
+ && /opt/red/bin/red-with-extra-ca /opt/red/tool/bin/uv pip install --no-cache \
+      --python /opt/red/tool/bin/python -r /tmp/red-bootstrap/tool.lock \
  && rm -rf /var/lib/apt/lists/* /tmp/red-bootstrap
 
 # The deploy itself: its install half, which reads no runtime settings and bakes no secret.
@@ -43,7 +46,8 @@ RUN --mount=type=secret,id=extra_ca \
 COPY . /tmp/red-src
 WORKDIR /tmp/red-src
 RUN --mount=type=secret,id=extra_ca \
-    /opt/red/tool/bin/pip install --no-cache-dir -q --no-deps --no-index --no-build-isolation ./box \
+    /opt/red/tool/bin/uv pip install --no-cache -q --python /opt/red/tool/bin/python \
+      --no-deps --no-index --no-build-isolation ./box \
  && /opt/red/bin/red-with-extra-ca \
       /opt/red/tool/bin/pyinfra @local deploy.py -y --data red_phase=install \
  && /opt/red/bin/red-provision mark-installed --by "image build" \

@@ -143,6 +143,10 @@ def secret(path: str, value: str | None = None, length: int = 24):
 
 # The install stamps pip_requirements keeps in a venv, by name (the venv op asks for them all).
 STAMP_PATTERN = ".red-*.stamp"
+# The tool venv (the locked pyinfra, uv and the box library): the other venvs install with
+# its uv, seconds where pip takes tens (the Jupyter lock: ~60 packages).
+TOOL_VENV = "/opt/red/tool"
+UV = f"{TOOL_VENV}/bin/uv"
 
 
 def venv_asks(path: str, python: str, **_) -> tuple[list[str], list[str], list[str]]:
@@ -209,9 +213,11 @@ def pip_requirements(
     pip_args: list[str] | None = None,
     stamp_key: str = "",
     log: str | None = None,
+    uv_from: str | None = None,
 ):
     """
-    pip-install requirements into a venv only when they changed since the last install.
+    Install requirements into a venv (the tool venv's uv) only when they changed since the
+    last install.
 
     The stamp lives inside the venv: a venv rebuilt for another Python starts without one.
 
@@ -222,8 +228,10 @@ def pip_requirements(
       there; nothing is installed while it does not exist
     + pip_args: more arguments for pip (e.g. ``--extra-index-url=URL``); part of the stamp
     + stamp_key: anything else that makes an install different (e.g. a ref); part of the stamp
-    + log: append pip's output to this file; on failure its tail goes to stderr and one line to
-      the startup log (without it pip runs quietly)
+    + log: append uv's output to this file; on failure its tail goes to stderr and one line to
+      the startup log (without it uv runs quietly)
+    + uv_from: the requirement pip installs uv from first when the tool venv has none (the tool
+      venv's own first install: its lock brings uv)
     """
     if (requirements is None) == (requirements_file is None):
         raise OperationValueError("give either requirements or requirements_file")
@@ -247,24 +255,28 @@ def pip_requirements(
         return
     if requirements is not None:
         yield FileUploadCommand(BytesIO(requirements.encode()), target)
+    # No cache: the image keeps none, and a box's /root would keep hundreds of MB of it.
     pip = StringCommand(
-        QuoteString(f"{venv}/bin/pip"),
-        "install --no-cache-dir --disable-pip-version-check",
-        "-q" if log is None else "--progress-bar off",
+        UV, "pip install --no-cache --python", QuoteString(f"{venv}/bin/python"),
+        "-q" if log is None else "--color never",
         "-r",
         QuoteString(target),
         *(QuoteString(arg) for arg in pip_args or []),
     )
+    if uv_from:
+        pip = StringCommand("{ test -x", UV, "||", QuoteString(f"{TOOL_VENV}/bin/pip"),
+                            "install -q --no-cache-dir --disable-pip-version-check",
+                            QuoteString(uv_from), "; } &&", pip)
     record = StringCommand("echo", QuoteString(expected), ">", QuoteString(stamp))
     if log is None:
         yield StringCommand(pip, "&&", record)
         return
     # Relative paths in a requirements file (wheels, -e .) are pip's working directory's.
     yield StringCommand(
-        "(", "echo", QuoteString(f"== pip install -r {target}"), SHELL_TIMESTAMP, ";",
+        "(", "echo", QuoteString(f"== uv pip install -r {target}"), SHELL_TIMESTAMP, ";",
         "cd", QuoteString(str(Path(target).parent)), "&&", pip, ")",
         ">>", QuoteString(log), "2>&1 &&", record,
-        failure_note(f"pip: installing {target} into {venv} FAILED", log),
+        failure_note(f"uv: installing {target} into {venv} FAILED", log),
     )
 
 

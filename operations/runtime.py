@@ -18,11 +18,10 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
 
 from operations import _files, settings
-from operations.ops import pip_requirements, shipped_text, venv, venv_asks
+from operations.ops import TOOL_VENV, pip_requirements, shipped_text, venv, venv_asks
 from redbox.provision import DEPLOY_DIR, VERSION_FILE
 
 BIN = "/opt/red/bin"
-TOOL_VENV = "/opt/red/tool"
 BOX_PROJECT = "box"
 OLD_LIB_DIR = "/opt/red/lib"
 TOOL_LOCK = "requirements/tool.lock"
@@ -40,6 +39,14 @@ BOX_TESTS = Path(BOX_PROJECT, "tests")
 TREE_MTIME = 946684800  # 2000-01-01
 # The tree's packages its runs import (pyinfra runs deploy.py and group_data from source).
 IMPORTED = ("operations",)
+
+
+def uv_pin(lock: str) -> str:
+    """The lock's uv pin (``uv==0.13.9``): what bootstraps the tool venv's installs."""
+    pins = [line.split()[0] for line in lock.splitlines() if line.startswith("uv==")]
+    if len(pins) != 1:
+        raise ValueError(f"{TOOL_LOCK} pins uv {len(pins)} times, not once")
+    return pins[0]
 
 
 def tree_files(root: Path, tops: tuple[str, ...] = DEPLOY_TREE) -> list[tuple[str, Path]]:
@@ -212,6 +219,7 @@ def setup_runtime(install: bool = True, configure: bool = True):
         venv=TOOL_VENV,
         requirements=shipped_text(TOOL_LOCK),
         stamp_name="tool",
+        uv_from=uv_pin(shipped_text(TOOL_LOCK)),
     )
     deploy_tree(name=f"Copy the deploy to {DEPLOY_DIR} (stamped with its version)",
                 src=str(settings.ROOT), dest=DEPLOY_DIR)
@@ -223,7 +231,7 @@ def setup_runtime(install: bool = True, configure: bool = True):
         name=f"Build and install the box library (redbox) into {TOOL_VENV}",
         venv=TOOL_VENV,
         requirements=f"{DEPLOY_DIR}/{BOX_PROJECT}\n",
-        pip_args=["--no-deps", "--no-index", "--no-build-isolation", "--force-reinstall"],
+        pip_args=["--no-deps", "--no-index", "--no-build-isolation", "--reinstall"],
         stamp_key=box_version,
         stamp_name="redbox",
     )

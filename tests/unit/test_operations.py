@@ -30,7 +30,7 @@ from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra.operations import apt, files
 
-from operations import _files, facts, notebooks, ops, visomaster
+from operations import _files, facts, notebooks, ops, runtime, settings, visomaster
 from redbox.core.log import SHELL_STAMP, SHELL_TIMESTAMP
 from tests.conftest import ROOT
 
@@ -275,19 +275,19 @@ def test_venv(facts, commands, noop):
 LOCK = "jupyterlab==4.0.0\n"
 STAMP = f"{VENV}/.red-lab.stamp"
 REQS = "/workspace/App/requirements.txt"
-PIP = f"{VENV}/bin/pip install --no-cache-dir --disable-pip-version-check"
+PIP = f"/opt/red/tool/bin/uv pip install --no-cache --python {VENV}/bin/python"
 # The stamp of REQS (hash "ab"*32) installed with one extra index and a ref.
 FILE_STAMP = hashlib.sha256("\n".join(["ab" * 32, "--extra-index-url=https://x.test",
                                        "ref=v1"]).encode()).hexdigest()
 FILE_KWARGS = {"requirements_file": REQS, "pip_args": ["--extra-index-url=https://x.test"],
                "stamp_key": "ref=v1", "log": "/logs/pip.log"}
 FILE_INSTALL = (
-    f"( echo '== pip install -r {REQS}' {SHELL_TIMESTAMP} ; cd /workspace/App && "
-    f"{PIP} --progress-bar off -r {REQS} --extra-index-url=https://x.test ) >> /logs/pip.log "
+    f"( echo '== uv pip install -r {REQS}' {SHELL_TIMESTAMP} ; cd /workspace/App && "
+    f"{PIP} --color never -r {REQS} --extra-index-url=https://x.test ) >> /logs/pip.log "
     "2>&1 && echo "
     f"{FILE_STAMP} > {STAMP} || {{ rc=$?; tail -n 20 /logs/pip.log >&2; printf '%s %s (exit %s): "
     f"%s; details in %s\\n' {SHELL_TIMESTAMP} "
-    f"'pip: installing {REQS} into {VENV} FAILED' \"$rc\" \"$(tail -n 1 /logs/pip.log "
+    f"'uv: installing {REQS} into {VENV} FAILED' \"$rc\" \"$(tail -n 1 /logs/pip.log "
     "2>/dev/null)\" /logs/pip.log >> /logs/startup.log 2>/dev/null; exit $rc; }"
 )
 
@@ -323,8 +323,14 @@ REQS_FILE = {REQS: file_state("ab" * 32)}
     # A requirements file behind a link is hashed as pyinfra does (the link followed).
     ({BOX: ({REQS: _files.PathState("link", "777", "root", "root", 9, None)}, {}),
       ("Sha256File", REQS): "ab" * 32}, FILE_KWARGS, [FILE_INSTALL], None),
+    # The tool venv's first install: pip brings uv, the lock's pin, unless it is there.
+    ({}, {"requirements": LOCK, "uv_from": "uv==0.13.9"},
+     [f"upload {VENV}/red-lab.txt: {LOCK}",
+      "{ test -x /opt/red/tool/bin/uv || /opt/red/tool/bin/pip install -q --no-cache-dir "
+      f"--disable-pip-version-check uv==0.13.9 ; }} && {PIP} -q -r {VENV}/red-lab.txt && "
+      f"echo {sha(LOCK)} > {STAMP}"], None),
 ], ids=["text-fresh", "text-changed", "text-same", "file-missing", "file-fresh", "file-same",
-        "file-new-ref", "file-behind-a-link"])
+        "file-new-ref", "file-behind-a-link", "uv-bootstrapped"])
 def test_pip_requirements(facts, kwargs, commands, noop):
     if commands == ["<changed>"]:
         got, noops = run(ops.pip_requirements, facts, venv=VENV, stamp_name="lab", **kwargs)
@@ -332,6 +338,13 @@ def test_pip_requirements(facts, kwargs, commands, noop):
         return
     check(ops.pip_requirements, facts, {"venv": VENV, "stamp_name": "lab", **kwargs},
           commands, noop)
+
+
+def test_the_tool_venv_bootstraps_uv_from_the_locks_own_pin():
+    lock = (settings.ROOT / runtime.TOOL_LOCK).read_text()
+    assert runtime.uv_pin(lock) == "uv==0.13.9"
+    with pytest.raises(ValueError, match="pins uv 0 times"):
+        runtime.uv_pin("pyinfra==3.10.0\n")
 
 
 def test_pip_requirements_wants_one_source():

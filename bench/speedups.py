@@ -4,8 +4,10 @@ What each of operations/_speedups.py's patches saves: the whole deploy planned b
 pyinfra CLI for 1 and for 8 boxes (tests/plan.py's fake hosts answer every fact, so what is
 timed is the controller's own work, where the patches act), with all patches, with each one
 left out (RED_SPEEDUPS_OFF) and with none. Medians of --runs; wall seconds of the CLI process.
+With --box, also a real no-op converge of a box of the test image (RED_TEST_IMAGE): inside the
+container (the boot's and the seed's way) and over SSH from here (a live box's way).
 
-    .venv/bin/python bench/speedups.py [--runs 5]
+    .venv/bin/python bench/speedups.py [--runs 5] [--box]
 """
 
 from __future__ import annotations
@@ -13,13 +15,26 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # a bench script of the repository (not the box library)
 
+from tests.boxes import (  # noqa: E402
+    NO_APP,
+    TOKEN,
+    ports,
+    ports_env,
+    remove,
+    start_box,
+    wait_onstart,
+    wait_ready,
+)
 from tests.plan import plan  # noqa: E402
 
 INVENTORY = "bench/fake_fleet.py"
@@ -35,24 +50,89 @@ def plan_seconds(group: str, off: str) -> float:
     return time.monotonic() - started
 
 
+def timed(command: list[str], off: str, **env: str) -> float:
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
+                            env={**os.environ, **env, "RED_SPEEDUPS_OFF": off})
+    assert result.returncode == 0, result.stderr[-2000:]
+    return time.monotonic() - started
+
+
+class RedBox:
+    """A box of the test image, booted, with our key authorized: its two no-op converges."""
+
+    NAME = "red-bench-speedups"
+    PORTS = ports(26100)
+
+    def __init__(self, directory: Path):
+        self.key = directory / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)],
+                       check=True)
+        env = {**NO_APP, **ports_env(self.PORTS), "JUPYTER_TOKEN": TOKEN,
+               "SSH_PUBLIC_KEY": self.key.with_suffix(".pub").read_text().strip()}
+        self.box = start_box(self.NAME, env, self.PORTS)
+        wait_ready(self.box, TOKEN)
+        wait_onstart(self.box)
+        self.known_hosts = directory / "known_hosts"
+        self.known_hosts.write_text("".join(
+            f"[127.0.0.1]:{self.PORTS['sshd']} {line}\n" for line in self.box.sh(
+                "cat /etc/ssh/ssh_host_*_key.pub").splitlines()))
+        # The first SSH converge saves its --data choice on the box: not timed.
+        self.ssh_seconds("")
+
+    def container_seconds(self, off: str) -> float:
+        return timed(["podman", "exec", "-e", f"RED_SPEEDUPS_OFF={off}", self.NAME, "bash", "-c",
+                      "cd /opt/red/deploy && /opt/red/tool/bin/pyinfra @local deploy.py -y"],
+                     off)
+
+    def ssh_seconds(self, off: str) -> float:
+        return timed([str(Path(sys.executable).with_name("pyinfra")), "127.0.0.1", "deploy.py",
+                      "-y", "--user", "root", "--port", str(self.PORTS["sshd"]),
+                      "--key", str(self.key), "--data", "python_version=3.11",
+                      "--data", f"ssh_known_hosts_file={self.known_hosts}",
+                      "--data", "ssh_strict_host_key_checking=yes"], off)
+
+    def close(self) -> None:
+        remove(self.NAME)
+
+
+def table(columns: dict[str, dict[str, list[float]]]) -> None:
+    print(f"{'case':<20}" + "".join(f"{name:>18}" for name in columns))
+    for name, off in CASES:
+        cells = []
+        for figures in columns.values():
+            value, base = statistics.median(figures[off]), statistics.median(figures[""])
+            cells.append(f"{value:7.2f} s {(value / base - 1) * 100:+4.0f}%")
+        print(f"{name:<20}" + "".join(f"{cell:>18}" for cell in cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--box", action="store_true",
+                        help="also a box of RED_TEST_IMAGE: no-op inside it and over SSH")
     args = parser.parse_args()
-    # The cases interleaved, run by run: a machine whose speed drifts weighs on each alike.
-    seconds: dict[tuple[str, str], list[float]] = {}
-    for _ in range(args.runs):
-        for _name, off in CASES:
-            for group in ("one", "fleet"):
-                seconds.setdefault((off, group), []).append(plan_seconds(group, off))
-    print(f"{'case':<20} {'1 box (s)':>12} {'8 boxes (s)':>14}")
-    base = {group: statistics.median(seconds[("", group)]) for group in ("one", "fleet")}
-    for name, off in CASES:
-        cells = []
-        for group in ("one", "fleet"):
-            value = statistics.median(seconds[(off, group)])
-            cells.append(f"{value:6.2f} {(value / base[group] - 1) * 100:+4.0f}%")
-        print(f"{name:<20} {cells[0]:>12} {cells[1]:>14}")
+    measures: dict[str, Callable[[str], float]] = {
+        "plan, 1 box": lambda off: plan_seconds("one", off),
+        "plan, 8 boxes": lambda off: plan_seconds("fleet", off),
+    }
+    with tempfile.TemporaryDirectory(prefix="red-bench-") as directory:
+        box = RedBox(Path(directory)) if args.box else None
+        try:
+            if box:
+                measures["no-op in the box"] = box.container_seconds
+                measures["no-op over SSH"] = box.ssh_seconds
+            # The cases interleaved, run by run: a machine whose speed drifts weighs on each
+            # alike.
+            columns: dict[str, dict[str, list[float]]] = {name: {} for name in measures}
+            for _ in range(args.runs):
+                for _name, off in CASES:
+                    for name, measure in measures.items():
+                        columns[name].setdefault(off, []).append(measure(off))
+        finally:
+            if box:
+                box.close()
+    table(columns)
 
 if __name__ == "__main__":
     main()

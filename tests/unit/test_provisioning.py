@@ -16,7 +16,9 @@ import pytest
 from operations import settings
 from operations.facts import PortListeners
 from operations.provisioning import _profile
-from redbox import provision as red_provision
+from redbox.provision import status as provision_status
+from redbox.provision.download import download
+from redbox.provision.script import run_script
 from redbox.settings.resolve import box_settings, provisioning_settings
 from tests.conftest import ROOT
 from tests.fixtures.fake_inventory import DEBIAN_12
@@ -203,7 +205,7 @@ def prov(**overrides):
 @pytest.mark.parametrize("path", ["/ok.sh", "/plain.sh"])
 def test_a_script_is_downloaded_executable(server, tmp_path, path):
     log = Lines()
-    dest, reason = red_provision.download(server + path, prov(), str(tmp_path / "s.sh"), log)
+    dest, reason = download(server + path, prov(), str(tmp_path / "s.sh"), log)
     assert dest == str(tmp_path / "s.sh") and reason == ""
     assert os.stat(dest).st_mode & 0o777 == 0o700
     assert not (tmp_path / "s.sh.part").exists()
@@ -221,7 +223,7 @@ def test_a_script_is_downloaded_executable(server, tmp_path, path):
 def test_bodies_that_are_not_scripts_are_refused_without_retrying(server, tmp_path, path, expected):
     log = Lines()
     HITS.clear()
-    dest, reason = red_provision.download(server + path, prov(), str(tmp_path / "s.sh"), log)
+    dest, reason = download(server + path, prov(), str(tmp_path / "s.sh"), log)
     assert dest is None and expected in reason
     assert HITS[path] == 1
     assert not list(tmp_path.iterdir())
@@ -229,25 +231,25 @@ def test_bodies_that_are_not_scripts_are_refused_without_retrying(server, tmp_pa
 
 def test_404_is_not_retried_but_503_is(server, tmp_path):
     HITS.clear()
-    dest, reason = red_provision.download(server + "/nope", prov(download_retries=3),
-                                          str(tmp_path / "s.sh"), Lines())
+    dest, reason = download(server + "/nope", prov(download_retries=3), str(tmp_path / "s.sh"),
+                            Lines())
     assert dest is None and reason == "HTTP 404" and HITS["/nope"] == 1
-    dest, reason = red_provision.download(server + "/busy", prov(download_retries=2),
-                                          str(tmp_path / "s.sh"), Lines())
+    dest, reason = download(server + "/busy", prov(download_retries=2), str(tmp_path / "s.sh"),
+                            Lines())
     assert dest is None and reason.startswith("HTTP 503") and HITS["/busy"] == 3
 
 
 def test_refused_and_silent_servers_fail_within_their_bounds(server, tmp_path):
     log = Lines()
     start = time.monotonic()
-    dest, reason = red_provision.download(f"http://127.0.0.1:{CLOSED_PORT}/x.sh",
-                                          prov(download_retries=2, download_backoff=1),
-                                          str(tmp_path / "s.sh"), log)
+    dest, reason = download(f"http://127.0.0.1:{CLOSED_PORT}/x.sh",
+                            prov(download_retries=2, download_backoff=1),
+                            str(tmp_path / "s.sh"), log)
     assert dest is None and "curl exit 7" in reason and "after 3 attempts" in reason
     # Backoff 1 s then 2 s.
     assert 2.5 < time.monotonic() - start < 10
     start = time.monotonic()
-    dest, reason = red_provision.download(server + "/never", prov(), str(tmp_path / "s.sh"), log)
+    dest, reason = download(server + "/never", prov(), str(tmp_path / "s.sh"), log)
     assert dest is None and "curl exit 28" in reason
     assert time.monotonic() - start < 10
 
@@ -258,7 +260,7 @@ def test_a_script_that_never_ends_is_stopped_with_its_children(tmp_path):
     script.write_text(f"echo started\nsleep 300 &\necho $! > {marker}\nsleep 300\n")
     log = Lines()
     start = time.monotonic()
-    outcome, _code = red_provision.run_script(str(script), 2, str(tmp_path), log)
+    outcome, _code = run_script(str(script), 2, str(tmp_path), log)
     assert outcome == "timeout" and time.monotonic() - start < 15
     child = int(marker.read_text())
     time.sleep(0.2)
@@ -272,7 +274,7 @@ def test_a_failing_script_is_reported_and_its_output_timestamped(tmp_path):
     script = tmp_path / "fail.sh"
     script.write_text("echo to stdout\necho to stderr >&2\nexit 3\n")
     log = Lines()
-    outcome, code = red_provision.run_script(str(script), 30, str(tmp_path), log)
+    outcome, code = run_script(str(script), 30, str(tmp_path), log)
     assert (outcome, code) == ("script-failed", 3)
     assert any("exited with status 3" in line for line in log)
     logged = (tmp_path / "provisioning.log").read_text().splitlines()
@@ -284,7 +286,7 @@ def test_a_failing_script_is_reported_and_its_output_timestamped(tmp_path):
 def test_a_server_left_running_by_the_script_keeps_logging(tmp_path):
     script = tmp_path / "bg.sh"
     script.write_text("(sleep 1; echo from the background) &\necho done\n")
-    outcome, _ = red_provision.run_script(str(script), 30, str(tmp_path), Lines())
+    outcome, _ = run_script(str(script), 30, str(tmp_path), Lines())
     assert outcome == "ok"
     deadline = time.monotonic() + 10
     log = tmp_path / "provisioning.log"
@@ -302,13 +304,13 @@ def test_status_reads_an_in_progress_marker_without_a_lock_holder_as_interrupted
     saved = tmp_path / "settings.json"
     saved.write_text(json.dumps({"values": {"provisioning_state_dir": str(state)}, "cli": []}))
     values = box_settings({}, path=str(saved))
-    monkeypatch.setattr(red_provision, "_settings",
+    monkeypatch.setattr(provision_status, "settings",
                         lambda: (values, provisioning_settings(values)))
-    report = red_provision.status_report()
+    report = provision_status.status_report()
     assert report["converge"]["state"] == "interrupted"
     with open(state / "lock") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        assert red_provision.status_report()["converge"]["state"] == "running"
+        assert provision_status.status_report()["converge"]["state"] == "running"
 
 
 def test_status_names_the_flavor_and_what_red_doctor_found(tmp_path, monkeypatch, capsys):
@@ -324,16 +326,16 @@ def test_status_names_the_flavor_and_what_red_doctor_found(tmp_path, monkeypatch
     saved.write_text(json.dumps({"values": {"provisioning_state_dir": str(tmp_path / "state"),
                                             "visomaster_flavor": "auto"}, "cli": []}))
     values = box_settings({}, path=str(saved))
-    monkeypatch.setattr(red_provision, "_settings",
+    monkeypatch.setattr(provision_status, "settings",
                         lambda: (values, provisioning_settings(values)))
-    monkeypatch.setattr(red_provision, "DOCTOR_REPORT", str(tmp_path / "doctor.json"))
+    monkeypatch.setattr(provision_status, "DOCTOR_REPORT", str(tmp_path / "doctor.json"))
     # No report yet: the configured flavor, and how to get one.
-    assert red_provision.status_report()["doctor"] is None
-    red_provision.cmd_status(SimpleNamespace(json=False))
+    assert provision_status.status_report()["doctor"] is None
+    provision_status.cmd_status(SimpleNamespace(json=False))
     assert f"flavor: auto (red-doctor has not reported on this GPU yet: {tmp_path}/doctor.json;" \
         in capsys.readouterr().out
     (tmp_path / "doctor.json").write_text(json.dumps(report))
-    red_provision.cmd_status(SimpleNamespace(json=False))
+    provision_status.cmd_status(SimpleNamespace(json=False))
     lines = capsys.readouterr().out.splitlines()
     assert "flavor: auto -> none (nothing installed): no flavor runs on NVIDIA GeForce RTX 5090 " \
            "(compute capability 12.0)" in "\n".join(lines)
@@ -341,7 +343,7 @@ def test_status_names_the_flavor_and_what_red_doctor_found(tmp_path, monkeypatch
         "doctor: NVIDIA GeForce RTX 5090 (sm 12.0, driver 575.57.08, CUDA 12.9); no flavor; "
         "the app cannot run: VisoMaster is NOT installed: no flavor runs on ") in "\n".join(lines)
     assert lines[-3:-1] == [f"  problem: {choice.warning}", "  problem: app venv: no app venv"]
-    red_provision.cmd_status(SimpleNamespace(json=True))
+    provision_status.cmd_status(SimpleNamespace(json=True))
     written = json.loads(capsys.readouterr().out)
     assert written["doctor"] == report and written["flavor"] == "auto"
 
@@ -430,10 +432,10 @@ def test_status_prints_the_apps_current_step_and_percent(tmp_path, monkeypatch, 
     saved.write_text(json.dumps({"values": {"provisioning_state_dir": str(tmp_path / "state"),
                                             "visomaster_status_file": str(status)}, "cli": []}))
     values = box_settings({}, path=str(saved))
-    monkeypatch.setattr(red_provision, "_settings",
+    monkeypatch.setattr(provision_status, "settings",
                         lambda: (values, provisioning_settings(values)))
-    assert red_provision.status_report()["app"]["percent"] == 42
-    red_provision.cmd_status(type("Args", (), {"json": False})())
+    assert provision_status.status_report()["app"]["percent"] == 42
+    provision_status.cmd_status(type("Args", (), {"json": False})())
     out = capsys.readouterr().out
     assert "visomaster: pip running 42%: collecting torch (12 packages so far) (at " in out
     assert "  last: checkout done 100%: cloned" in out

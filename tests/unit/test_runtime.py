@@ -12,7 +12,12 @@ import tarfile
 
 from operations import runtime
 from operations.provisioning import ONSTART, ONSTART_BLOCK
-from redbox import provision as red_provision
+from redbox.provision import runner as provision_runner
+from redbox.provision.common import INSTALLED, SCRIPT_DONE, VERSION_FILE, markers
+from redbox.provision.download import download
+from redbox.provision.onstart import mark_script_done, script_done
+from redbox.provision.runner import install_in_place, mark_installed, saved_data
+from redbox.provision.script import interpreter, run_script
 from tests.conftest import ROOT
 from tests.plan import plan
 from tests.script_server import serve
@@ -77,11 +82,11 @@ def test_saved_data_gives_back_the_users_choices_not_the_per_run_keys(tmp_path):
         "cli": ["python_version", "vnc_resolution", "supervisor_start",
                 "visomaster_checkout", "base_logs_dir", "not_a_setting"],
     }))
-    assert red_provision.saved_data(str(saved)) == [
+    assert saved_data(str(saved)) == [
         "--data", 'python_version="3.11"', "--data", 'vnc_resolution="1600x900"']
     # pyinfra JSON-parses a --data value: a string stays a string (not the number 3.11).
     assert json.loads('"3.11"') == "3.11"
-    assert red_provision.saved_data(str(tmp_path / "missing.json")) == []
+    assert saved_data(str(tmp_path / "missing.json")) == []
 
 
 def test_a_script_runs_by_its_shebang_else_with_bash(tmp_path):
@@ -90,12 +95,12 @@ def test_a_script_runs_by_its_shebang_else_with_bash(tmp_path):
                              "print('py', sys.version_info[0])\n")
     plain = tmp_path / "plain.sh"
     plain.write_text("echo bash $BASH_VERSION | cut -c1-6\n")
-    assert red_provision.interpreter(str(python_script)) == (
+    assert interpreter(str(python_script)) == (
         [str(python_script)], "by its shebang (#!/usr/bin/env python3)")
-    assert red_provision.interpreter(str(plain))[0] == ["bash", str(plain)]
+    assert interpreter(str(plain))[0] == ["bash", str(plain)]
     for script, expected in ((python_script, "script: py 3"), (plain, "script: bash 5")):
         lines = []
-        outcome, code = red_provision.run_script(str(script), 30, str(tmp_path), lines.append)
+        outcome, code = run_script(str(script), 30, str(tmp_path), lines.append)
         assert (outcome, code) == ("ok", 0), lines
         assert expected in (tmp_path / "provisioning.log").read_text()
 
@@ -106,28 +111,27 @@ def test_crlf_line_endings_are_converted_with_a_line(tmp_path):
     prov = type("Prov", (), dict(connect_timeout=2, download_timeout=5, download_retries=0,
                                  download_backoff=0))()
     with serve(SERVER_PORT, routes) as url:
-        dest, reason = red_provision.download(url + "/crlf.sh", prov, str(tmp_path / "s.sh"),
-                                              lines.append)
+        dest, reason = download(url + "/crlf.sh", prov, str(tmp_path / "s.sh"), lines.append)
     assert dest and not reason
     assert (tmp_path / "s.sh").read_bytes() == b"#!/bin/bash\necho one\necho two\n"
     assert [line for line in lines if "CRLF" in line] == [
         "the script has CRLF (Windows) line endings: converted to LF before running"]
-    outcome, _ = red_provision.run_script(dest, 30, str(tmp_path), lines.append)
+    outcome, _ = run_script(dest, 30, str(tmp_path), lines.append)
     assert outcome == "ok"
 
 
 def test_the_success_marker_is_for_one_url_and_hides_its_secrets(tmp_path):
     script = tmp_path / "s.sh"
     script.write_bytes(b"echo hi\n")
-    marker = str(tmp_path / red_provision.SCRIPT_DONE)
+    marker = str(tmp_path / SCRIPT_DONE)
     url = "https://user:pw@example.com/setup.sh?token=abc"
-    red_provision.mark_script_done(marker, url, str(script), 1.0)
-    done = red_provision.script_done(marker, url)
+    mark_script_done(marker, url, str(script), 1.0)
+    done = script_done(marker, url)
     assert done and done["script_sha256"] == hashlib.sha256(b"echo hi\n").hexdigest()
     assert os.stat(marker).st_mode & 0o777 == 0o600
     text = open(marker).read()
     assert "pw" not in text and "abc" not in text
-    assert red_provision.script_done(marker, url.replace("setup", "other")) is None
+    assert script_done(marker, url.replace("setup", "other")) is None
 
 
 # -- the plan on a @fake host: pyinfra's SSH-like connector, not @local -------------------------
@@ -180,18 +184,19 @@ def test_the_install_half_counts_as_in_place_only_for_the_deploy_version_it_was_
     deploy, state = tmp_path / "deploy", tmp_path / "state"
     deploy.mkdir()
     state.mkdir()
-    monkeypatch.setattr(red_provision, "DEPLOY_DIR", str(deploy))
-    paths = red_provision.markers(str(state))
+    monkeypatch.setattr(provision_runner, "DEPLOY_DIR", str(deploy))
+    paths = markers(str(state))
     # No version on the box, or never installed: not in place.
-    assert red_provision.install_in_place(paths) is None
-    (deploy / red_provision.VERSION_FILE).write_text("v1\n")
-    assert red_provision.install_in_place(paths) is None
-    red_provision.mark_installed(paths, "image build")
-    assert red_provision.install_in_place(paths) == "v1"
-    assert json.loads((state / red_provision.INSTALLED).read_text())["by"] == "image build"
+    assert install_in_place(paths) is None
+    (deploy / VERSION_FILE).write_text("v1\n")
+    assert install_in_place(paths) is None
+    mark_installed(paths, "image build")
+    assert install_in_place(paths) == "v1"
+    assert json.loads((state / INSTALLED).read_text())["by"] == "image build"
     # A newer deploy arrived (a converge over SSH from a newer controller): not until its own
     # install half completes.
-    (deploy / red_provision.VERSION_FILE).write_text("v2\n")
-    assert red_provision.install_in_place(paths) is None
-    (state / red_provision.INSTALLED).write_text("{not json")
-    assert red_provision.install_in_place(paths) is None
+    (deploy / VERSION_FILE).write_text("v2\n")
+    assert install_in_place(paths) is None
+    (state / INSTALLED).write_text("{not json")
+    assert install_in_place(paths) is None
+

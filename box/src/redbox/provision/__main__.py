@@ -2,6 +2,6 @@
 
 import sys
 
-from redbox.provision import main
+from redbox.provision.cli import main
 
 sys.exit(main())

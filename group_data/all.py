@@ -145,10 +145,11 @@ visomaster_models_timeout = 3600
 # seconds all the fetch rounds of one converge may take together; then the failure is recorded
 # (env VISOMASTER_MODELS_DEADLINE)
 visomaster_models_deadline = 3600
-# seconds a failed model download (same model list) is not tried again by a converge, doubling
-# per failure up to 6 h; `red-app-models --retry-now` tries at once
+# seconds a failed model (or CLIP) download (same model list, URL and hash) is not tried again
+# by a converge, doubling per failure up to 6 h; `red-app-models --retry-now` (`red-app-clip
+# --retry-now`) tries at once
 visomaster_models_backoff = 600
-# the models' verification record (JSON)
+# the models' verification record (JSON); CLIP's, clip-state.json, lies beside it
 visomaster_models_state = '/var/lib/red/models-state.json'
 # model files Red's fetcher downloads at once (each resumed after a cut, verified before it
 # replaces the model) (env VISOMASTER_MODELS_STREAMS)

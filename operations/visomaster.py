@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import posixpath
 import shlex
 
 from pyinfra import host, logger
@@ -25,6 +26,7 @@ from operations.program import Program, supervisor_program
 from redbox.app.checks import last_object
 from redbox.app.doctor import REPORT_FILE
 from redbox.app.install import stamp_path
+from redbox.app.weights import DEFAULT_STATE as CLIP_STATE
 from redbox.core.log import SHELL_TIMESTAMP, startup_log
 
 # ffmpeg (recording), git (the checkout), wmctrl and xdotool (a stop closes the app's window
@@ -254,6 +256,12 @@ def _held_off(what: str, inputs: str, report: dict, tool: str) -> None:
           f"`{tool} --retry-now` tries now")
 
 
+def _detached(run: StringCommand) -> StringCommand:
+    """The same run in the background: its outcome reaches the logs as the foreground one's."""
+    return StringCommand("setsid", "sh", "-c", QuoteString(run.get_raw_value()),
+                         "</dev/null", ">/dev/null", "2>&1", "&")
+
+
 def _models_check(repo: str, state: str, **_) -> dict:
     """
     The ToolReport arguments of red-app-models with no download allowed (``--attempts 0``):
@@ -317,12 +325,7 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, boun
             [f"model files in {repo} downloaded and verified (state in {state})"]),
         failure_note(f"visomaster: models NOT verified (state in {state})", log),
     )
-    if background:
-        # The same run, detached: its outcome reaches the logs as the foreground one's does.
-        yield StringCommand("setsid", "sh", "-c", QuoteString(run.get_raw_value()),
-                            "</dev/null", ">/dev/null", "2>&1", "&")
-        return
-    yield run
+    yield _detached(run) if background else run
 
 
 @_files.declares("stamp", "key_file")
@@ -352,23 +355,37 @@ def _doctor(report: str, key_file: str, stamp: str):
     )
 
 
+def _clip_args(url: str, sha256: str, directory: str, state: str, bounds: dict) -> list[str]:
+    """red-app-clip's arguments: its check adds ``--check``, its download runs them as they are."""
+    return ["--url", url, "--sha256", sha256, "--dir", directory, "--link", CLIP_LINK,
+            "--attempts", str(int(bounds["attempts"])), "--deadline", str(int(bounds["deadline"])),
+            "--failure-backoff", str(int(bounds["backoff"])), "--state", state,
+            "--status", bounds["status"]]
+
+
 @_files.declares(asks=lambda repo, **_: ([f"{repo}/{MODELS_DATA}"], [], []))
 @operation()
-def _clip(url: str, sha256: str, directory: str, log: str, *, repo: str, bounds: dict):
+def _clip(url: str, sha256: str, directory: str, log: str, *, repo: str, state: str,
+          bounds: dict, background: bool = False):
     """
     Fetch the CLIP weights into the workspace's cache, verified, with ~/.cache/clip linked to
-    it (red-app-clip), unless they are there and verify; not before the app is checked out.
+    it (red-app-clip: Red's fetcher, resumed and verified), unless they are there and verify;
+    not before the app is checked out. A failed download is recorded in the state file and not
+    repeated inside its backoff (the check says so without touching the network). In the
+    background, the fetch starts and the converge goes on (the app's install meanwhile): the
+    same call later in the converge waits for it (one run per state file) and finds the
+    weights verified.
 
     + repo: the app's checkout (no model list there yet: nothing to do)
     + url: the weights' URL
     + sha256: their SHA-256
     + directory: the persistent cache
     + log: the download's output
-    + bounds: attempts, backoff, deadline and status (the models' settings)
+    + state: red-app-clip's record (the failures, cause and backoff; the verified file's stat)
+    + bounds: attempts, deadline, backoff and status (the models' settings)
+    + background: start it detached and go on
     """
-    args = ["--url", url, "--sha256", sha256, "--dir", directory, "--link", CLIP_LINK,
-            "--attempts", str(int(bounds["attempts"])), "--deadline", str(int(bounds["deadline"])),
-            "--status", bounds["status"]]
+    args = _clip_args(url, sha256, directory, state, bounds)
     if not _files.is_file(f"{repo}/{MODELS_DATA}"):
         host.noop(f"no app in {repo} yet: the CLIP weights come with it")
         return
@@ -376,12 +393,17 @@ def _clip(url: str, sha256: str, directory: str, log: str, *, repo: str, bounds:
     if report.get("verified"):
         host.noop(f"the CLIP weights in {directory} verify")
         return
-    yield StringCommand(
+    if report.get("in_backoff"):
+        tool = CLIP if state == CLIP_STATE else f"{CLIP} --state {shlex.quote(state)}"
+        _held_off(f"CLIP weights download into {directory}", "this URL and hash", report, tool)
+        return
+    run = StringCommand(
         "{", "echo", QuoteString(f"== red-app-clip {url}"), SHELL_TIMESTAMP, ";",
         CLIP, *(QuoteString(arg) for arg in args), ";", "}", ">>", QuoteString(log), "2>&1",
         "&&", _append_startup_log([f"CLIP weights in {directory} downloaded and verified"]),
         failure_note(f"visomaster: CLIP weights NOT verified in {directory}", log),
     )
+    yield _detached(run) if background else run
 
 
 @deploy("Set up VisoMaster")
@@ -410,6 +432,20 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
     if configure:
         _warn_small_shm(app["visomaster_min_shm_mb"])
     refused = settings.flavor().chosen is None
+    fetch_clip = configure and app["visomaster_download_clip"] and not refused
+    clip = {
+        "name": f"Download and verify the CLIP weights into {app['visomaster_clip_dir']}",
+        "url": app["visomaster_clip_url"], "sha256": app["visomaster_clip_sha256"],
+        "directory": app["visomaster_clip_dir"], "repo": app_dir,
+        "log": f"{logs}/visomaster-models.log",
+        # Its record beside the models' (the same place, its own file and lock).
+        "state": posixpath.join(posixpath.dirname(app["visomaster_models_state"]),
+                                posixpath.basename(CLIP_STATE)),
+        "bounds": {"attempts": app["visomaster_models_attempts"],
+                   "deadline": app["visomaster_models_deadline"],
+                   "backoff": app["visomaster_models_backoff"],
+                   "status": app["visomaster_status_file"]},
+    }
     if refused and (configure or baking):
         # The reason is already in the log (the settings' decisions) and on the status page.
         host.noop(f"no VisoMaster flavor runs on this GPU: nothing installed "
@@ -443,6 +479,10 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
             # The model list comes with the checkout: the models arrive while uv installs.
             _models(**{**models, "name": "Start fetching VisoMaster's models (alongside the "
                        "install)"}, pip_state="", background=True, _ignore_errors=True)
+        if fetch_clip and app["visomaster_install_requirements"]:
+            # So do the CLIP weights (their own state file: not held up by the models' run).
+            _clip(**{**clip, "name": "Start fetching the CLIP weights (alongside the install)"},
+                  background=True, _ignore_errors=True)
         if app["visomaster_install_requirements"]:
             requirements = app["visomaster_requirements"]
             flavor = settings.flavor().chosen
@@ -472,19 +512,8 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
             # Only an install this converge runs can be why the app's downloader cannot run.
             _models(**models, pip_state=app["visomaster_pip_state"]
                     if app["visomaster_install_requirements"] else "", _ignore_errors=True)
-    if configure and app["visomaster_download_clip"] and not refused:
-        _clip(
-            name=f"Download and verify the CLIP weights into {app['visomaster_clip_dir']}",
-            url=app["visomaster_clip_url"],
-            sha256=app["visomaster_clip_sha256"],
-            directory=app["visomaster_clip_dir"],
-            repo=app_dir,
-            log=f"{logs}/visomaster-models.log",
-            bounds={"attempts": app["visomaster_models_attempts"],
-                    "deadline": app["visomaster_models_deadline"],
-                    "status": app["visomaster_status_file"]},
-            _ignore_errors=True,
-        )
+    if fetch_clip:
+        _clip(**clip, _ignore_errors=True)
     if configure and (app["visomaster_install_requirements"] or app["visomaster_checkout"]):
         _doctor(name="Check what the app will meet on this GPU (red-doctor)",
                 report=DOCTOR_REPORT, key_file=DOCTOR_KEY, stamp=stamp_path(app_venv))

@@ -265,13 +265,43 @@ def test_baking_reads_the_app_from_the_builds_visomaster_args_only():
 
 def test_the_clip_weights_are_fetched_verified_into_the_workspace(plans):
     commands, _ = plans["vm_out_of_state"]
-    [clip] = matching(commands, "== red-app-clip")
+    # Started in the background before the install (like the models), then the same run
+    # after it, which waits for that one (one run per state file) and finds them verified.
+    background, clip = matching(commands, "== red-app-clip")
+    [pip] = matching(commands, PIP_APPLY)
+    assert commands.index(background) < commands.index(pip) < commands.index(clip)
+    assert background.startswith("setsid sh -c '{ echo '\"'\"'== red-app-clip ")
+    assert background.endswith("</dev/null >/dev/null 2>&1 &")
+    assert "downloaded and verified" in background and "CLIP weights NOT verified" in background
     assert "/opt/red/bin/red-app-clip --url https://openaipublic.azureedge.net/clip/models/" \
         "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt " \
         "--sha256 5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f " \
         "--dir /workspace/red-cache/clip --link /root/.cache/clip --attempts 3 --deadline 3600" \
-        in clip
+        " --failure-backoff 600 --state /var/lib/red/clip-state.json" in clip
     assert "CLIP weights NOT verified" in clip
+    # Its check reads the same state file (a recorded failure's backoff).
+    checks = matching(commands, "red-app-clip --check")
+    assert checks and all("--state /var/lib/red/clip-state.json" in c for c in checks)
+
+
+def test_the_clip_weights_in_their_backoff_are_not_fetched_and_say_when(plans):
+    commands, output = plans["vm_pip_backoff"]
+    assert matching(commands, "red-app-clip --check")
+    assert not matching(commands, "== red-app-clip")  # neither the background nor the fetch
+    assert ("CLIP weights download into /workspace/red-cache/clip skipped: it failed 1 time(s) "
+            "with this URL and hash (ViT-B-16.pt: [Errno -3] Temporary failure in name "
+            "resolution (https://openaipublic.azureedge.net/clip/models/x/ViT-B-16.pt) (after 3 "
+            "attempts)); next try after 2026-12-02T00:10:00Z; `/opt/red/bin/red-app-clip "
+            "--retry-now` tries now") in output
+    assert "Error (ignored)" not in output
+
+
+def test_the_clip_weights_follow_the_models_state_and_backoff_settings():
+    commands, _ = plan("vm_out_of_state", "red_phase=configure",
+                       "visomaster_models_state=/data/red/models.json",
+                       "visomaster_models_backoff=60", "visomaster_install_requirements=false")
+    [clip] = matching(commands, "== red-app-clip")  # no install to overlap: the fetch only
+    assert "--failure-backoff 60 --state /data/red/clip-state.json" in clip
 
 
 def test_notes_name_the_models_carried_into_a_new_remotes_tree():

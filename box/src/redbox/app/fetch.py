@@ -399,7 +399,9 @@ class Fetcher:
                     continue
                 stalls += 1
                 if stalls >= STALLS:
-                    return self._failed(outcome, f"{exc} ({item.url})")
+                    said = str(exc)  # named once: a refused connection names it already
+                    return self._failed(outcome, said if item.url in said
+                                        else f"{said} ({item.url})")
                 self._pause(STALL_PAUSE * 2 ** (stalls - 1))
                 continue
             if digest == item.sha256:

@@ -95,7 +95,7 @@ from redbox.core import lock
 from redbox.core import state as json_state
 from redbox.core.log import timestamp
 from redbox.core.progress import Reporter
-from redbox.core.retry import backoff_seconds, rerun_arguments
+from redbox.core.retry import add_backoff_arguments, backoff_seconds, rerun_arguments
 
 TOOL = "red-app-models"
 DEFAULT_STATE = "/var/lib/red/models-state.json"
@@ -571,12 +571,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="seconds one round (one downloader run) may take (0: no limit)")
     p.add_argument("--deadline", type=float, default=0,
                    help="seconds for all the rounds together (0: no limit)")
-    p.add_argument("--backoff", type=float, default=0,
-                   help="after a failed download, seconds before a run downloads again "
-                        "(doubling per failure of the same model list, up to 6 h; 0: none)")
-    p.add_argument("--force", action="store_true", help="ignore the backoff")
-    p.add_argument("--retry-now", action="store_true",
-                   help="run the last recorded download again now (its own arguments)")
+    add_backoff_arguments(p, "--backoff", 0, "download")
     p.add_argument("--rehash", action="store_true", help="ignore cached hashes")
     p.add_argument("--check", action="store_true",
                    help="verify only, never download (like --attempts 0)")

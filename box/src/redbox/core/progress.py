@@ -20,12 +20,13 @@ interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 
-from redbox.core import state
+from redbox.core import lock, state
 from redbox.core.log import timestamp
 from redbox.core.pids import alive
 
@@ -33,6 +34,8 @@ STATUS_FILE = "/var/lib/red/visomaster-status.json"
 STATES = ("running", "done", "failed", "backoff")
 # A running step rewrites the file at most this often (a pip log has thousands of lines).
 MIN_INTERVAL = 1.0
+# Seconds a writer waits for another one (a write takes milliseconds); then it writes anyway.
+WRITER_WAIT = 2.0
 
 
 class Reporter:
@@ -59,15 +62,37 @@ def write(path: str, step: str, state_name: str, percent: float | None = None,
     """Record a step's state as the current one (and in ``steps``); returns the record."""
     if state_name not in STATES:
         raise ValueError(f"unknown state {state_name!r}")
-    current = read(path) or {}
-    record = {"state": state_name, "detail": detail, "updated": timestamp(),
-              "percent": None if percent is None else max(0, min(100, round(percent))),
-              "pid": os.getpid(), **extra}
-    steps = current.get("steps") if isinstance(current.get("steps"), dict) else {}
-    steps[step] = record
-    status = {"app": app, "step": step, **record, "steps": steps}
-    state.write(path, status)
+    with _one_writer(path):
+        current = read(path) or {}
+        record = {"state": state_name, "detail": detail, "updated": timestamp(),
+                  "percent": None if percent is None else max(0, min(100, round(percent))),
+                  "pid": os.getpid(), **extra}
+        steps = current.get("steps") if isinstance(current.get("steps"), dict) else {}
+        steps[step] = record
+        status = {"app": app, "step": step, **record, "steps": steps}
+        state.write(path, status)
     return status
+
+
+@contextlib.contextmanager
+def _one_writer(path: str):
+    """
+    Steps that run at once (the install, the models, CLIP) each read, change and replace the
+    file: one at a time (a lock file beside it), else one's record can be lost. The wait is
+    bounded: progress never holds a step up for long.
+    """
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        fd = None
+    try:
+        if fd is not None:
+            lock.acquire(fd, WRITER_WAIT, poll=0.01)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def read(path: str = STATUS_FILE) -> dict | None:

@@ -18,6 +18,19 @@ def backoff_seconds(failures: int, base: float) -> float:
     return min(BACKOFF_CAP, base * 2 ** max(0, failures - 1))
 
 
+def add_backoff_arguments(parser, backoff_flag: str, default: float, what: str) -> None:
+    """
+    The backoff's own options, the same in every tool that records its failures: the base
+    seconds (``backoff_flag``), ``--force`` and ``--retry-now``.
+    """
+    parser.add_argument(backoff_flag, type=float, default=default,
+                        help=f"after a failed {what}, seconds before a run tries again "
+                             "(doubling per failure of the same inputs, up to 6 h; 0: none)")
+    parser.add_argument("--force", action="store_true", help="ignore the backoff")
+    parser.add_argument("--retry-now", action="store_true",
+                        help=f"run the last recorded {what} again now (its own arguments)")
+
+
 def rerun_arguments(parser, argv: list[str] | None, what: str, dropped: tuple[str, ...]):
     """
     Parse argv; with ``--retry-now``, the last run's own arguments, as recorded in the tool's

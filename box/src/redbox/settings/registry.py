@@ -261,10 +261,12 @@ SETTINGS: tuple[Setting, ...] = (
        "seconds all the fetch rounds of one converge may take together; then the failure "
        "is recorded", env=("VISOMASTER_MODELS_DEADLINE",)),
     _s("visomaster", "visomaster_models_backoff", 600, parse.integer(0, 86400),
-       "seconds a failed model download (same model list) is not tried again by a converge, "
-       "doubling per failure up to 6 h; `red-app-models --retry-now` tries at once"),
+       "seconds a failed model (or CLIP) download (same model list, URL and hash) is not "
+       "tried again by a converge, doubling per failure up to 6 h; `red-app-models "
+       "--retry-now` (`red-app-clip --retry-now`) tries at once"),
     _s("visomaster", "visomaster_models_state", "/var/lib/red/models-state.json",
-       parse.absolute_dir, "the models' verification record (JSON)"),
+       parse.absolute_dir, "the models' verification record (JSON); CLIP's, "
+       "clip-state.json, lies beside it"),
     _s("visomaster", "visomaster_models_streams", 4, parse.integer(1, 16),
        "model files Red's fetcher downloads at once (each resumed after a cut, verified "
        "before it replaces the model)", env=("VISOMASTER_MODELS_STREAMS",)),

@@ -623,6 +623,26 @@ def test_the_clip_weights_are_fetched_verified_and_linked_where_clip_looks(box, 
     box.sh(f"echo '{{}}' > {FIX}/models-plan.json")
 
 
+def test_an_offline_box_fetches_clip_once_then_backs_off_without_an_error(box, model_server):
+    # Nothing listens on the URL's port (discard, 9): the box is offline for the weights.
+    state = f"{CASES}/offline/clip-state.json"
+    data = ("visomaster_download_clip=true",
+            "visomaster_clip_url=http://127.0.0.1:9/clip/ViT-B-16.pt",
+            f"visomaster_clip_dir={CASES}/offline/clip", "visomaster_download_models=false",
+            f"visomaster_models_state={CASES}/offline/models-state.json",
+            "visomaster_models_backoff=600")
+    first = models_converge(box, *data)
+    assert op(first, "Download and verify the CLIP weights") == "error"
+    recorded = json.loads(box.sh(f"cat {state}"))
+    assert recorded["failures"] == 1 and recorded["next_try_after"], recorded
+    again = models_converge(box, *data)
+    # Held off: no attempt (the record is the first one's), no error, one line saying when.
+    assert op(again, "Download and verify the CLIP weights") == "no_change"
+    assert again["results"]["totals"]["error"] == 0
+    assert json.loads(box.sh(f"cat {state}")) == recorded
+    TIMINGS["offline no-op converge, CLIP held off"] = again["seconds"]
+
+
 def test_models_on_disk_without_a_state_file_verify_without_a_download(box, model_server):
     # A new container on an old workspace volume: the models are there, their record is not.
     box.exec("rm", MODELS_STATE)

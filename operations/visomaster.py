@@ -15,6 +15,7 @@ import json
 import os
 import posixpath
 import shlex
+from dataclasses import dataclass
 
 from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, QuoteString, StringCommand, deploy, operation
@@ -406,6 +407,96 @@ def _clip(url: str, sha256: str, directory: str, log: str, *, repo: str, state: 
     yield _detached(run) if background else run
 
 
+@dataclass(frozen=True)
+class AppPlan:
+    """
+    What setup_visomaster converges, read once from the host's resolved settings: each step's
+    switch and its operation's arguments (the op tests' data has the same shape).
+    """
+
+    dir: str
+    venv: str
+    flavor: str | None
+    refusal: str
+    baking: bool
+    min_shm_mb: int
+    autostart: bool
+    # red-doctor's report: also on a GPU no flavor runs on (it says why).
+    doctor: bool
+    checkout: dict | None
+    install: dict | None
+    models: dict | None
+    clip: dict | None
+
+    @classmethod
+    def of(cls, runtime: settings.RuntimeSettings, *, install: bool, configure: bool) -> AppPlan:
+        app_dir, venv = runtime.visomaster_dir, runtime.python_app_venv
+        logs, status = runtime.base_logs_dir, runtime.visomaster_status_file
+        choice = runtime.flavor
+        # An image build with VISOMASTER_IN_IMAGE=1 bakes the checkout and its packages in;
+        # the boot then finds both in state. The models are the boot's (verified there).
+        baking = install and runtime.visomaster_in_image and runtime.red_phase == "install"
+        app_steps = (configure or baking) and choice.chosen is not None
+        models_log = f"{logs}/visomaster-models.log"
+        return cls(
+            dir=app_dir, venv=venv, flavor=choice.chosen, refusal=choice.reason, baking=baking,
+            min_shm_mb=runtime.visomaster_min_shm_mb, autostart=runtime.visomaster_autostart,
+            doctor=configure and (runtime.visomaster_install_requirements
+                                  or runtime.visomaster_checkout),
+            checkout={
+                "name": f"Check out {runtime.visomaster_ref} of VisoMaster into {app_dir}",
+                "url": runtime.visomaster_repo_url, "ref": runtime.visomaster_ref,
+                "dest": app_dir, "log": f"{logs}/visomaster-checkout.log",
+                "retries": runtime.visomaster_checkout_retries,
+                "backoff": runtime.visomaster_checkout_backoff,
+            } if app_steps and runtime.visomaster_checkout else None,
+            install={
+                "name": f"Install VisoMaster {choice.chosen} ({runtime.visomaster_requirements})"
+                        f" into {venv} with uv",
+                "venv": venv, "requirements": f"{app_dir}/{runtime.visomaster_requirements}",
+                "flavor": choice.chosen,
+                "extra_index_urls": _as_list(runtime.visomaster_extra_index_urls),
+                "key": f"ref={runtime.visomaster_ref}", "log": f"{logs}/visomaster-pip.log",
+                "also": [f"ipykernel=={runtime.python_ipykernel_version}"],
+                # An image build keeps no cache: the workspace volume is the box's.
+                "places": {"cache": "" if baking else runtime.visomaster_uv_cache_dir,
+                           "pythons": runtime.visomaster_python_dir,
+                           "mirror": runtime.visomaster_python_mirror},
+                "bounds": {"deadline": runtime.visomaster_pip_deadline,
+                           "timeout": runtime.visomaster_pip_timeout,
+                           "retries": runtime.visomaster_pip_retries,
+                           "backoff": runtime.visomaster_pip_backoff,
+                           "state": runtime.visomaster_pip_state, "status": status},
+            } if app_steps and runtime.visomaster_install_requirements else None,
+            models={
+                "name": f"Download and verify VisoMaster's models in {app_dir}",
+                "repo": app_dir, "python": f"{venv}/bin/python",
+                "attempts": runtime.visomaster_models_attempts,
+                "bounds": {"timeout": runtime.visomaster_models_timeout,
+                           "deadline": runtime.visomaster_models_deadline,
+                           "backoff": runtime.visomaster_models_backoff,
+                           "streams": runtime.visomaster_models_streams},
+                "state": runtime.visomaster_models_state, "status": status, "log": models_log,
+                # Only an install this converge runs can be why the app's downloader cannot.
+                "pip_state": runtime.visomaster_pip_state
+                if runtime.visomaster_install_requirements else "",
+            } if app_steps and configure and runtime.visomaster_download_models else None,
+            clip={
+                "name": "Download and verify the CLIP weights into "
+                        f"{runtime.visomaster_clip_dir}",
+                "url": runtime.visomaster_clip_url, "sha256": runtime.visomaster_clip_sha256,
+                "directory": runtime.visomaster_clip_dir, "repo": app_dir, "log": models_log,
+                # Its record beside the models' (the same place, its own file and lock).
+                "state": posixpath.join(posixpath.dirname(runtime.visomaster_models_state),
+                                        posixpath.basename(CLIP_STATE)),
+                "bounds": {"attempts": runtime.visomaster_models_attempts,
+                           "deadline": runtime.visomaster_models_deadline,
+                           "backoff": runtime.visomaster_models_backoff, "status": status},
+            } if configure and choice.chosen is not None and runtime.visomaster_download_clip
+            else None,
+        )
+
+
 @deploy("Set up VisoMaster")
 def setup_visomaster(install: bool = True, configure: bool = True) -> list[Program]:
     """
@@ -415,10 +506,7 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
     + install: run the install half (packages, tools, launcher, desktop icon and menu entry)
     + configure: run the configure half (/dev/shm check, checkout, pip, models)
     """
-    app = settings.visomaster()
-    logs = settings.get("base_logs_dir")
-    app_dir = app["visomaster_dir"]
-    app_venv = settings.get("python_app_venv")
+    plan = AppPlan.of(settings.current(), install=install, configure=configure)
     if install:
         apt_install(APP_PACKAGES, name="Install ffmpeg, git and the Qt 6 xcb libraries")
         for tool in TOOLS:
@@ -426,99 +514,31 @@ def setup_visomaster(install: bool = True, configure: bool = True) -> list[Progr
         upload("visomaster", MENU_ENTRY, mode="644")
         # xfdesktop runs a launcher on the desktop only when it is executable.
         upload("visomaster", DESKTOP_ICON, shipped_as=MENU_ENTRY)
-    # An image build with VISOMASTER_IN_IMAGE=1 bakes the checkout and its packages in; the
-    # boot then finds both in state. The models are the boot's (they are verified there).
-    baking = install and app["visomaster_in_image"] and settings.get("red_phase") == "install"
     if configure:
-        _warn_small_shm(app["visomaster_min_shm_mb"])
-    refused = settings.flavor().chosen is None
-    fetch_clip = configure and app["visomaster_download_clip"] and not refused
-    clip = {
-        "name": f"Download and verify the CLIP weights into {app['visomaster_clip_dir']}",
-        "url": app["visomaster_clip_url"], "sha256": app["visomaster_clip_sha256"],
-        "directory": app["visomaster_clip_dir"], "repo": app_dir,
-        "log": f"{logs}/visomaster-models.log",
-        # Its record beside the models' (the same place, its own file and lock).
-        "state": posixpath.join(posixpath.dirname(app["visomaster_models_state"]),
-                                posixpath.basename(CLIP_STATE)),
-        "bounds": {"attempts": app["visomaster_models_attempts"],
-                   "deadline": app["visomaster_models_deadline"],
-                   "backoff": app["visomaster_models_backoff"],
-                   "status": app["visomaster_status_file"]},
-    }
-    if refused and (configure or baking):
+        _warn_small_shm(plan.min_shm_mb)
+    if plan.flavor is None and (configure or plan.baking):
         # The reason is already in the log (the settings' decisions) and on the status page.
-        host.noop(f"no VisoMaster flavor runs on this GPU: nothing installed "
-                  f"({settings.flavor().reason})")
-    if (configure or baking) and not refused:
-        if app["visomaster_checkout"]:
-            _checkout(
-                name=f"Check out {app['visomaster_ref']} of VisoMaster into {app_dir}",
-                url=app["visomaster_repo_url"],
-                ref=app["visomaster_ref"],
-                dest=app_dir,
-                log=f"{logs}/visomaster-checkout.log",
-                retries=app["visomaster_checkout_retries"],
-                backoff=app["visomaster_checkout_backoff"],
-                _ignore_errors=True,
-            )
-        models = {
-            "name": f"Download and verify VisoMaster's models in {app_dir}",
-            "repo": app_dir, "python": f"{app_venv}/bin/python",
-            "attempts": app["visomaster_models_attempts"],
-            "bounds": {"timeout": app["visomaster_models_timeout"],
-                       "deadline": app["visomaster_models_deadline"],
-                       "backoff": app["visomaster_models_backoff"],
-                       "streams": app["visomaster_models_streams"]},
-            "state": app["visomaster_models_state"],
-            "status": app["visomaster_status_file"],
-            "log": f"{logs}/visomaster-models.log",
-        }
-        fetch_models = configure and app["visomaster_download_models"]
-        if fetch_models and app["visomaster_install_requirements"]:
-            # The model list comes with the checkout: the models arrive while uv installs.
-            _models(**{**models, "name": "Start fetching VisoMaster's models (alongside the "
-                       "install)"}, pip_state="", background=True, _ignore_errors=True)
-        if fetch_clip and app["visomaster_install_requirements"]:
-            # So do the CLIP weights (their own state file: not held up by the models' run).
-            _clip(**{**clip, "name": "Start fetching the CLIP weights (alongside the install)"},
-                  background=True, _ignore_errors=True)
-        if app["visomaster_install_requirements"]:
-            requirements = app["visomaster_requirements"]
-            flavor = settings.flavor().chosen
-            _pip_install(
-                name=f"Install VisoMaster {flavor} ({requirements}) into {app_venv} with uv",
-                venv=app_venv,
-                requirements=f"{app_dir}/{requirements}",
-                flavor=flavor,
-                extra_index_urls=_as_list(app["visomaster_extra_index_urls"]),
-                key=f"ref={app['visomaster_ref']}",
-                log=f"{logs}/visomaster-pip.log",
-                also=[f"ipykernel=={settings.get('python_ipykernel_version')}"],
-                # An image build keeps no cache: the workspace volume is the box's, not the
-                # image's.
-                places={"cache": "" if baking else app["visomaster_uv_cache_dir"],
-                        "pythons": app["visomaster_python_dir"],
-                        "mirror": app["visomaster_python_mirror"]},
-                bounds={"deadline": app["visomaster_pip_deadline"],
-                        "timeout": app["visomaster_pip_timeout"],
-                        "retries": app["visomaster_pip_retries"],
-                        "backoff": app["visomaster_pip_backoff"],
-                        "state": app["visomaster_pip_state"],
-                        "status": app["visomaster_status_file"]},
-                _ignore_errors=True,
-            )
-        if fetch_models:
-            # Only an install this converge runs can be why the app's downloader cannot run.
-            _models(**models, pip_state=app["visomaster_pip_state"]
-                    if app["visomaster_install_requirements"] else "", _ignore_errors=True)
-    if fetch_clip:
-        _clip(**clip, _ignore_errors=True)
-    if configure and (app["visomaster_install_requirements"] or app["visomaster_checkout"]):
+        host.noop(f"no VisoMaster flavor runs on this GPU: nothing installed ({plan.refusal})")
+    if plan.checkout:
+        _checkout(**plan.checkout, _ignore_errors=True)
+    if plan.install:
+        # The model list comes with the checkout: the models and the CLIP weights (their own
+        # state file: not held up by the models' run) arrive while uv installs.
+        if plan.models:
+            _models(**{**plan.models, "name": "Start fetching VisoMaster's models (alongside "
+                       "the install)", "pip_state": ""}, background=True, _ignore_errors=True)
+        if plan.clip:
+            _clip(**{**plan.clip, "name": "Start fetching the CLIP weights (alongside the "
+                     "install)"}, background=True, _ignore_errors=True)
+        _pip_install(**plan.install, _ignore_errors=True)
+    if plan.models:
+        _models(**plan.models, _ignore_errors=True)
+    if plan.clip:
+        _clip(**plan.clip, _ignore_errors=True)
+    if plan.doctor:
         _doctor(name="Check what the app will meet on this GPU (red-doctor)",
-                report=DOCTOR_REPORT, key_file=DOCTOR_KEY, stamp=stamp_path(app_venv))
-    program = build_program(app_dir, app["visomaster_autostart"])
-    return [supervisor_program(program)]
+                report=DOCTOR_REPORT, key_file=DOCTOR_KEY, stamp=stamp_path(plan.venv))
+    return [supervisor_program(build_program(plan.dir, plan.autostart))]
 
 
 def build_program(app_dir: str, autostart: bool, data=settings.get) -> Program:

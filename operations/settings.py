@@ -89,16 +89,19 @@ class ContainerEnvironment(FactBase):
 def runtime_environment() -> dict[str, str]:
     """
     The env the runtime settings come from: the container's (PID 1's, what ``docker run -e``
-    or Vast's template gave it), over SSH and in the box's own converges alike, so both resolve
-    the same settings. A login shell's env is not the box's: it holds what Red itself exported
-    (/etc/environment: VNC_PORT, VNC_RESOLUTION, ...) and lacks Vast's template env, so a
-    converge typed in an SSH session would otherwise write another settings file. @local
-    anywhere but the box's deploy copy (a controller, a test) reads its own env.
+    or Vast's template gave it) over SSH; in the box's own converges, that env under the
+    converge's own (``VNC_RESOLUTION=1024x768 /src/provisioning_script.sh`` is a one-off
+    choice). A login shell lacks Vast's template env (SSH_PUBLIC_KEY, VISOMASTER_*): without
+    PID 1's, a converge typed in an SSH session would resolve another box. @local anywhere but
+    the box's deploy copy (a controller, a test) reads its own env only.
     """
     if host.connector_cls is LocalConnector and not ON_THE_BOX:
         return dict(os.environ)
     # PID 1's environment is fixed for the container's life.
-    return dict(once_per_host("PID 1's environment", _container_environment))
+    container = dict(once_per_host("PID 1's environment", _container_environment))
+    if host.connector_cls is LocalConnector:
+        return {**container, **os.environ}
+    return container
 
 
 def _container_environment() -> dict[str, str]:
@@ -109,7 +112,7 @@ def _container_environment() -> dict[str, str]:
     if host.connector_cls is LocalConnector:
         logger.warning("the environment of PID 1 is empty or unreadable: runtime settings "
                        "come from this converge's own environment")
-        return dict(os.environ)
+        return {}
     logger.warning(
         f"{host.name}: the environment of PID 1 is empty or unreadable: runtime settings "
         "come from --data and the defaults only"

@@ -103,8 +103,9 @@ def test_box_tools_see_the_last_converge_under_their_environment(tmp_path):
     seen = box_settings({"JUPYTER_PORT": "7000", "NOVNC_PORT": "7080"}, path=str(path))
     assert seen["jupyter_port"] == 9000  # --data wins over the env
     assert seen["novnc_port"] == 7080  # env wins over the saved data
-    # A value the converge took from its env is not kept: the tool reads its own env.
-    assert seen["vnc_port"] == 5901
+    # A value the converge took from its env is kept too: a tool whose env lacks it (a
+    # session) sees what the converge resolved.
+    assert seen["vnc_port"] == 5999
     assert box_settings({"PROVISIONING_SCRIPT": ""}, path=str(path))["provisioning_script"] == ""
     assert "vnc_password" not in json.loads(path.read_text())["values"]
 

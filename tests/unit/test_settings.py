@@ -147,9 +147,10 @@ CONTAINER = {"PATH": "/usr/bin", "VNC_PORT": "5999", "SSH_PUBLIC_KEY": "ssh-ed25
 
 
 @pytest.mark.parametrize(("connector", "on_the_box", "expected"), [
-    # Over SSH, and in the box's own deploy copy: the container's env, whoever runs it.
+    # Over SSH the container's env; in the box's own deploy copy, it under the converge's own
+    # (a session lacks the template's SSH_PUBLIC_KEY: PID 1 has it).
     ("ssh", False, CONTAINER),
-    ("local", True, CONTAINER),
+    ("local", True, {**CONTAINER, **SESSION}),
     # @local elsewhere (a controller, a test): its own.
     ("local", False, SESSION),
 ])

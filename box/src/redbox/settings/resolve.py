@@ -246,9 +246,9 @@ def _fallback(setting: Setting, source: str, raw: Any, problem: str, result: Res
 def settings_file_payload(resolved: Resolved, cli: Iterable[str],
                           per_run: Iterable[str] = ()) -> dict:
     """
-    What the deploy writes to SETTINGS_FILE: the non-secret values that did not come from the
-    environment (a tool reads the environment itself: a copy would outlive a change of it),
-    and the --data keys.
+    What the deploy writes to SETTINGS_FILE: every non-secret value as resolved, whatever its
+    source (a converge over SSH and one on the box, whose environments name a value in
+    different ways, write the same file), and the --data keys.
 
     + per_run: keys a caller sets for one run only (red_phase=configure at boot): their
       defaults are left out too, so the boot's configure run and the full run after it write
@@ -259,16 +259,11 @@ def settings_file_payload(resolved: Resolved, cli: Iterable[str],
     # A --data value the caller does not keep (a per-run one: red-provision's fallback logs
     # dir, the entrypoint's skipped app steps) is not the box's setting: not written either.
     values = {key: value for key, value in resolved.values.items()
-              if not BY_KEY[key].secret and not _from_env(resolved, BY_KEY[key])
+              if not BY_KEY[key].secret
               and (resolved.sources.get(key) != f"--data {key}" or key in kept)
               and not (key in per_run and value == BY_KEY[key].default)}
     return {"values": values, "cli": sorted(set(cli) - {
         key for key in cli if key in BY_KEY and BY_KEY[key].secret})}
-
-
-def _from_env(resolved: Resolved, setting: Setting) -> bool:
-    source = resolved.sources.get(setting.key, "")
-    return source in setting.env or source == setting.joined_name
 
 
 def box_settings(env: Mapping[str, str] | None = None, path: str = SETTINGS_FILE) -> Resolved:

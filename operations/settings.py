@@ -337,9 +337,9 @@ one wins:
    `/etc/red/settings.json` for its own converges, until the next run from the controller
    without them);
 2. the box's environment, by the names in the second column: what `docker run -e` or Vast's
-   template gave the container (PID 1's env). Every converge of the box reads that one, over
-   SSH and on the box alike (the boot, the seed's scripts, `red-provision run` typed in an SSH
-   session, whose shell env is not the box's): for a one-off value, use `--data`;
+   template gave the container (PID 1's env), read by every converge of the box, over SSH and
+   on the box alike; a converge on the box (the boot, the seed's scripts, `red-provision run`
+   in an SSH session) also reads its own env over it, for a one-off value;
 3. the default (`group_data/all.py`, generated from the same registry).
 
 The image build reads none of the runtime environment, only its build args

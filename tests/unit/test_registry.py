@@ -110,6 +110,17 @@ def test_box_tools_see_the_last_converge_under_their_environment(tmp_path):
     assert "vnc_password" not in json.loads(path.read_text())["values"]
 
 
+def test_an_empty_env_value_hides_the_converges_copy_from_a_tool(tmp_path):
+    # The converge took the URL from its env and kept it; `PROVISIONING_SCRIPT= red-onstart`
+    # says "no URL" for that run, as it did before the file kept env values.
+    saved = resolve({"PROVISIONING_SCRIPT": "https://example.test/p.sh", "VNC_PORT": "5999"})
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings_file_payload(saved, set())))
+    assert box_settings({}, path=str(path))["provisioning_script"] == "https://example.test/p.sh"
+    seen = box_settings({"PROVISIONING_SCRIPT": "", "VNC_PORT": ""}, path=str(path))
+    assert seen["provisioning_script"] == "" and seen["vnc_port"] == 5901
+
+
 def test_box_settings_without_a_file_are_the_defaults(tmp_path):
     assert box_settings({}, path=str(tmp_path / "missing.json")).values == \
         resolve({}).values

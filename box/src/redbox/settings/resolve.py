@@ -269,8 +269,11 @@ def settings_file_payload(resolved: Resolved, cli: Iterable[str],
 def box_settings(env: Mapping[str, str] | None = None, path: str = SETTINGS_FILE) -> Resolved:
     """
     The settings as a box-side tool sees them: the environment over what the last converge
-    wrote to ``path`` (values from --data win), over the defaults.
+    wrote to ``path`` (values from --data win), over the defaults. A setting the environment
+    names, even empty (``PROVISIONING_SCRIPT= red-onstart``: no URL), is not taken from the
+    file: the converge's copy of an env value must not outlive the env's own say.
     """
+    env = os.environ if env is None else env
     try:
         with open(path, encoding="utf-8") as handle:
             saved = json.load(handle)
@@ -280,7 +283,10 @@ def box_settings(env: Mapping[str, str] | None = None, path: str = SETTINGS_FILE
     values = values if isinstance(values, dict) else {}
     cli = saved.get("cli") if isinstance(saved, dict) else None
     cli = [key for key in cli if key in values] if isinstance(cli, list) else []
-    return resolve(os.environ if env is None else env, data=values.get, cli=cli)
+    named = {setting.key for setting in SETTINGS
+             if setting.key not in cli and any(name in env for name in setting.env_names)}
+    values = {key: value for key, value in values.items() if key not in named}
+    return resolve(env, data=values.get, cli=cli)
 
 
 @dataclass

@@ -44,7 +44,7 @@ CA_BUNDLE = .build/extra-ca.pem
 TEST_DEBS = podman buildah runc debootstrap uidmap fuse-overlayfs chromium shellcheck nginx \
 	openssh-client python3-venv git curl ca-certificates iproute2
 
-.PHONY: base image run push test deps lint unit image-tests bench lock settings-docs
+.PHONY: base image run push test deps lint unit image-tests bench bench-app lock settings-docs
 
 base:
 	@if podman image exists $(RED_BASE); then echo "$(RED_BASE) exists (podman rmi it to rebuild)"; \
@@ -108,6 +108,13 @@ test: lint unit image-tests
 bench: deps base
 	RED_TEST_IMAGE=$(TEST_IMAGE) RED_BASE=$(RED_BASE) EXTRA_CA_DIR=$(TEST_CA_DIR) \
 		$(VENV)/bin/python bench/bench.py
+
+# The app's first boot on a simulated network (issue 23; root: namespaces and tc): Red's tools
+# against a plain seed-style script and the floor, medians of runs. Its options (--link-mbit,
+# --stream-mbit, --latency-ms, --scale, --runs): make bench-app BENCH_APP_ARGS='--stream-mbit 200'
+BENCH_APP_ARGS ?=
+bench-app: deps
+	$(VENV)/bin/python -m bench.app $(BENCH_APP_ARGS)
 
 # Regenerate the lock files after changing pins in pyproject.toml or requirements/*.in.
 lock:

@@ -95,7 +95,12 @@ from redbox.core import lock
 from redbox.core import state as json_state
 from redbox.core.log import timestamp
 from redbox.core.progress import Reporter
-from redbox.core.retry import add_backoff_arguments, backoff_seconds, rerun_arguments
+from redbox.core.retry import (
+    add_backoff_arguments,
+    backoff_left,
+    note_failures,
+    rerun_arguments,
+)
 
 TOOL = "red-app-models"
 DEFAULT_STATE = "/var/lib/red/models-state.json"
@@ -608,30 +613,10 @@ def inputs_key(models_data: str, cmd: list[str]) -> str:
     return digest.hexdigest()
 
 
-def backoff_left(previous: dict, key: str, now: float | None = None) -> float:
-    """Seconds the last failed download of these inputs still holds off another (0: none)."""
-    if previous.get("key") != key or not previous.get("failures"):
-        return 0.0
-    now = time.time() if now is None else now
-    return max(0.0, float(previous.get("next_try_epoch") or 0) - now)
-
-
 def record_outcome(state: dict, previous: dict, a: argparse.Namespace) -> None:
     """The failure count, cause and backoff: new after a failed download, else carried on."""
-    same = previous.get("key") == state["key"]
-    if state["verified"]:
-        state["failures"] = 0
-    elif state["downloads_run"]:
-        failures = (previous.get("failures") or 0) + 1 if same else 1
-        state.update(failures=failures, cause=state["reason"])
-        if a.backoff:  # without one, the next run may download at once
-            until = int(time.time() + backoff_seconds(failures, a.backoff))
-            state.update(next_try_epoch=until, next_try_after=timestamp(until))
-    elif same:
-        for name in ("failures", "cause", "next_try_epoch", "next_try_after"):
-            if name in previous:
-                state[name] = previous[name]
-    state["in_backoff"] = bool(backoff_left(state, state["key"]))
+    note_failures(state, previous, tried=bool(state["downloads_run"]), cause=state["reason"],
+                  base=a.backoff)
     # What --retry-now runs again: the last command line that could download.
     state["argv"] = a.argv if a.attempts else previous.get("argv")
 

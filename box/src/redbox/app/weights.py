@@ -50,11 +50,17 @@ import time
 from urllib.parse import urlsplit
 
 from redbox.app import fetch
-from redbox.app.models import backoff_left, sha256_of, stat_key
+from redbox.app.models import sha256_of, stat_key
 from redbox.core import aside, lock, log
 from redbox.core import state as json_state
 from redbox.core.progress import STATUS_FILE, Reporter
-from redbox.core.retry import Attempts, add_backoff_arguments, backoff_seconds, rerun_arguments
+from redbox.core.retry import (
+    Attempts,
+    add_backoff_arguments,
+    backoff_left,
+    note_failures,
+    rerun_arguments,
+)
 from redbox.settings.registry import CLIP_SHA256, CLIP_URL
 
 TOOL = "red-app-clip"
@@ -230,21 +236,10 @@ def converge(a: argparse.Namespace, previous: dict, say, reporter: Reporter) -> 
 
 def record_outcome(record: dict, previous: dict, a: argparse.Namespace) -> None:
     """The failure count, cause and backoff: new after a failed download, else carried on."""
-    same = previous.get("key") == record["key"]
+    note_failures(record, previous, tried=record["downloaded"], cause=record["error"],
+                  base=a.failure_backoff)
     if record["verified"]:
-        record["failures"] = 0
         record["cache"] = cache_record(record["path"], a.sha256)
-    elif record["downloaded"]:
-        failures = (previous.get("failures") or 0) + 1 if same else 1
-        record.update(failures=failures, cause=record["error"])
-        if a.failure_backoff:  # without one, the next run may download at once
-            until = int(time.time() + backoff_seconds(failures, a.failure_backoff))
-            record.update(next_try_epoch=until, next_try_after=log.timestamp(until))
-    elif same:
-        for name in ("failures", "cause", "next_try_epoch", "next_try_after"):
-            if name in previous:
-                record[name] = previous[name]
-    record["in_backoff"] = not record["verified"] and bool(backoff_left(record, record["key"]))
     record["argv"] = a.argv  # what --retry-now runs again
 
 

@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-from redbox.core import state
+from redbox.core import log, state
 
 # A failed step is not tried again by a converge for a while: base seconds, doubling per
 # failure of the same inputs, never more than this.
@@ -16,6 +16,37 @@ BACKOFF_CAP = 6 * 3600
 def backoff_seconds(failures: int, base: float) -> float:
     """How long the ``failures``-th failure in a row keeps a step from being tried again."""
     return min(BACKOFF_CAP, base * 2 ** max(0, failures - 1))
+
+
+def backoff_left(previous: dict, key: str, now: float | None = None) -> float:
+    """Seconds the last failed attempt with these inputs still holds off another (0: none)."""
+    if previous.get("key") != key or not previous.get("failures"):
+        return 0.0
+    now = time.time() if now is None else now
+    return max(0.0, float(previous.get("next_try_epoch") or 0) - now)
+
+
+def note_failures(record: dict, previous: dict, *, tried: bool, cause: str | None,
+                  base: float) -> None:
+    """
+    A step's record (``key``, ``verified``) gains its failure count, cause and backoff: reset
+    when verified, one more after a failed try (``base`` seconds, doubling; 0: none), carried
+    on from the previous record of the same inputs when nothing was tried; and ``in_backoff``.
+    """
+    same = previous.get("key") == record["key"]
+    if record["verified"]:
+        record["failures"] = 0
+    elif tried:
+        failures = (previous.get("failures") or 0) + 1 if same else 1
+        record.update(failures=failures, cause=cause)
+        if base:  # without one, the next run may try at once
+            until = int(time.time() + backoff_seconds(failures, base))
+            record.update(next_try_epoch=until, next_try_after=log.timestamp(until))
+    elif same:
+        for name in ("failures", "cause", "next_try_epoch", "next_try_after"):
+            if name in previous:
+                record[name] = previous[name]
+    record["in_backoff"] = bool(backoff_left(record, record["key"]))
 
 
 def add_backoff_arguments(parser, backoff_flag: str, default: float, what: str) -> None:

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """
-What each of operations/_speedups.py's patches saves: the whole deploy planned by the real
-pyinfra CLI for 1 and for 8 boxes (tests/plan.py's fake hosts answer every fact, so what is
-timed is the controller's own work, where the patches act), with all patches, with each one
-left out (RED_SPEEDUPS_OFF) and with none. Medians of --runs; wall seconds of the CLI process.
-With --box, also a real no-op converge of a box of the test image (RED_TEST_IMAGE): inside the
-container (the boot's and the seed's way) and over SSH from here (a live box's way).
+What each of operations/_speedups.py's patches and operations/_files.py's batch saves: the
+whole deploy planned by the real pyinfra CLI for 1 and for 8 boxes (tests/plan.py's fake hosts
+answer every fact, so what is timed is the controller's own work, where the patches act), with
+all of them, with each patch left out (RED_SPEEDUPS_OFF), with none, and with the batch off
+(RED_BATCH=off: every fact asked on its own, as stock pyinfra). Medians of --runs; wall seconds
+of the CLI process. With --box, also a real no-op converge of a box of the test image
+(RED_TEST_IMAGE): inside the container (the boot's and the seed's way) and over SSH from here
+(a live box's way), with the facts each asked of the box (its round trips).
 
     .venv/bin/python bench/speedups.py [--runs 5] [--box]
 """
@@ -38,24 +40,32 @@ from tests.boxes import (  # noqa: E402
 from tests.plan import plan  # noqa: E402
 
 INVENTORY = "bench/fake_fleet.py"
-CASES = (("all patches", ""), ("without order", "order"), ("without arguments", "arguments"),
-         ("none", "order,arguments"))
+CASES = {"all": {}, "without order": {"RED_SPEEDUPS_OFF": "order"},
+         "without arguments": {"RED_SPEEDUPS_OFF": "arguments"},
+         "no patch": {"RED_SPEEDUPS_OFF": "order,arguments"},
+         "without the batch": {"RED_BATCH": "off"}}
+# The facts a converge asked of the box (pyinfra -v prints each).
+_FACTS_ASKED: dict[tuple[str, str], int] = {}
 
 
-def plan_seconds(group: str, off: str) -> float:
-    os.environ["RED_SPEEDUPS_OFF"] = off
+def plan_seconds(group: str, case: dict[str, str]) -> float:
+    for name in ("RED_SPEEDUPS_OFF", "RED_BATCH"):
+        os.environ.pop(name, None)
+    os.environ.update(case)
     started = time.monotonic()
     result = plan(group, inventory=INVENTORY, timeout=600)
     assert result.code == 0, result.output[-2000:]
     return time.monotonic() - started
 
 
-def timed(command: list[str], off: str, **env: str) -> float:
+def timed(command: list[str], case: dict[str, str], where: str) -> float:
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
-                            env={**os.environ, **env, "RED_SPEEDUPS_OFF": off})
+                            env={**os.environ, **case})
+    seconds = time.monotonic() - started
     assert result.returncode == 0, result.stderr[-2000:]
-    return time.monotonic() - started
+    _FACTS_ASKED[where, str(case)] = (result.stdout + result.stderr).count("Loaded fact")
+    return seconds
 
 
 class RedBox:
@@ -78,19 +88,20 @@ class RedBox:
             f"[127.0.0.1]:{self.PORTS['sshd']} {line}\n" for line in self.box.sh(
                 "cat /etc/ssh/ssh_host_*_key.pub").splitlines()))
         # The first SSH converge saves its --data choice on the box: not timed.
-        self.ssh_seconds("")
+        self.ssh_seconds({})
 
-    def container_seconds(self, off: str) -> float:
-        return timed(["podman", "exec", "-e", f"RED_SPEEDUPS_OFF={off}", self.NAME, "bash", "-c",
-                      "cd /opt/red/deploy && /opt/red/tool/bin/pyinfra @local deploy.py -y"],
-                     off)
+    def container_seconds(self, case: dict[str, str]) -> float:
+        env = [word for name, value in case.items() for word in ("-e", f"{name}={value}")]
+        return timed(["podman", "exec", *env, self.NAME, "bash", "-c",
+                      "cd /opt/red/deploy && /opt/red/tool/bin/pyinfra @local deploy.py -y -v"],
+                     case, "no-op in the box")
 
-    def ssh_seconds(self, off: str) -> float:
+    def ssh_seconds(self, case: dict[str, str]) -> float:
         return timed([str(Path(sys.executable).with_name("pyinfra")), "127.0.0.1", "deploy.py",
-                      "-y", "--user", "root", "--port", str(self.PORTS["sshd"]),
+                      "-y", "-v", "--user", "root", "--port", str(self.PORTS["sshd"]),
                       "--key", str(self.key), "--data", "python_version=3.11",
                       "--data", f"ssh_known_hosts_file={self.known_hosts}",
-                      "--data", "ssh_strict_host_key_checking=yes"], off)
+                      "--data", "ssh_strict_host_key_checking=yes"], case, "no-op over SSH")
 
     def close(self) -> None:
         remove(self.NAME)
@@ -98,12 +109,14 @@ class RedBox:
 
 def table(columns: dict[str, dict[str, list[float]]]) -> None:
     print(f"{'case':<20}" + "".join(f"{name:>18}" for name in columns))
-    for name, off in CASES:
+    for name in CASES:
         cells = []
         for figures in columns.values():
-            value, base = statistics.median(figures[off]), statistics.median(figures[""])
+            value, base = statistics.median(figures[name]), statistics.median(figures["all"])
             cells.append(f"{value:7.2f} s {(value / base - 1) * 100:+4.0f}%")
         print(f"{name:<20}" + "".join(f"{cell:>18}" for cell in cells))
+    for (where, case), count in sorted(_FACTS_ASKED.items()):
+        print(f"facts asked of the box, {where}, {case or 'all'}: {count}")
 
 
 def main() -> None:
@@ -112,7 +125,7 @@ def main() -> None:
     parser.add_argument("--box", action="store_true",
                         help="also a box of RED_TEST_IMAGE: no-op inside it and over SSH")
     args = parser.parse_args()
-    measures: dict[str, Callable[[str], float]] = {
+    measures: dict[str, Callable[[dict[str, str]], float]] = {
         "plan, 1 box": lambda off: plan_seconds("one", off),
         "plan, 8 boxes": lambda off: plan_seconds("fleet", off),
     }
@@ -126,9 +139,9 @@ def main() -> None:
             # alike.
             columns: dict[str, dict[str, list[float]]] = {name: {} for name in measures}
             for _ in range(args.runs):
-                for _name, off in CASES:
+                for case, env in CASES.items():
                     for name, measure in measures.items():
-                        columns[name].setdefault(off, []).append(measure(off))
+                        columns[name].setdefault(case, []).append(measure(env))
         finally:
             if box:
                 box.close()

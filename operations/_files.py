@@ -1,18 +1,20 @@
 """
-The deploy's own files, checked in batches. pyinfra's ``files.put`` asks three facts per file
-(its directory, the file, its checksum): a process each on the box and a round trip each over
-SSH, which made them four fifths of a no-op converge. Here one fact stats and hashes every path
-the deploy ships (``files/`` and ``templates/`` are laid out by destination) and what the
-concerns said they would look at (``expect``), and runs the read-only probes they asked for
-(``output_of``: which Python a venv runs); an op whose path already holds what it would write
-says so without asking more. Every other case (missing, different, another kind of file) is
-pyinfra's own op, unchanged, so a drifted file is repaired exactly as before; where the batch
-already knows the file and its directory, the op yields the very commands ``files.put`` would
-for those facts, without asking them again (three questions per changed file).
+The deploy's questions about the box, asked in batches. pyinfra's file ops ask a fact or three
+per path (``files.put``: the file, its directory, its checksum), a process each on the box and a
+round trip each over SSH, which made them four fifths of a no-op converge. Here one fact
+(``BoxState``) stats and hashes every path the deploy ships (``files/`` and ``templates/`` are
+laid out by destination) and what the concerns said they would look at (``expect``), and runs
+the read-only probes they asked for (``output_of``, ``fact``). pyinfra's own ops then run
+unchanged: while a host has a batch, ``Host.get_fact`` answers the file facts they ask (File,
+Directory, Link, Sha1File, Sha256File) and any fact whose probe was asked, from it (``answer``,
+through pyinfra's own ``process()``); what it cannot answer is asked of the box as before.
 
 What a batch saw is the box before this run. While the run executes, an op that changed
 something makes it stale: the next question asks again (pyinfra's own facts do the same). An
-op of this module says which paths it wrote (``wrote``): after it, only those are asked again.
+op that says which paths it wrote (``wrote``, ``declares``' writes) has only those asked again.
+
+``RED_BATCH=off`` asks every question on its own, as stock pyinfra does (bench/speedups.py
+measures what the batch saves).
 """
 
 from __future__ import annotations
@@ -23,26 +25,17 @@ import os
 import posixpath
 import re
 import shlex
-from io import BytesIO, StringIO
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import NamedTuple
 
-from pyinfra import host, logger, state
-from pyinfra.api import (
-    FactBase,
-    FileUploadCommand,
-    OperationValueError,
-    StringCommand,
-    operation,
-)
+from pyinfra import host, state
+from pyinfra.api import FactBase, OperationValueError, StringCommand
 from pyinfra.api.exceptions import FactError
-from pyinfra.api.output import format_text
+from pyinfra.api.host import Host
 from pyinfra.api.state import StateStage
-from pyinfra.api.util import get_template
-from pyinfra.facts.files import Block, FileContents, Sha256File
+from pyinfra.context import ctx_host
+from pyinfra.facts.files import Block, Directory, File, Link, Sha1File, Sha256File
 from pyinfra.operations import files
-from pyinfra.operations.util import files as file_utils
-from pyinfra.operations.util.files import ensure_mode_int, generate_color_diff
 
 from operations import settings
 
@@ -55,6 +48,8 @@ _GLOB_NAME = re.compile(r"[A-Za-z0-9._*-]+")
 # Separates the probes' outputs (a line no probe prints); each ends with its exit status.
 _PROBE_MARK = "--red-probe-output--"
 _STATUS_MARK = "--red-probe-status--"
+# sha256sum's and sha1sum's lines, told apart by their digest's length.
+_DIGESTS = {64: "sha256", 40: "sha1"}
 # What a probe of a fact prints when the program the fact needs is missing (as pyinfra's).
 _MISSING_COMMAND = "##PYINFRA_NOCMD##"
 
@@ -66,6 +61,9 @@ class PathState(NamedTuple):
     group: str
     size: int
     sha256: str | None  # regular files only
+    sha1: str | None = None  # regular files only
+    # stat's %A %X %Y %Z ("-rw-r--r-- atime mtime ctime"): what pyinfra's File fact parses
+    stat: str | None = None
 
 
 class Snapshot(NamedTuple):
@@ -88,9 +86,13 @@ def _glob_word(pattern: str) -> str:
 
 class BoxState(FactBase):
     """
-    Kind, mode, owner, size and (regular files) sha256 of each path that exists, and the output
-    and exit status of each probe (stderr ignored): two processes for all the paths, one shell
-    for everything. Paths with a newline or a backslash are left out (sha256sum escapes those).
+    Kind, mode, owner, size, times and (regular files) sha256 and sha1 of each path that exists,
+    and the output and exit status of each probe (stderr ignored): three processes for all the
+    paths, one shell for everything. Paths with a newline or a backslash are left out (the
+    hashing tools escape those).
+
+    Output: ``Snapshot(paths={path: PathState}, outputs=(lines of each probe, ...),
+    statuses=(exit status of each probe, ...))``.
 
     + paths: absolute paths to look at
     + patterns: /directory/glob patterns, expanded on the box
@@ -103,8 +105,9 @@ class BoxState(FactBase):
         words = " ".join([*(shlex.quote(path) for path in paths),
                           *(_glob_word(pattern) for pattern in patterns)])
         # Without operands sha256sum would read its stdin.
-        looks = (f"stat --printf '%F\\t%a\\t%U\\t%G\\t%s\\t%n\\n' -- {words} 2>/dev/null; "
-                 f"echo '--'; sha256sum -- {words} 2>/dev/null; " if words else "echo '--'; ")
+        looks = (f"stat --printf '%F\\t%a\\t%U\\t%G\\t%s\\t%A %X %Y %Z\\t%n\\n' -- {words} "
+                 f"2>/dev/null; echo '--'; sha256sum -- {words} 2>/dev/null; "
+                 f"sha1sum -- {words} 2>/dev/null; " if words else "echo '--'; ")
         runs = "".join(f"{self._RUN[0]}{probe}{self._RUN[1]}" for probe in probes)
         return f"{looks}{runs}true"
 
@@ -137,10 +140,10 @@ class BoxState(FactBase):
         for line in lines:
             if line == "--":
                 break
-            kind, mode, user, group, size, path = (line.split("\t", 5) + [""] * 6)[:6]
+            kind, mode, user, group, size, stat, path = (line.split("\t", 6) + [""] * 7)[:7]
             if path and size.isdigit():
                 states[path] = PathState(_KINDS.get(kind, "other"), mode, user, group,
-                                         int(size), None)
+                                         int(size), None, None, stat or None)
         outputs: list[list[str]] = []
         statuses: list[int] = []
         for line in lines:
@@ -153,8 +156,9 @@ class BoxState(FactBase):
                 outputs[-1].append(line)
             else:
                 digest, _, path = line.partition("  ")
-                if path in states and states[path].kind == "file" and len(digest) == 64:
-                    states[path] = states[path]._replace(sha256=digest)
+                algorithm = _DIGESTS.get(len(digest))
+                if algorithm and path in states and states[path].kind == "file":
+                    states[path] = states[path]._replace(**{algorithm: digest})
         return Snapshot(states, tuple(tuple(lines) for lines in outputs), tuple(statuses))
 
 
@@ -190,9 +194,9 @@ def _changes_so_far() -> frozenset:
 class _Batch:
     """One host's batches: everything wanted so far, what was asked and what was answered."""
 
-    def __init__(self) -> None:
-        self.wanted_paths = set(shipped_paths())
-        self.wanted_patterns = set(_PATTERNS)
+    def __init__(self, preload: bool = True) -> None:
+        self.wanted_paths = set(shipped_paths()) if preload else set()
+        self.wanted_patterns = set(_PATTERNS) if preload else set()
         self.wanted_probes: dict[str, None] = {}  # in the order asked for
         # The paths each of this module's ops wrote, by op hash (``wrote``); None: unknown.
         self.written: dict[str, set[str] | None] = {}
@@ -282,7 +286,15 @@ def up_front(provider):
     return provider
 
 
+def batching() -> bool:
+    """Whether questions are batched (RED_BATCH=off: each asked on its own, as stock pyinfra)."""
+    return os.environ.get("RED_BATCH", "on") != "off"
+
+
 def _batch() -> _Batch:
+    if not batching():
+        # Nothing kept or said up front: the question at hand is all it asks.
+        return _Batch(preload=False)
     batch = _batches.get(host.name)
     if batch is None:
         batch = _batches[host.name] = _Batch()
@@ -412,13 +424,15 @@ def sha256_of(path: str) -> str | None:
     return host.get_fact(Sha256File, path=path)
 
 
-def declares(*path_arguments: str, asks=None):
+def declares(*path_arguments: str, asks=None, writes=None):
     """
     An operation that says, when it is called, what its body will look at: pyinfra runs the
     body later (while executing), so without this each such op would ask on its own.
 
     + path_arguments: the names of its keyword arguments that are paths it reads
     + asks: or (its keyword arguments) -> the paths, patterns and probes its body reads
+    + writes: (its keyword arguments) -> the paths it writes (else, once it has changed
+      something, everything is asked again)
     """
     def wrap(op):
         @functools.wraps(op)
@@ -427,11 +441,112 @@ def declares(*path_arguments: str, asks=None):
             expect_with_directories(*paths)
             if asks:
                 expect_all(*asks(**kwargs))
-            return op(*args, **kwargs)
+            meta = op(*args, **kwargs)
+            op_hash = getattr(meta, "_hash", None)
+            if writes and op_hash and batching():
+                _batch().written.setdefault(op_hash, set()).update(writes(**kwargs))
+            return meta
 
         call._inner = op._inner
         return call
     return wrap
+
+
+def _with_parents(path: str) -> list[str]:
+    """path and every directory above it (what ``mkdir -p`` may make)."""
+    return [path, *(str(parent) for parent in PurePosixPath(path).parents if str(parent) != "/")]
+
+
+# pyinfra's own ops, their facts answered from the batch (``answer``), said up front.
+put = declares("dest", writes=lambda dest, **_: _with_parents(dest))(files.put)
+template = declares("dest", writes=lambda dest, **_: _with_parents(dest))(files.template)
+directory = declares("path", writes=lambda path, **_: _with_parents(path))(files.directory)
+block = declares(
+    asks=lambda path, marker=None, **_: (
+        [], [], [fact_probe(Block, path=path, marker=marker, begin=None, end=None)]),
+    writes=lambda path, **_: [path])(files.block)
+
+
+# The file facts pyinfra's ops ask, answered from a path's state: the kind each one wants.
+_STAT_FACTS = {File: "file", Directory: "directory", Link: "link"}
+_HASH_FACTS = {Sha1File: "sha1", Sha256File: "sha256"}
+# stat's %A type letter for a kind (states made without %A).
+_TYPE_LETTER = {"file": "-", "directory": "d", "link": "l"}
+UNKNOWN = object()
+
+
+def _stat_line(path: str, found: PathState) -> str | None:
+    """What pyinfra's File fact reads from the box (its stat -c format), from a path's state."""
+    stat = found.stat
+    if stat is None:
+        letter = _TYPE_LETTER.get(found.kind)
+        if letter is None or not found.mode.isdigit():
+            return None
+        bits = int(found.mode, 8)
+        stat = letter + "".join("rwx"[i % 3] if bits & (0o400 >> i) else "-" for i in range(9))
+    symbolic, *times = stat.split(" ")
+    atime, mtime, ctime = [*times, "", "", ""][:3]
+    return (f"user={found.user} group={found.group} mode={symbolic} atime={atime} "
+            f"mtime={mtime} ctime={ctime} size={found.size} '{path}'")
+
+
+def answer(fact_class, args=(), kwargs=None):
+    """
+    A fact pyinfra's ops ask, from this host's batch: what the box would answer (the fact's
+    own process() of the same stat line), or UNKNOWN where the batch does not know (a link's
+    target, a path it leaves out, global arguments): then the box is asked.
+    """
+    kwargs = dict(kwargs or {})
+    if not batching() or any(name.startswith("_") for name in kwargs):
+        return UNKNOWN
+    if fact_class in _STAT_FACTS or fact_class in _HASH_FACTS:
+        path = kwargs.pop("path", None) if not args else (args[0] if len(args) == 1 else None)
+        if (kwargs or not isinstance(path, str) or not path.startswith("/")
+                or "\n" in path or "\\" in path):
+            return UNKNOWN
+        return _file_fact(fact_class, path)
+    if args or not isinstance(fact_class, type) or not issubclass(fact_class, FactBase):
+        return UNKNOWN
+    probe = fact_probe(fact_class, **kwargs)
+    batch = _batch()
+    if probe not in batch.outputs and probe not in batch.wanted_probes:
+        return UNKNOWN
+    return fact(fact_class, **kwargs)
+
+
+def _file_fact(fact_class, path: str):
+    found = state_of(path)
+    if found is None:
+        return None
+    if fact_class in _HASH_FACTS:
+        digest = getattr(found, _HASH_FACTS[fact_class]) if found.kind == "file" else None
+        return digest or UNKNOWN
+    line = _stat_line(path, found)
+    # A link's target is not in the batch.
+    if line is None or (found.kind == "link" and fact_class is Link):
+        return UNKNOWN
+    return fact_class().process([line])
+
+
+# (Imported twice, as a reloading test does, it still wraps pyinfra's own.)
+_stock_get_fact = getattr(Host.get_fact, "__wrapped__", Host.get_fact)
+
+
+def stock_get_fact(box: Host, fact_class, *args, **kwargs):
+    """pyinfra's own Host.get_fact: the box asked, whatever the batch holds."""
+    return _stock_get_fact(box, fact_class, *args, **kwargs)
+
+
+def _get_fact(self, name_or_cls, *args, **kwargs):
+    # Only for the host whose deploy is running (a batch belongs to it).
+    if ctx_host.get() is self:
+        found = answer(name_or_cls, args, kwargs)
+        if found is not UNKNOWN:
+            return found
+    return _stock_get_fact(self, name_or_cls, *args, **kwargs)
+
+
+Host.get_fact = functools.wraps(_stock_get_fact)(_get_fact)
 
 
 def forget() -> None:
@@ -464,20 +579,6 @@ def _same_mode(actual: str, wanted) -> bool:
         return False
 
 
-def _content(src) -> bytes:
-    if isinstance(src, StringIO):
-        return src.getvalue().encode("utf-8")
-    if isinstance(src, BytesIO):
-        return src.getvalue()
-    if hasattr(src, "read"):
-        raise TypeError(f"cannot hash {src!r} without consuming it")
-    cwd = getattr(state, "cwd", None)
-    if not os.path.isabs(src) and cwd:
-        src = os.path.join(cwd, src)
-    with open(src, "rb") as handle:
-        return handle.read()
-
-
 def holds(dest: str, content: bytes, mode=None, user=None, group=None) -> bool:
     """Whether dest, as the batch saw it, is a regular file with this content and ownership."""
     found = state_of(dest)
@@ -485,187 +586,3 @@ def holds(dest: str, content: bytes, mode=None, user=None, group=None) -> bool:
             and found.sha256 == hashlib.sha256(content).hexdigest())
 
 
-@declares("dest")
-@operation()
-def put(src, dest: str, mode=None, user=None, group=None, **options):
-    """
-    ``files.put``, answered from the batch when dest already holds exactly src.
-
-    + src: a local path, or a StringIO/BytesIO
-    + dest, mode, user, group, options: as for ``files.put``
-    """
-    content = _content(src)
-    if holds(dest, content, mode, user, group):
-        host.noop(f"{dest} is up to date")
-        return
-    if isinstance(src, (StringIO, BytesIO)):
-        src.seek(0)
-    yield from _put(src, content, dest, mode=mode, user=user, group=group, **options)
-
-
-def _put(src, content: bytes, dest: str, *, mode=None, user=None, group=None,
-         in_directory: bool = False, **options):
-    """
-    What ``files.put`` yields for dest: its commands for the facts the batch already has when
-    dest is a file or missing in a directory that is there (the facts it would ask), else
-    pyinfra's own op.
-
-    + in_directory: dest's directory is there (this op made it: the batch saw the box before)
-    """
-    found = state_of(dest)
-    known = (not options.get("force") and mode is not True
-             and (found is None or found.kind == "file")
-             and (in_directory or _is(state_of(posixpath.dirname(dest)), "directory")))
-    if not known or set(options) - {"add_deploy_dir", "create_remote_dir"}:
-        _wrote_unknown()
-        yield from files.put._inner(src=src, dest=dest, mode=mode, user=user, group=group,
-                                    **options)
-        return
-    if isinstance(src, str) and options.get("add_deploy_dir", True) and state.cwd:
-        src = os.path.join(state.cwd, src)
-    mode = ensure_mode_int(mode)
-    wrote(dest)
-    if found is not None and found.sha256 == hashlib.sha256(content).hexdigest():
-        # The same content: only what differs of mode and owner (files.put's own order).
-        if mode and not _same_mode(found.mode, mode):
-            _show_change("mode", found.mode, mode)
-            yield file_utils.chmod(dest, mode)
-        if (user and found.user != user) or (group and found.group != group):
-            _show_change("chown", f"{found.user}:{found.group}", f"{user}:{group}")
-            yield file_utils.chown(dest, user, group)
-        return
-    _show_diff(dest, content, exists=found is not None)
-    temp_dir = (host.current_op_global_arguments or {}).get("_temp_dir")
-    yield FileUploadCommand(src, dest, remote_temp_filename=host.get_temp_filename(
-        dest, temp_directory=temp_dir))
-    if user or group:
-        yield file_utils.chown(dest, user, group)
-    if mode:
-        yield file_utils.chmod(dest, mode)
-
-
-def _show_diff(dest: str, content: bytes, exists: bool) -> None:
-    """With --diff, what files.put shows: the lines it will write (and the file's old ones)."""
-    if not state.config.DIFF:
-        return
-    try:
-        desired = content.decode("utf-8").splitlines(keepends=True)
-    except UnicodeDecodeError:
-        desired = None
-    current = []
-    if exists:
-        current = [line + "\n" for line in host.get_fact(FileContents, path=dest) or []]
-    host.log(f"Will {'modify' if exists else 'create'} {format_text(dest, bold=True)}",
-             logger.info)
-    if desired is None:
-        logger.info("Binary file uploaded")
-    else:
-        for line in generate_color_diff(current, desired):
-            logger.info("  %s", line)
-    logger.info("")
-
-
-def _show_change(what: str, old, new) -> None:
-    if state.config.DIFF:
-        logger.info("%s %s", what, format_text(str(old), "red"))
-        logger.info("%s %s", what, format_text(str(new), "green"))
-
-
-@declares("dest")
-@operation()
-def template(src: str, dest: str, mode=None, user=None, group=None, **data):
-    """
-    ``files.template``, rendered here (pyinfra's own renderer, the same context) and answered
-    from the batch when dest already holds the result.
-
-    + src: the jinja2 template
-    + dest, mode, user, group: as for ``files.template``
-    + data: the template's variables
-    """
-    data.setdefault("host", host)
-    data.setdefault("state", state)
-    data.setdefault("inventory", getattr(state, "inventory", None))
-    rendered = StringIO(get_template(src).render(data))
-    yield from put._inner(src=rendered, dest=dest, mode=mode, user=user, group=group,
-                          add_deploy_dir=False)
-
-
-@declares("path")
-@operation()
-def directory(path: str, mode=None, user=None, group=None):
-    """
-    ``files.directory`` (present), answered from the batch when path already is one with this
-    mode and ownership.
-
-    + path, mode, user, group: as for ``files.directory``
-    """
-    if _is(state_of(path), "directory", mode, user, group):
-        host.noop(f"{path} is a directory")
-        return
-    if state_of(path) is None or state_of(path).kind == "directory":
-        # mkdir -p: and any missing parent.
-        wrote(path, *(str(parent) for parent in PurePosixPath(path).parents))
-    else:
-        _wrote_unknown()
-    yield from files.directory._inner(path=path, mode=mode, user=user, group=group)
-
-
-@declares(asks=lambda path, marker=None, **_: (
-    [], [], [fact_probe(Block, path=path, marker=marker, begin=None, end=None)]))
-@operation()
-def block(path: str, content=None, marker=None, present: bool = True):
-    """
-    ``files.block`` (the marked block at the end of the file), answered from the batch when
-    the block already is as wanted (or, to remove, not there); else pyinfra's own op.
-
-    + path, content, marker, present: as for ``files.block``
-    """
-    # Asked as files.block asks it (the same arguments: the same question).
-    current = fact(Block, path=path, marker=marker, begin=None, end=None)
-    if present:
-        lines = content.split("\n") if isinstance(content, str) else list(content or [])
-        # files.block's own no-change case: the markers found, the lines between them equal.
-        if current and current == lines:
-            host.noop("content already present")
-            return
-    elif current is None:
-        host.noop("no remove required: file did not exist")
-        return
-    elif current == []:
-        host.noop("no remove required: markers not found")
-        return
-    _wrote_unknown()
-    yield from files.block._inner(path=path, content=content, marker=marker, present=present)
-
-
-@operation()
-def tree(src: str, dest: str, mode: str = "644", dir_mode: str = "755"):
-    """
-    A shipped flat directory at dest (``files.sync`` without deletion, bytecode left out):
-    each file answered from the batch, the changed ones uploaded as ``files.put`` does.
-
-    + src: the local directory (files only, besides __pycache__)
-    + dest: where it goes
-    + mode, dir_mode: the files' and the directory's modes
-    """
-    entries = sorted(Path(src).iterdir())
-    nested = [entry.name for entry in entries if entry.is_dir() and entry.name != "__pycache__"]
-    if nested:
-        raise OperationValueError(f"{src} has subdirectories ({', '.join(nested)}): not flat")
-    changed = False
-    if not _is(state_of(dest), "directory", dir_mode):
-        wrote(dest, *(str(parent) for parent in PurePosixPath(dest).parents))
-        if state_of(dest) is not None and state_of(dest).kind != "directory":
-            _wrote_unknown()
-        yield from files.directory._inner(path=dest, mode=dir_mode)
-        changed = True
-    for entry in entries:
-        if entry.is_file() and entry.suffix != ".pyc":
-            target = f"{dest}/{entry.name}"
-            content = entry.read_bytes()
-            if not holds(target, content, mode):
-                # The directory is there now: it was, or the op above made it.
-                yield from _put(str(entry), content, target, mode=mode, in_directory=True)
-                changed = True
-    if not changed:
-        host.noop(f"{dest} is up to date")

@@ -53,6 +53,7 @@ def setup_ssh(runtime: settings.RuntimeSettings, install: bool = True, configure
     if install:
         apt_install(["openssh-server"], name="Install OpenSSH server")
         if building_image:
+            _files.expect(*_host_key_paths())
             for path in _host_key_paths():
                 files.file(name=f"Remove {path} from the image", path=path, present=False)
         restart_on.append(

@@ -111,21 +111,27 @@ class StockHost(FakeHost):
                 return found and False
             return {"user": found.user, "group": found.group, "mode": int(found.mode),
                     "size": found.size}
-        if name == "Sha256File":
-            return found.sha256 if found else None
-        if name in ("Sha1File", "Md5File"):
+        if name in ("Sha256File", "Sha1File"):
+            return found and getattr(found, name[:-4].lower())
+        if name == "Md5File":
             return None
         return super().get_fact(fact, *args, **kwargs)
 
 
 class BoxHost(StockHost):
-    """One box in these states, answering the batch and pyinfra's own facts; what was asked."""
+    """
+    One box in these states as the deploy's hosts meet it: a fact answered from the batch
+    where it can be (as the patched Host.get_fact does), else asked of the box; what was asked.
+    """
 
     def __init__(self, states: dict):
         super().__init__(states)
         self.asked_facts: list[str] = []
 
     def get_fact(self, fact, *args, **kwargs):
+        found = _files.answer(fact, args, kwargs)
+        if found is not _files.UNKNOWN:
+            return found
         self.asked_facts.append(fact.__name__)
         if fact is _files.BoxState:
             return _files.Snapshot({path: found for path, found in self.states.items()
@@ -197,6 +203,14 @@ def check(op, facts, kwargs, commands, noop):
 
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sha1(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 (pyinfra's own checksum)
+
+
+# A file whose content is no longer what was shipped.
+DRIFTED = {"sha256": sha("drifted"), "sha1": sha1("drifted")}
 
 
 # The row's box as the batch (BoxState) sees it: {path: PathState}, {probe prefix: output}.
@@ -452,7 +466,7 @@ def test_checkout_quotes_what_it_is_given():
 
 SHIPPED = "/opt/red/bin/red-xvnc"
 WRAPPER = (ROOT / "files/desktop" / SHIPPED.lstrip("/")).read_text()
-SAME = _files.PathState("file", "755", "root", "root", len(WRAPPER), sha(WRAPPER))
+SAME = _files.PathState("file", "755", "root", "root", len(WRAPPER), sha(WRAPPER), sha1(WRAPPER))
 BIN = {"/opt/red/bin": _files.PathState("directory", "755", "root", "root", 4096, None)}
 UPLOAD_WRAPPER = [f"upload {SHIPPED}: red-xvnc", f"chmod 755 {SHIPPED}"]
 
@@ -461,55 +475,45 @@ UPLOAD_WRAPPER = [f"upload {SHIPPED}: red-xvnc", f"chmod 755 {SHIPPED}"]
     ({SHIPPED: SAME, **BIN}, {}, []),
     ({SHIPPED: SAME, **BIN}, {"mode": "0755"}, []),
     ({SHIPPED: SAME, **BIN}, {"user": "root", "group": "root"}, []),
-    ({SHIPPED: SAME._replace(sha256=sha("drifted")), **BIN}, {}, UPLOAD_WRAPPER),
+    ({SHIPPED: SAME._replace(**DRIFTED), **BIN}, {}, UPLOAD_WRAPPER),
     ({SHIPPED: SAME._replace(mode="644"), **BIN}, {}, [f"chmod 755 {SHIPPED}"]),
     ({SHIPPED: SAME, **BIN}, {"user": "nobody"}, [f"chown nobody {SHIPPED}"]),
-    ({SHIPPED: SAME._replace(sha256=sha("drifted"), mode="600"), **BIN},
+    ({SHIPPED: SAME._replace(**DRIFTED, mode="600"), **BIN},
      {"user": "root", "group": "staff"},
      [f"upload {SHIPPED}: red-xvnc", f"chown root:staff {SHIPPED}", f"chmod 755 {SHIPPED}"]),
     (BIN, {}, UPLOAD_WRAPPER),
-    # What the batch cannot answer for files.put is asked by it: its own op.
     ({SHIPPED: SAME._replace(kind="directory", sha256=None), **BIN}, {}, None),
     ({SHIPPED: SAME._replace(kind="link", sha256=None), **BIN}, {}, None),
     ({}, {}, None),
-    ({SHIPPED: SAME._replace(sha256=sha("drifted"))}, {}, None),
+    ({SHIPPED: SAME._replace(**DRIFTED)}, {}, None),
 ], ids=["same", "same-mode-spelled-0755", "same-owner", "changed-content", "changed-mode",
         "other-owner", "changed-all", "missing", "a-directory", "a-link",
         "missing-in-an-unknown-directory", "changed-in-an-unknown-directory"])
-def test_put_yields_what_pyinfras_put_does_on_the_same_box(states, kwargs, commands):
+def test_put_is_pyinfras_own_asking_the_box_only_through_the_batch(states, kwargs, commands):
     src = str(ROOT / "files/desktop" / SHIPPED.lstrip("/"))
     arguments = {"src": src, "dest": SHIPPED, "mode": "755", **kwargs}
-    got, noops = run(_files.put, {}, host=BoxHost(states), **arguments)
-    # pyinfra's own op on a box in the states the batch saw, command for command.
-    assert got == stock(files.put, states, **arguments)
-    assert (noops == [f"{SHIPPED} is up to date"]) if commands == [] else noops == []
+    box = BoxHost(states)
+    got, noops = run(_files.put, {}, host=box, **arguments)
+    # pyinfra's own op asking its own facts of a box in these states, command for command.
+    assert (got, noops) == run(files.put, {}, host=StockHost(states), **arguments)
+    assert (noops == [f"file {SHIPPED} is already uploaded"]) if commands == [] else noops == []
     if commands is not None:
         assert got == commands
     else:
-        assert any(line.startswith("upload ") or line.startswith("mkdir")
-                   for line in got), got
-
-
-def test_a_changed_file_in_a_known_directory_asks_nothing_more():
-    src = str(ROOT / "files/desktop" / SHIPPED.lstrip("/"))
-    fake = BoxHost({SHIPPED: SAME._replace(sha256=sha("drifted")), **BIN})
-    run(_files.put, {}, host=fake, src=src, dest=SHIPPED, mode="755")
-    assert fake.asked_facts == ["BoxState"]
-    fallback = BoxHost({SHIPPED: SAME._replace(kind="link", sha256=None), **BIN})
-    run(_files.put, {}, host=fallback, src=src, dest=SHIPPED, mode="755")
-    assert "File" in fallback.asked_facts
+        assert any(line.startswith(("upload ", "mkdir")) for line in got), got
+    # Its file, directory and checksum facts were the batch's (a directory at dest: asked
+    # again for the file in it).
+    assert set(box.asked_facts) == {"BoxState"}
 
 
 def test_put_shows_the_diff_files_put_shows(caplog):
     """With --diff, the lines pyinfra's files.put logs for a changed file, its old ones read."""
     states = {"/etc/red/a.conf": _file("old\nkept\n"), "/etc/red": TREE_DIR}
-    facts = {**batch(states), ("FileContents", "/etc/red/a.conf"): ["old", "kept"]}
     logs = {}
-    for name, op, host in (("ours", _files.put, FakeHost(facts)),
+    for name, op, host in (("ours", _files.put, BoxHost(states)),
                            ("stock", files.put, StockHost(states))):
         host.log = lambda message, log_func: log_func(message)
-        if name == "stock":
-            host.facts = {("FileContents", "/etc/red/a.conf"): ["old", "kept"]}
+        host.facts = {("FileContents", "/etc/red/a.conf"): ["old", "kept"]}
         caplog.clear()
         diffing = SimpleNamespace(**{**vars(FAKE_STATE), "config": SimpleNamespace(DIFF=True)})
         _files.forget()
@@ -671,14 +675,14 @@ def test_after_an_op_that_says_what_it_wrote_only_that_is_asked_again():
 def test_template_renders_like_pyinfra_and_answers_from_the_batch():
     src = str(ROOT / "templates/base/etc/default/locale.j2")
     rendered, _ = run(files.template, {}, src=src, dest="/etc/default/locale", mode="644",
-                            locale="C.UTF-8")
+                      locale="C.UTF-8")
     content = next(line.split(": ", 1)[1] for line in rendered if line.startswith("upload "))
-    state = {"/etc/default/locale": _files.PathState("file", "644", "root", "root",
-                                                      len(content), sha(content))}
-    commands, noops = run(_files.template, batch(state), src=src,
-                                dest="/etc/default/locale", mode="644", locale="C.UTF-8")
-    assert (commands, noops) == ([], ["/etc/default/locale is up to date"])
-    state["/etc/default"] = TREE_DIR
+    state = {"/etc/default/locale": _file(content), "/etc/default": TREE_DIR}
+    box = BoxHost(state)
+    commands, noops = run(_files.template, {}, host=box, src=src, dest="/etc/default/locale",
+                          mode="644", locale="C.UTF-8")
+    assert (commands, noops) == ([], ["file /etc/default/locale is already uploaded"])
+    assert box.asked_facts == ["BoxState"]
     changed, _ = run(_files.template, {}, host=BoxHost(state), src=src,
                      dest="/etc/default/locale", mode="644", locale="de_DE.UTF-8")
     assert changed == stock(files.template, state, src=src, dest="/etc/default/locale",
@@ -701,9 +705,11 @@ def test_directory_answers_from_the_batch(state, mode, same):
             with pytest.raises(OperationError, match="exists and is not a directory"):
                 run(op, {}, host=host, path=path, mode=mode)
         return
-    commands, noops = run(_files.directory, {}, host=BoxHost(states), path=path, mode=mode)
+    box = BoxHost(states)
+    commands, noops = run(_files.directory, {}, host=box, path=path, mode=mode)
+    assert box.asked_facts == ["BoxState"]
     if same:
-        assert (commands, noops) == ([], [f"{path} is a directory"])
+        assert (commands, noops) == ([], [f"directory {path} already exists"])
     else:
         expected = stock(files.directory, states, path=path, mode=mode)
         assert commands == expected and expected
@@ -759,17 +765,20 @@ def test_box_state_reads_a_real_tree_and_runs_its_probes(tmp_path):
     def path(name):
         return str(tmp_path / name)
 
-    def state(kind, mode, size, digest):
-        return _files.PathState(kind, mode, user, group, size, digest)
+    def state(kind, mode, size, content=None):
+        digests = (sha(content), sha1(content)) if content is not None else (None, None)
+        return _files.PathState(kind, mode, user, group, size, *digests)
 
-    assert states == {
-        path("file"): state("file", "640", 8, sha("content\n")),
-        path("empty"): state("file", "644", 0, sha("")),
-        path("dir"): state("directory", "700", (tmp_path / "dir").stat().st_size, None),
-        path("link"): state("link", "777", len(str(tmp_path / "file")), None),
-        path("with space"): state("file", "644", 1, sha("x")),
-        path("globbed.conf"): state("file", "644", 1, sha("g")),
-        path("a dir/.red-x.stamp"): state("file", "644", 1, sha("s")),
+    # stat's %A and times, checked against the file facts by the oracle below.
+    assert all(found.stat.split(" ")[0][0] in "-dl" for found in states.values())
+    assert {path: found._replace(stat=None) for path, found in states.items()} == {
+        path("file"): state("file", "640", 8, "content\n"),
+        path("empty"): state("file", "644", 0, ""),
+        path("dir"): state("directory", "700", (tmp_path / "dir").stat().st_size),
+        path("link"): state("link", "777", len(str(tmp_path / "file"))),
+        path("with space"): state("file", "644", 1, "x"),
+        path("globbed.conf"): state("file", "644", 1, "g"),
+        path("a dir/.red-x.stamp"): state("file", "644", 1, "s"),
     }
     # Probes alone: nothing is stat'ed, and sha256sum does not read stdin.
     alone = subprocess.run(["sh", "-c", fact.command(paths=[], probes=("echo hi",))],
@@ -798,53 +807,11 @@ def test_deb_packages(missing, noop):
         assert got == stock and any("apt-get" in line for line in got)
 
 
-def _tree_source(tmp_path):
-    src = tmp_path / "pkg"
-    src.mkdir()
-    (src / "a.py").write_text("A = 1\n")
-    (src / "b.py").write_text("B = 2\n")
-    (src / "__pycache__").mkdir()
-    (src / "a.cpython-311.pyc").write_bytes(b"\0")
-    return src
-
-
 def _file(text: str) -> _files.PathState:
-    return _files.PathState("file", "644", "root", "root", len(text), sha(text))
+    return _files.PathState("file", "644", "root", "root", len(text), sha(text), sha1(text))
 
 
 TREE_DIR = _files.PathState("directory", "755", "root", "root", 4096, None)
-
-
-@pytest.mark.parametrize(("states", "uploaded"), [
-    ({"/opt/pkg": TREE_DIR, "/opt/pkg/a.py": _file("A = 1\n"), "/opt/pkg/b.py": _file("B = 2\n")},
-     []),
-    ({"/opt/pkg": TREE_DIR, "/opt/pkg/a.py": _file("A = 1\n"), "/opt/pkg/b.py": _file("old\n")},
-     ["b.py"]),
-    ({"/opt/pkg": TREE_DIR, "/opt/pkg/a.py": _file("A = 1\n")}, ["b.py"]),
-    ({}, ["a.py", "b.py"]),
-], ids=["same", "one-changed", "one-missing", "all-missing"])
-def test_tree_uploads_only_what_differs(tmp_path, states, uploaded):
-    src = _tree_source(tmp_path)
-    commands, noops = run(_files.tree, {}, host=BoxHost(states), src=str(src), dest="/opt/pkg")
-    if not uploaded:
-        assert (commands, noops) == ([], ["/opt/pkg is up to date"])
-        return
-    expected = [] if "/opt/pkg" in states else stock(files.directory, states, path="/opt/pkg",
-                                                     mode="755")
-    # The files go into the directory made first.
-    made = {"/opt/pkg": TREE_DIR, **states}
-    for name in uploaded:
-        expected += stock(files.put, made, src=str(src / name), dest=f"/opt/pkg/{name}",
-                          mode="644")
-    assert commands == expected and noops == []
-    assert not any(".pyc" in line for line in commands)
-
-
-def test_tree_refuses_a_nested_directory(tmp_path):
-    src = _tree_source(tmp_path)
-    (src / "sub").mkdir()
-    with pytest.raises(OperationValueError, match="subdirectories"):
-        run(_files.tree, {}, src=str(src), dest="/opt/pkg")
 
 
 def test_ops_are_scanned_for_changes_only_when_one_has_finished():
@@ -908,16 +875,62 @@ def test_facts_asked_through_the_batch_are_pyinfras_own(tmp_path):
                 _files.expect_fact(fact_class, **arguments)
             for fact_class, arguments in cases:
                 assert BATCHED_FACT(fact_class, **arguments) == \
-                    local.get_fact(fact_class, **arguments), (fact_class, arguments)
+                    _files.stock_get_fact(local, fact_class, **arguments), (fact_class, arguments)
             # A command that fails is an error both ways (pyinfra fails the host).
             with pytest.raises(PyinfraError):
                 BATCHED_FACT(failing[0], **failing[1])
             with pytest.raises(PyinfraError):
-                local.get_fact(failing[0], **failing[1])
+                _files.stock_get_fact(local, failing[0], **failing[1])
     finally:
         listening.close()
         _files.forget()
     assert BATCHED_FACT is not _files.fact  # (the op tables' stand-in was in place)
+
+
+def test_file_facts_answered_by_the_batch_are_pyinfras_own(tmp_path):
+    """
+    The oracle for pyinfra's file ops: File, Directory, Link, Sha1File and Sha256File as the
+    patched Host.get_fact answers them from the batch, against pyinfra's own on this machine,
+    for a file, a directory, links to each, a missing path and an odd mode; only a link's
+    target and a link's checksum are left to the box.
+    """
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.facts.files import Directory, File, Link, Sha1File, Sha256File
+
+    (tmp_path / "file").write_text("content\n")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "odd").write_text("x")
+    (tmp_path / "odd").chmod(0o4750)
+    (tmp_path / "to-file").symlink_to(tmp_path / "file")
+    (tmp_path / "to-dir").symlink_to(tmp_path / "dir")
+    paths = [str(tmp_path / name) for name in ("file", "dir", "odd", "to-file", "to-dir",
+                                                "missing")]
+    inventory = Inventory((["@local"], {}))
+    state = State(inventory, Config())
+    local = inventory.get_host("@local")
+    # Read once, so that the batch's hashing moves no atime the stock stat would then see.
+    for path in paths[:3]:
+        Path(path).is_file() and Path(path).read_bytes()
+    _files.forget()
+    left = set()
+    try:
+        with ctx_state.use(state), ctx_host.use(local):
+            _files.expect(*paths)
+            for fact_class in (File, Directory, Link, Sha1File, Sha256File):
+                for path in paths:
+                    answered = _files.answer(fact_class, (), {"path": path})
+                    if answered is _files.UNKNOWN:
+                        left.add((fact_class.__name__, Path(path).name))
+                        continue
+                    assert answered == _files.stock_get_fact(local, fact_class, path=path), \
+                        (fact_class, path)
+                    # What the deploy's hosts get: the same, without asking the box.
+                    assert local.get_fact(fact_class, path=path) == answered
+    finally:
+        _files.forget()
+    assert left == {("Link", "to-file"), ("Link", "to-dir"), ("Sha1File", "to-file"),
+                    ("Sha256File", "to-file"), ("Sha1File", "to-dir"),
+                    ("Sha256File", "to-dir"), ("Sha1File", "dir"), ("Sha256File", "dir")}
 
 
 @pytest.mark.parametrize(("current", "present", "noop"), [

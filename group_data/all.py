@@ -151,6 +151,9 @@ visomaster_models_deadline = 3600
 visomaster_models_backoff = 600
 # the models' verification record (JSON); CLIP's, clip-state.json, lies beside it
 visomaster_models_state = '/var/lib/red/models-state.json'
+# the verified model files' hashes (size, times, inode), on the workspace volume with the files:
+# a container re-created on it does not hash them again
+visomaster_models_cache = '/workspace/red-cache/models-verified.json'
 # model files Red's fetcher downloads at once (each resumed after a cut, verified before it
 # replaces the model) (env VISOMASTER_MODELS_STREAMS)
 visomaster_models_streams = 4

@@ -263,14 +263,15 @@ def _detached(run: StringCommand) -> StringCommand:
                          "</dev/null", ">/dev/null", "2>&1", "&")
 
 
-def _models_check(repo: str, state: str, **_) -> dict:
+def _models_check(repo: str, state: str, cache: str = "", **_) -> dict:
     """
     The ToolReport arguments of red-app-models with no download allowed (``--attempts 0``):
     it refreshes the state file as it goes, a verification record with a hash cache, which is
     what lets the next check skip hashing gigabytes of unchanged files.
     """
     return {"tool": MODELS, "args": shlex.join(["--repo", repo, "--models-data", MODELS_DATA,
-                                                "--attempts", "0", "--state", state]),
+                                                "--attempts", "0", "--state", state,
+                                                *(("--cache", cache) if cache else ())]),
             "needs": f"{repo}/{MODELS_DATA}"}
 
 
@@ -278,7 +279,7 @@ def _models_check(repo: str, state: str, **_) -> dict:
     [], [], [_files.fact_probe(ToolReport, **_models_check(**kwargs))]))
 @operation()
 def _models(repo: str, python: str, attempts: int, state: str, log: str, *, bounds: dict,
-            pip_state: str, status: str, background: bool = False):
+            pip_state: str, status: str, cache: str = "", background: bool = False):
     """
     Fetch the app's model files until every one verifies (red-app-models: Red's fetcher,
     resumed and verified per file), unless they already do; the result is kept in a state
@@ -291,6 +292,7 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, boun
       app, by hand)
     + attempts: download rounds before giving up
     + state: the state file
+    + cache: the verified files' hashes (on the workspace, with the files)
     + log: the downloader's output
     + bounds: timeout (seconds one downloader run may take: a hung one would hold the
       provisioning lock for ever), deadline (all the runs together) and backoff (after a
@@ -300,7 +302,7 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, boun
     + status: the status JSON (per-file progress)
     + background: start it detached and go on
     """
-    report = _files.fact(ToolReport, **_models_check(repo, state))
+    report = _files.fact(ToolReport, **_models_check(repo, state, cache))
     if report is None:
         host.noop(f"no model list at {repo}/{MODELS_DATA}: nothing to download")
         return
@@ -316,6 +318,7 @@ def _models(repo: str, python: str, attempts: int, state: str, log: str, *, boun
         "--timeout", str(int(bounds["timeout"])), "--deadline", str(int(bounds["deadline"])),
         "--backoff", str(int(bounds["backoff"])), "--streams", str(int(bounds["streams"])),
         "--state", QuoteString(state),
+        *(("--cache", QuoteString(cache)) if cache else ()),
         *(("--pip-state", QuoteString(pip_state)) if pip_state else ()),
         "--status", QuoteString(status), ">/dev/null",
     )
@@ -477,6 +480,7 @@ class AppPlan:
                            "backoff": runtime.visomaster_models_backoff,
                            "streams": runtime.visomaster_models_streams},
                 "state": runtime.visomaster_models_state, "status": status, "log": models_log,
+                "cache": runtime.visomaster_models_cache,
                 # Only an install this converge runs can be why the app's downloader cannot.
                 "pip_state": runtime.visomaster_pip_state
                 if runtime.visomaster_install_requirements else "",

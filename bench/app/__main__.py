@@ -426,7 +426,7 @@ class Bench:
                 box.place(setting("visomaster_clip_dir")) / data.CLIP_NAME)
             outcomes[name] = outcome
         outcomes["recreated"]["hashed_models"] = self.built.model_bytes() \
-            if not _on_workspace(setting("visomaster_models_state")) else 0
+            if not _on_workspace(setting("visomaster_models_cache")) else 0
         plain = Box(run_dir / "plain-root", run_dir / "plain-workspace")
         steps, env = self.plain_steps(plain, f"run{number}-plain")
         outcomes["plain"] = self.run_flow(f"run{number}-plain", steps, env)
@@ -588,7 +588,8 @@ def print_report(bench: Bench, runs: list[dict], floor: tuple[float, int]) -> No
         rate = sha256_rate()
         extra = hashed / args.scale / rate - hashed / rate
         say(f"full size, not simulated: the re-created container hashes the models again "
-            f"({hashed / args.scale / 1e9:.1f} GB; models-state.json is not on the workspace): "
+            f"({hashed / args.scale / 1e9:.1f} GB; visomaster_models_cache is not on the "
+            f"workspace): "
             f"about {extra:.0f} s more at this machine's SHA-256 rate ({rate / 1e6:.0f} MB/s), "
             f"recreated/first about {(recreated + extra) / red:.2f}")
     loads = [value for run in runs for name in ("red", "recreated", "plain")

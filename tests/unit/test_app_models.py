@@ -61,6 +61,37 @@ def test_good_file_is_downloaded_verified_and_not_refetched(assets: Assets,
     assert rc == 0 and st["downloads_run"] == 0 and st["checked"] == 2
 
 
+def test_the_hash_cache_on_the_workspace_outlives_the_state(assets: Assets,
+                                                            tmp_path: Path) -> None:
+    """
+    A container re-created on the same volume: its state file is gone, the --cache beside the
+    files is not, and the files are trusted without hashing them again while their size,
+    times and inode hold (shown with a file changed behind the cache's back: trusted with
+    the cache, hashed and refused without it).
+    """
+    import os
+
+    from redbox.app.models import stat_key
+
+    repo = make_repo(tmp_path, assets, {"good": "good"})
+    cache = tmp_path / "workspace" / "red-cache" / "models-verified.json"
+    rc, st, _ = run_tool(repo, tmp_path / "first" / "state.json", "--cache", str(cache))
+    assert rc == 0 and st["verified"] and "cache" not in st
+    saved = json.loads(cache.read_text())["cache"]
+    (path,) = saved
+    hits = dict(assets.hits)
+    rc, st, _ = run_tool(repo, tmp_path / "recreated" / "state.json", "--cache", str(cache),
+                         "--attempts", "0")
+    assert rc == 0 and st["verified"] and assets.hits == hits
+    Path(path).write_bytes(b"not the model")
+    cache.write_text(json.dumps({"cache": {path: {**saved[path], **stat_key(os.stat(path))}}}))
+    rc, st, _ = run_tool(repo, tmp_path / "third" / "state.json", "--cache", str(cache),
+                         "--attempts", "0")
+    assert rc == 0 and st["verified"]
+    rc, st, _ = run_tool(repo, tmp_path / "fourth" / "state.json", "--attempts", "0")
+    assert rc == 3 and st["failed"][0]["reason"] == "sha256 mismatch"
+
+
 def test_corrupt_download_is_retried_until_verified(assets: Assets, tmp_path: Path) -> None:
     repo = make_repo(tmp_path, assets, {"flaky": "x", "good": "x"})
     assets.plan["/assets/v1.0.0/flaky.onnx"] = ["corrupt", "good"]

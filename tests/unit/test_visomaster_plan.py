@@ -116,6 +116,8 @@ def test_out_of_state_box_checks_out_installs_and_downloads(plans):
     assert "--python /opt/red/venv/bin/python --attempts 3 --timeout 3600 --deadline 3600 " \
         "--backoff 600" in models
     assert "--state /var/lib/red/models-state.json" in models
+    # The hashes on the workspace with the files (a re-created container trusts them).
+    assert "--cache /workspace/red-cache/models-verified.json" in models
     assert "models NOT verified" in models  # the startup log line when they do not verify
 
 

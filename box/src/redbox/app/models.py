@@ -48,8 +48,10 @@ Runs on the target box (stdlib only, Python >= 3.10).
 4. Writes the JSON state file atomically (default /var/lib/red/models-state.json) and prints
    the same JSON (without the cache) as one line on stdout.
 
-A verified file's size, mtime, ctime and inode are cached in the state file; a later run trusts
-the cached SHA-256 while those are unchanged (--rehash ignores the cache).
+A verified file's size, mtime, ctime and inode are cached in the state file, or in --cache FILE
+(the deploy keeps it on the workspace volume, beside the files it describes, so a container
+re-created on that volume does not hash gigabytes again; a cache there wins over the state's);
+a later run trusts the cached SHA-256 while those are unchanged (--rehash ignores the cache).
 
 State file:
   {"verified": bool, "checked": int, "ok": int,
@@ -520,10 +522,14 @@ def explain(failed: list[dict], errors: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def load_cache(state_path: str) -> dict:
-    saved = json_state.read(state_path)
-    cache = saved.get("cache", {}) if isinstance(saved, dict) else {}
-    return cache if isinstance(cache, dict) else {}
+def load_cache(state_path: str, cache_path: str | None = None) -> dict:
+    """The verified files' record: --cache's when it has one, else the state file's."""
+    for path in (cache_path, state_path):
+        saved = json_state.read(path) if path else None
+        cache = saved.get("cache") if isinstance(saved, dict) else None
+        if isinstance(cache, dict):
+            return cache
+    return {}
 
 
 def write_state(state_path: str, data: dict) -> str | None:
@@ -578,6 +584,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="seconds for all the rounds together (0: no limit)")
     add_backoff_arguments(p, "--backoff", 0, "download")
     p.add_argument("--rehash", action="store_true", help="ignore cached hashes")
+    p.add_argument("--cache", help="where the verified files' hashes are kept (default: in the "
+                                   "state file)")
     p.add_argument("--check", action="store_true",
                    help="verify only, never download (like --attempts 0)")
     p.add_argument("--pip-state", help="red-app-pip's record: a failed install is the cause")
@@ -632,7 +640,7 @@ def converge(a: argparse.Namespace, repo: str, models_data: str, state: dict,
     if not entries:
         state["error"] = f"no model entries (dicts with local_path, hash, url) in {models_data}"
         return
-    cache = {} if a.rehash else load_cache(a.state)
+    cache = {} if a.rehash else load_cache(a.state, a.cache)
     checked, failed = verify(repo, entries, cache, use_cache=not a.rehash)
     blocked = install_failed(a.pip_state, repo) \
         if failed and a.attempts and a.downloader == "app" else None
@@ -801,7 +809,13 @@ def main(argv: list[str] | None = None) -> int:
         state["time"] = timestamp()
         state["reason"] = summarize(state)
         record_outcome(state, previous, a)
-        problem = write_state(a.state, state)
+        if a.cache:
+            # The state keeps the outcome and the backoff (this container's); the hashes go
+            # where the files are.
+            problem = write_state(a.cache, {"repo": repo, "cache": state.pop("cache")})
+            problem = write_state(a.state, state) or problem
+        else:
+            problem = write_state(a.state, state)
     finally:
         if lock_fd is not None:
             os.close(lock_fd)

@@ -267,6 +267,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("visomaster", "visomaster_models_state", "/var/lib/red/models-state.json",
        parse.absolute_dir, "the models' verification record (JSON); CLIP's, "
        "clip-state.json, lies beside it"),
+    _s("visomaster", "visomaster_models_cache", "/workspace/red-cache/models-verified.json",
+       parse.absolute_dir, "the verified model files' hashes (size, times, inode), on the "
+       "workspace volume with the files: a container re-created on it does not hash them "
+       "again"),
     _s("visomaster", "visomaster_models_streams", 4, parse.integer(1, 16),
        "model files Red's fetcher downloads at once (each resumed after a cut, verified "
        "before it replaces the model)", env=("VISOMASTER_MODELS_STREAMS",)),

@@ -497,7 +497,10 @@ def answer(fact_class, args=(), kwargs=None):
     target, a path it leaves out, global arguments): then the box is asked.
     """
     kwargs = dict(kwargs or {})
-    if not batching() or any(name.startswith("_") for name in kwargs):
+    # Only a batch the deploy has begun: making one here would run the concerns' up-front
+    # questions inside this one (a fact they need would be asked twice).
+    if (not batching() or host.name not in _batches
+            or any(name.startswith("_") for name in kwargs)):
         return UNKNOWN
     if fact_class in _STAT_FACTS or fact_class in _HASH_FACTS:
         path = kwargs.pop("path", None) if not args else (args[0] if len(args) == 1 else None)

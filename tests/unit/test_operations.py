@@ -183,6 +183,8 @@ def run(op, facts: dict, host=None, **kwargs) -> tuple[list[str], list[str]]:
     _files.forget()
     try:
         with ctx_host.use(fake), ctx_state.use(FAKE_STATE):
+            # The host's batch, begun as the deploy begins it when an op is called.
+            _files.expect()
             commands = [shown(command) for command in op._inner(**kwargs)]
     finally:
         _files.forget()
@@ -885,6 +887,28 @@ def test_facts_asked_through_the_batch_are_pyinfras_own(tmp_path):
         listening.close()
         _files.forget()
     assert BATCHED_FACT is not _files.fact  # (the op tables' stand-in was in place)
+
+
+def test_a_fact_asked_before_the_deploy_begins_its_batch_goes_to_the_box():
+    """
+    The concerns' up-front questions run when a host's batch begins; a fact asked before that
+    (settings reading PID 1's environment) must not begin it: the up-front questions would
+    ask that very fact again inside it.
+    """
+    from pyinfra.facts.files import File
+
+    box = BoxHost({"/etc/red": TREE_DIR})
+    _files.forget()
+    try:
+        with ctx_host.use(box), ctx_state.use(FAKE_STATE):
+            assert box.get_fact(File, path="/etc/red") is False
+            assert box.asked_facts == ["File"] and box.name not in _files._batches
+            _files.expect("/etc/red")
+            assert box.get_fact(settings.ContainerEnvironment) is None  # not a probe asked
+            assert box.get_fact(File, path="/etc/red") is False
+            assert box.asked_facts == ["File", "ContainerEnvironment", "BoxState"]
+    finally:
+        _files.forget()
 
 
 def test_file_facts_answered_by_the_batch_are_pyinfras_own(tmp_path):

@@ -52,8 +52,9 @@ Limits (what is not the real thing):
   not compressed, so unpacking writes the wheel's bytes, not the 2-3x a CUDA wheel inflates
   to; a wheel of many small files is larger than its scaled size (its zip headers).
   Everything local that costs per byte (unzip, copies, SHA-256) costs --scale times what it
-  does at full size, while network time does not shrink: the report estimates the largest such
-  cost where it matters (a re-created container hashing the models again). Per-file costs
+  does at full size, while network time does not shrink: the report estimates such costs where
+  they matter (a re-created container's uv copying the wheels into the venv, and hashing the
+  models again where their hash cache is not on the workspace). Per-file costs
   (uv's copy of ~30,000 files, pip's unpacking) are real.
 - The plain script's pip: Python 3.10.13's venv brings pip 23.0.1, which refuses PEP 658
   metadata whose Name is spelled unlike the requirement (pypa/pip#12108: pillow vs Pillow),
@@ -99,6 +100,8 @@ TOOLS = ("red-app-checkout", "red-app-pip", "red-app-models", "red-app-clip")
 # What a container has before the converge writes there.
 CONTAINER_DIRS = ("/logs", "/var/lib/red", "/root", "/opt/red", "/tmp")  # noqa: S108
 PYENV = Path("/root/.pyenv/versions")
+# The package indexes: what uv installs from its cache in a re-created container.
+WHEEL_INDEXES = (fi.PYPI, fi.PYTORCH_CU124, fi.NVIDIA)
 
 
 # -- the container's places
@@ -477,6 +480,18 @@ def sha256_rate() -> float:
     return len(block) / (time.perf_counter() - started)
 
 
+def copy_rate() -> float:
+    """This machine's file copy bytes/s on the bench's own filesystem (/var/tmp)."""
+    with tempfile.TemporaryDirectory(prefix="red-bench-copy-", dir="/var/tmp") as directory:
+        source, target = Path(directory) / "a", Path(directory) / "b"
+        source.write_bytes(os.urandom(256 * 1024 * 1024))
+        started = time.perf_counter()
+        shutil.copyfile(source, target)
+        with open(target, "rb+") as handle:
+            os.fsync(handle.fileno())
+        return source.stat().st_size / (time.perf_counter() - started)
+
+
 def stop(process: subprocess.Popen | None, grace: float = 15) -> None:
     """End a process the bench started, and its session: SIGTERM, then SIGKILL."""
     if process is None or process.poll() is not None:
@@ -518,6 +533,30 @@ def detail(step: dict, scale: float) -> str:
         return (f"{'verified' if found.get('verified') else 'NOT verified'}; the CLIP server "
                 f"sent {found['bytes'] / 1e6:.1f} MB in the flow")
     return ""
+
+
+def full_size_estimates(say, runs: list[dict], scale: float, red: float,
+                        recreated: float) -> None:
+    """What --scale shrinks in a re-created container, at full size on this machine."""
+    hashed = report.median(run["recreated"].get("hashed_models", 0) for run in runs)
+    if hashed:
+        rate = sha256_rate()
+        extra = hashed / scale / rate - hashed / rate
+        say(f"full size, not simulated: the re-created container hashes the models again "
+            f"({hashed / scale / 1e9:.1f} GB; visomaster_models_cache is not on the "
+            f"workspace): "
+            f"about {extra:.0f} s more at this machine's SHA-256 rate ({rate / 1e6:.0f} MB/s), "
+            f"recreated/first about {(recreated + extra) / red:.2f}")
+    # uv's copy from its cache into the venv (two filesystems in a container): per byte, so
+    # --scale shrinks it; at least the wheels' bytes (a CUDA wheel unpacks to 2-3x them).
+    wheels = report.median(sum(run["red"]["stats"]["servers"][index]["bytes"]
+                               for index in WHEEL_INDEXES) for run in runs)
+    rate = copy_rate()
+    extra = wheels / scale / rate - wheels / rate
+    say(f"full size, not simulated: the re-created container's uv copies at least "
+        f"{wheels / scale / 1e9:.1f} GB from its cache into the venv: about {extra:.0f} s "
+        f"more at this machine's copy rate ({rate / 1e6:.0f} MB/s), recreated/first about "
+        f"{(recreated + extra) / red:.2f}")
 
 
 def print_report(bench: Bench, runs: list[dict], floor: tuple[float, int]) -> None:
@@ -583,15 +622,7 @@ def print_report(bench: Bench, runs: list[dict], floor: tuple[float, int]) -> No
                 for name in ("red", "recreated", "plain") for line in run[name]["problems"]]
     say("flows that did not end with a working app: " + ("; ".join(problems) if problems
                                                          else "none"))
-    hashed = report.median(run["recreated"].get("hashed_models", 0) for run in runs)
-    if hashed:
-        rate = sha256_rate()
-        extra = hashed / args.scale / rate - hashed / rate
-        say(f"full size, not simulated: the re-created container hashes the models again "
-            f"({hashed / args.scale / 1e9:.1f} GB; visomaster_models_cache is not on the "
-            f"workspace): "
-            f"about {extra:.0f} s more at this machine's SHA-256 rate ({rate / 1e6:.0f} MB/s), "
-            f"recreated/first about {(recreated + extra) / red:.2f}")
+    full_size_estimates(say, runs, args.scale, red, recreated)
     loads = [value for run in runs for name in ("red", "recreated", "plain")
              for value in run[name]["load"]]
     cpus = os.cpu_count() or 1

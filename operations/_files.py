@@ -198,8 +198,8 @@ class _Batch:
         self.wanted_paths = set(shipped_paths()) if preload else set()
         self.wanted_patterns = set(_PATTERNS) if preload else set()
         self.wanted_probes: dict[str, None] = {}  # in the order asked for
-        # The paths each of this module's ops wrote, by op hash (``wrote``); None: unknown.
-        self.written: dict[str, set[str] | None] = {}
+        # The paths each op said it wrote, by op hash (``wrote``, ``declares``' writes).
+        self.written: dict[str, set[str]] = {}
         self.finished: int | None = None
         self.forget_answers(frozenset())
 
@@ -318,16 +318,8 @@ def wrote(*paths: str) -> None:
     run, only they are asked again (without this, everything is).
     """
     op_hash = getattr(host, "current_op_hash", None)
-    written = _batch().written
-    if op_hash and (op_hash not in written or written[op_hash] is not None):
-        written.setdefault(op_hash, set()).update(paths)
-
-
-def _wrote_unknown() -> None:
-    """The op running now hands over to one of pyinfra's: what it writes is not known."""
-    op_hash = getattr(host, "current_op_hash", None)
     if op_hash:
-        _batch().written[op_hash] = None
+        _batch().written.setdefault(op_hash, set()).update(paths)
 
 
 def expect(*paths: str) -> None:

@@ -662,14 +662,6 @@ def test_after_an_op_that_says_what_it_wrote_only_that_is_asked_again():
             ran("shell")
             assert _files.state_of("/etc/red/b") == SAME and len(fake.asked) == 4
             assert "/etc/red/b" in fake.asked[3]["paths"]
-            # Nor one that handed over to pyinfra's own op after saying what it wrote.
-            fake.current_op_hash = "put-then-stock"
-            _files.wrote("/etc/red/a")
-            _files._wrote_unknown()
-            _files.wrote("/etc/red/a")
-            fake.current_op_hash = None
-            ops["put-then-stock"] = SimpleNamespace(operation_meta=Meta(True, True))
-            assert _files.state_of("/etc/red/b") == SAME and len(fake.asked) == 5
     finally:
         _files.forget()
 

@@ -49,7 +49,7 @@ _FACTS_ASKED: dict[tuple[str, str], int] = {}
 
 
 def plan_seconds(group: str, case: dict[str, str]) -> float:
-    for name in ("RED_SPEEDUPS_OFF", "RED_BATCH"):
+    for name in {name for other in CASES.values() for name in other}:
         os.environ.pop(name, None)
     os.environ.update(case)
     started = time.monotonic()
@@ -128,8 +128,8 @@ def main() -> None:
                         help="also a box of RED_TEST_IMAGE: no-op inside it and over SSH")
     args = parser.parse_args()
     measures: dict[str, Callable[[dict[str, str]], float]] = {
-        "plan, 1 box": lambda off: plan_seconds("one", off),
-        "plan, 8 boxes": lambda off: plan_seconds("fleet", off),
+        "plan, 1 box": lambda case: plan_seconds("one", case),
+        "plan, 8 boxes": lambda case: plan_seconds("fleet", case),
     }
     with tempfile.TemporaryDirectory(prefix="red-bench-") as directory:
         box = RedBox(Path(directory)) if args.box else None

@@ -131,6 +131,11 @@ class BoxState(FactBase):
         return lines
 
     @staticmethod
+    def looked(path: str, mode: str = "644", size: int = 0) -> str:
+        """The line its look prints for a regular file (for the plan tests' fake boxes)."""
+        return f"regular file\t{mode}\troot\troot\t{size}\t{_symbolic('file', mode)} 0 0 0\t{path}"
+
+    @staticmethod
     def default() -> Snapshot:
         return Snapshot({}, ())
 
@@ -435,7 +440,7 @@ def declares(*path_arguments: str, asks=None, writes=None):
                 expect_all(*asks(**kwargs))
             meta = op(*args, **kwargs)
             op_hash = getattr(meta, "_hash", None)
-            if writes and op_hash and batching():
+            if writes and op_hash:
                 _batch().written.setdefault(op_hash, set()).update(writes(**kwargs))
             return meta
 
@@ -467,15 +472,20 @@ _TYPE_LETTER = {"file": "-", "directory": "d", "link": "l"}
 UNKNOWN = object()
 
 
+def _symbolic(kind: str, mode: str) -> str | None:
+    """stat's %A for a kind and octal mode ("file", "644" -> "-rw-r--r--"; None: unknown)."""
+    letter = _TYPE_LETTER.get(kind)
+    if letter is None or not mode.isdigit():
+        return None
+    bits = int(mode, 8)
+    return letter + "".join("rwx"[i % 3] if bits & (0o400 >> i) else "-" for i in range(9))
+
+
 def _stat_line(path: str, found: PathState) -> str | None:
     """What pyinfra's File fact reads from the box (its stat -c format), from a path's state."""
-    stat = found.stat
+    stat = found.stat or _symbolic(found.kind, found.mode)
     if stat is None:
-        letter = _TYPE_LETTER.get(found.kind)
-        if letter is None or not found.mode.isdigit():
-            return None
-        bits = int(found.mode, 8)
-        stat = letter + "".join("rwx"[i % 3] if bits & (0o400 >> i) else "-" for i in range(9))
+        return None
     symbolic, *times = stat.split(" ")
     atime, mtime, ctime = [*times, "", "", ""][:3]
     return (f"user={found.user} group={found.group} mode={symbolic} atime={atime} "
@@ -489,9 +499,10 @@ def answer(fact_class, args=(), kwargs=None):
     target, a path it leaves out, global arguments): then the box is asked.
     """
     kwargs = dict(kwargs or {})
-    # Only a batch the deploy has begun: making one here would run the concerns' up-front
-    # questions inside this one (a fact they need would be asked twice).
-    if (not batching() or host.name not in _batches
+    # Only a batch the deploy has begun (none with RED_BATCH=off): making one here would run
+    # the concerns' up-front questions inside this one (a fact they need asked twice). The
+    # batch's own question goes to the box.
+    if (fact_class is BoxState or host.name not in _batches
             or any(name.startswith("_") for name in kwargs)):
         return UNKNOWN
     if fact_class in _STAT_FACTS or fact_class in _HASH_FACTS:

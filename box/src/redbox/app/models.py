@@ -812,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.cache:
             # The state keeps the outcome and the backoff (this container's); the hashes go
             # where the files are.
-            problem = write_state(a.cache, {"repo": repo, "cache": state.pop("cache")})
+            problem = write_state(a.cache, {"cache": state.pop("cache")})
             problem = write_state(a.state, state) or problem
         else:
             problem = write_state(a.state, state)
